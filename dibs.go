@@ -1,0 +1,276 @@
+// Package dibs is the vocabulary of a first-come-first-served event system:
+// drops (a limited stock handed out from a moment on), claims (a user's win of
+// one slot of that stock), the error codes every layer speaks, and the small
+// interfaces the storage adapters implement.
+//
+// The package imports only the standard library. Adapters (memory, sqlite,
+// httpapi, ...) translate between this vocabulary and a technology; cmd/dibs
+// wires them together.
+package dibs
+
+import (
+	"regexp"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits that every layer enforces. Each one is a number a user can look up
+// and a test exercises.
+const (
+	MaxStock          = 10_000_000 // slots per drop
+	MaxPerUserLimit   = 100        // claims one user may hold in one drop
+	MaxTitleLen       = 200        // bytes
+	MaxUserIDLen      = 128        // bytes of a passport's sub
+	MaxIdempotencyKey = 128        // bytes
+	MinHoldTTL        = time.Second
+	MaxHoldTTL        = 24 * time.Hour
+	DefaultHoldTTL    = 10 * time.Minute
+	MaxAdmissionRate  = 100_000 // admitted users per second
+)
+
+// Kind says what winning a drop means.
+type Kind string
+
+const (
+	// KindCoupon: a win is final; a coupon is issued to the winner.
+	KindCoupon Kind = "coupon"
+	// KindPurchase: a win is a hold that must be paid before it expires.
+	KindPurchase Kind = "purchase"
+)
+
+// Status is what an operator set on a drop. It is stored; the public State is
+// derived from it, the clock and the stock.
+type Status string
+
+const (
+	StatusActive Status = "active"
+	StatusPaused Status = "paused"
+	StatusClosed Status = "closed"
+)
+
+// State is what a client sees of a drop at a moment.
+type State string
+
+const (
+	StateUpcoming State = "upcoming"
+	StateOpen     State = "open"
+	StatePaused   State = "paused"
+	StateSoldOut  State = "sold_out"
+	StateClosed   State = "closed"
+)
+
+// Admission modes.
+const (
+	AdmissionDirect = "direct" // anyone with a passport may claim
+	AdmissionQueue  = "queue"  // claims need an admission from the waiting room
+)
+
+// Admission orders for people who join a waiting room before it opens.
+const (
+	OrderShuffle = "shuffle"
+	OrderFIFO    = "fifo"
+)
+
+// Admission says how users reach the claim endpoint of a drop.
+type Admission struct {
+	Mode  string // AdmissionDirect or AdmissionQueue
+	Rate  int    // admitted users per second (queue mode)
+	Order string // OrderShuffle or OrderFIFO (queue mode)
+}
+
+// Drop is a limited stock handed out first come, first served.
+type Drop struct {
+	ID           string
+	Title        string
+	Kind         Kind
+	Stock        int64 // slots 1..Stock
+	PerUserLimit int   // active claims one user may hold
+	OpensAt      time.Time
+	ClosesAt     time.Time     // zero: never closes by itself
+	HoldTTL      time.Duration // purchase drops: how long a hold waits for payment
+	Admission    Admission
+	Status       Status
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+var dropIDPattern = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+
+// ValidDropID reports whether id has the form [a-z0-9-]{1,64}.
+func ValidDropID(id string) bool { return dropIDPattern.MatchString(id) }
+
+// ValidUserID reports whether id can name a user: 1..MaxUserIDLen bytes of
+// printable UTF-8.
+func ValidUserID(id string) bool {
+	return validToken(id, MaxUserIDLen)
+}
+
+// ValidIdempotencyKey reports whether key is an acceptable Idempotency-Key:
+// 1..MaxIdempotencyKey bytes of printable UTF-8.
+func ValidIdempotencyKey(key string) bool {
+	return validToken(key, MaxIdempotencyKey)
+}
+
+func validToken(s string, max int) bool {
+	if len(s) == 0 || len(s) > max || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Normalize fills defaults: per-user limit 1, opening now, direct admission,
+// shuffle order for queues, the default hold TTL for purchase drops, status
+// active.
+func (d *Drop) Normalize(now time.Time) {
+	if d.PerUserLimit == 0 {
+		d.PerUserLimit = 1
+	}
+	if d.OpensAt.IsZero() {
+		d.OpensAt = now
+	}
+	if d.Admission.Mode == "" {
+		d.Admission.Mode = AdmissionDirect
+	}
+	if d.Admission.Mode == AdmissionQueue && d.Admission.Order == "" {
+		d.Admission.Order = OrderShuffle
+	}
+	if d.Kind == KindPurchase && d.HoldTTL == 0 {
+		d.HoldTTL = DefaultHoldTTL
+	}
+	if d.Status == "" {
+		d.Status = StatusActive
+	}
+	if d.CreatedAt.IsZero() {
+		d.CreatedAt = now
+	}
+	if d.UpdatedAt.IsZero() {
+		d.UpdatedAt = d.CreatedAt
+	}
+}
+
+// Validate reports the first thing wrong with d as an EINVALID error.
+func (d *Drop) Validate() error {
+	switch {
+	case !ValidDropID(d.ID):
+		return Errorf(EINVALID, "id must match [a-z0-9-]{1,64}")
+	case d.Title == "":
+		return Errorf(EINVALID, "title is required")
+	case len(d.Title) > MaxTitleLen || !utf8.ValidString(d.Title):
+		return Errorf(EINVALID, "title must be valid UTF-8 of at most %d bytes", MaxTitleLen)
+	case d.Kind != KindCoupon && d.Kind != KindPurchase:
+		return Errorf(EINVALID, "kind must be %q or %q", KindCoupon, KindPurchase)
+	case d.Stock < 1 || d.Stock > MaxStock:
+		return Errorf(EINVALID, "stock must be between 1 and %d", MaxStock)
+	case d.PerUserLimit < 1 || d.PerUserLimit > MaxPerUserLimit:
+		return Errorf(EINVALID, "per_user_limit must be between 1 and %d", MaxPerUserLimit)
+	case !d.ClosesAt.IsZero() && !d.ClosesAt.After(d.OpensAt):
+		return Errorf(EINVALID, "closes_at must be after opens_at")
+	case d.Kind == KindCoupon && d.HoldTTL != 0:
+		return Errorf(EINVALID, "hold_ttl applies to purchase drops only")
+	case d.Kind == KindPurchase && (d.HoldTTL < MinHoldTTL || d.HoldTTL > MaxHoldTTL):
+		return Errorf(EINVALID, "hold_ttl must be between %s and %s", MinHoldTTL, MaxHoldTTL)
+	case d.Status != StatusActive && d.Status != StatusPaused && d.Status != StatusClosed:
+		return Errorf(EINVALID, "status must be active, paused or closed")
+	}
+	switch d.Admission.Mode {
+	case AdmissionDirect:
+		if d.Admission.Rate != 0 || d.Admission.Order != "" {
+			return Errorf(EINVALID, "admission rate and order apply to queue mode only")
+		}
+	case AdmissionQueue:
+		if d.Admission.Rate < 1 || d.Admission.Rate > MaxAdmissionRate {
+			return Errorf(EINVALID, "admission.rate must be between 1 and %d", MaxAdmissionRate)
+		}
+		if d.Admission.Order != OrderShuffle && d.Admission.Order != OrderFIFO {
+			return Errorf(EINVALID, "admission.order must be %q or %q", OrderShuffle, OrderFIFO)
+		}
+	default:
+		return Errorf(EINVALID, "admission.mode must be %q or %q", AdmissionDirect, AdmissionQueue)
+	}
+	return nil
+}
+
+// Admits reports why a claim at now cannot be taken, judging only by status
+// and clock: EPAUSED, ECLOSED or ENOTOPEN. Stock is the gate's business.
+func (d *Drop) Admits(status Status, now time.Time) error {
+	switch {
+	case status == StatusClosed:
+		return Errorf(ECLOSED, "drop %s is closed", d.ID)
+	case !d.ClosesAt.IsZero() && !now.Before(d.ClosesAt):
+		return Errorf(ECLOSED, "drop %s closed at %s", d.ID, d.ClosesAt.Format(time.RFC3339))
+	case status == StatusPaused:
+		return Errorf(EPAUSED, "drop %s is paused", d.ID)
+	case now.Before(d.OpensAt):
+		return Errorf(ENOTOPEN, "drop %s opens at %s", d.ID, d.OpensAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// StateAt is the public state of d at now, given its operator status and the
+// slots the gate still has.
+func (d *Drop) StateAt(status Status, now time.Time, remaining int64) State {
+	switch err := d.Admits(status, now); ErrorCode(err) {
+	case ECLOSED:
+		return StateClosed
+	case EPAUSED:
+		return StatePaused
+	case ENOTOPEN:
+		return StateUpcoming
+	}
+	if remaining <= 0 {
+		return StateSoldOut
+	}
+	return StateOpen
+}
+
+// ClaimState is where a claim is in its life.
+type ClaimState string
+
+const (
+	ClaimHeld      ClaimState = "held"      // purchase drop: won, waiting for payment
+	ClaimConfirmed ClaimState = "confirmed" // coupon drop: won for good
+	ClaimPaid      ClaimState = "paid"      // purchase drop: paid
+	ClaimReleased  ClaimState = "released"  // given back (payment declined, operator)
+	ClaimExpired   ClaimState = "expired"   // hold ran out before payment
+)
+
+// Active reports whether a claim in state s holds its slot.
+func (s ClaimState) Active() bool {
+	return s == ClaimHeld || s == ClaimConfirmed || s == ClaimPaid
+}
+
+// InitialClaimState is the state a fresh win has in a drop of kind k.
+func InitialClaimState(k Kind) ClaimState {
+	if k == KindPurchase {
+		return ClaimHeld
+	}
+	return ClaimConfirmed
+}
+
+// Claim is a user's win of one slot of a drop.
+type Claim struct {
+	ID             string
+	DropID         string
+	UserID         string
+	Slot           int64 // 1..drop stock
+	Nth            int   // 1..per-user limit: which of the user's claims this is
+	State          ClaimState
+	IdempotencyKey string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	HoldExpiresAt  time.Time // purchase drops only
+	CouponCode     string    // coupon drops, once issued
+}
+
+// ClaimCounts are the record's claims of one drop by state.
+type ClaimCounts struct {
+	Held, Confirmed, Paid, Released, Expired int64
+}
+
+// Active is the number of claims holding a slot.
+func (c ClaimCounts) Active() int64 { return c.Held + c.Confirmed + c.Paid }

@@ -1,0 +1,62 @@
+package dibs
+
+import (
+	"context"
+	"time"
+)
+
+// ScanFunc streams claims to fn until fn returns an error or the claims end.
+type ScanFunc func(ctx context.Context, fn func(*Claim) error) error
+
+// ReserveRequest asks a gate for a slot.
+type ReserveRequest struct {
+	Drop           *Drop
+	UserID         string
+	IdempotencyKey string    // optional; scoped to the user and the drop
+	ClaimID        string    // the id a new claim gets
+	Now            time.Time // judged against the drop's opening and closing
+}
+
+// Hold is a slot a gate gave a user: new, or the user's from an earlier
+// request.
+type Hold struct {
+	ClaimID        string
+	Slot           int64
+	Nth            int
+	IdempotencyKey string
+	CreatedAt      time.Time
+	Existing       bool // the user already held this claim before the request
+	Durable        bool // the gate knows the claim is in the record
+}
+
+// Gate hands out the slots of drops, atomically and fast. While a drop runs,
+// the gate is the only authority on which slots are free; the Store is the
+// final arbiter and the source the gate is rebuilt from.
+//
+// Implementations are safe for concurrent use.
+type Gate interface {
+	// Prepare readies the gate for d. If the gate holds no state for d, it
+	// builds it from the record's active claims, streamed by scan. Preparing
+	// a prepared drop keeps its slots and holds and takes d's new settings.
+	Prepare(ctx context.Context, d *Drop, scan ScanFunc) error
+
+	// Reserve gives the user a slot, or the user's existing hold when the
+	// idempotency key matches or the per-user limit is 1 and reached.
+	// Errors: ENOTFOUND (drop not prepared), ESOLDOUT, ELIMIT, ECLOSED,
+	// ENOTOPEN, EPAUSED, EUNAVAILABLE.
+	Reserve(ctx context.Context, r ReserveRequest) (Hold, error)
+
+	// Confirm marks holds as durable in the record, so that a retry can be
+	// answered from the gate alone.
+	Confirm(ctx context.Context, dropID string, claimIDs ...string) error
+
+	// Release returns the slot of the hold claimID to the pool. It reports
+	// false if the gate has no such hold (already released).
+	Release(ctx context.Context, dropID, claimID string) (bool, error)
+
+	// SetStatus records an operator's pause, resume or close.
+	SetStatus(ctx context.Context, dropID string, s Status) error
+
+	// Remaining is the number of free slots.
+	Remaining(ctx context.Context, dropID string) (int64, error)
+}

@@ -1,0 +1,3 @@
+module github.com/dibs-io/dibs
+
+go 1.26.0
