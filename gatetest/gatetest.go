@@ -1,0 +1,539 @@
+// Package gatetest is the conformance suite every dibs.Gate passes: exact-N
+// under a stampede, per-user limits, idempotent retries, slot reuse after
+// release, rebuild from the record, and linearizable histories checked with
+// Porcupine.
+package gatetest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/dibs-io/dibs"
+)
+
+// Factory returns a new, empty gate isolated from every other test's.
+type Factory func(t *testing.T) dibs.Gate
+
+// Run runs the conformance suite against gates made by newGate.
+func Run(t *testing.T, newGate Factory) {
+	t.Run("Stampede", func(t *testing.T) { t.Parallel(); testStampede(t, newGate(t)) })
+	t.Run("RetryReturnsSameClaim", func(t *testing.T) { t.Parallel(); testRetry(t, newGate(t)) })
+	t.Run("PerUserLimit", func(t *testing.T) { t.Parallel(); testPerUserLimit(t, newGate(t)) })
+	t.Run("ReleaseReusesSlots", func(t *testing.T) { t.Parallel(); testReleaseReuse(t, newGate(t)) })
+	t.Run("ConcurrentReleaseNeverExceedsStock", func(t *testing.T) { t.Parallel(); testConcurrentRelease(t, newGate(t)) })
+	t.Run("SoldOutKeepsWinners", func(t *testing.T) { t.Parallel(); testSoldOutKeepsWinners(t, newGate(t)) })
+	t.Run("StatusAndClock", func(t *testing.T) { t.Parallel(); testStatusAndClock(t, newGate(t)) })
+	t.Run("Confirm", func(t *testing.T) { t.Parallel(); testConfirm(t, newGate(t)) })
+	t.Run("Rebuild", func(t *testing.T) { t.Parallel(); testRebuild(t, newGate(t)) })
+	t.Run("HugeDrop", func(t *testing.T) { t.Parallel(); testHugeDrop(t, newGate(t)) })
+	t.Run("UnknownDrop", func(t *testing.T) { t.Parallel(); testUnknownDrop(t, newGate(t)) })
+	t.Run("Linearizable", func(t *testing.T) { t.Parallel(); testLinearizable(t, newGate(t)) })
+}
+
+var epoch = time.Date(2016, 11, 11, 11, 0, 0, 0, time.UTC)
+
+var dropSeq atomic.Int64
+
+// NewDrop returns a valid, open coupon drop with a fresh id.
+func NewDrop(stock int64, perUser int) *dibs.Drop {
+	d := &dibs.Drop{
+		ID:           fmt.Sprintf("drop-%d", dropSeq.Add(1)),
+		Title:        "test drop",
+		Kind:         dibs.KindCoupon,
+		Stock:        stock,
+		PerUserLimit: perUser,
+		OpensAt:      epoch,
+	}
+	d.Normalize(epoch)
+	return d
+}
+
+// MustPrepare prepares d on g with no prior claims.
+func MustPrepare(tb testing.TB, g dibs.Gate, d *dibs.Drop) {
+	tb.Helper()
+	if err := g.Prepare(context.Background(), d, nil); err != nil {
+		tb.Fatalf("prepare %s: %v", d.ID, err)
+	}
+}
+
+var claimSeq atomic.Int64
+
+func newClaimID() string { return fmt.Sprintf("c%d", claimSeq.Add(1)) }
+
+func reserve(g dibs.Gate, d *dibs.Drop, user, key string) (dibs.Hold, error) {
+	return g.Reserve(context.Background(), dibs.ReserveRequest{
+		Drop: d, UserID: user, IdempotencyKey: key, ClaimID: newClaimID(), Now: epoch.Add(time.Minute),
+	})
+}
+
+func wantCode(t *testing.T, err error, code string) {
+	t.Helper()
+	if got := dibs.ErrorCode(err); got != code {
+		t.Fatalf("error code = %q (%v), want %q", got, err, code)
+	}
+}
+
+func mustReserve(t *testing.T, g dibs.Gate, d *dibs.Drop, user, key string) dibs.Hold {
+	t.Helper()
+	h, err := reserve(g, d, user, key)
+	if err != nil {
+		t.Fatalf("reserve %s: %v", user, err)
+	}
+	return h
+}
+
+func mustRemaining(t *testing.T, g dibs.Gate, d *dibs.Drop, want int64) {
+	t.Helper()
+	got, err := g.Remaining(context.Background(), d.ID)
+	if err != nil {
+		t.Fatalf("remaining: %v", err)
+	}
+	if got != want {
+		t.Fatalf("remaining = %d, want %d", got, want)
+	}
+}
+
+// testStampede: N=1,000, 100,000 users on 2,000 goroutines, each user once,
+// a fifth of them twice. Exactly N distinct winners with distinct slots, and
+// every answer a winner gets names the same claim. Answers are checked after
+// the fact: the order goroutines log them in is not the order the gate saw.
+func testStampede(t *testing.T, g dibs.Gate) {
+	const stock, users, workers = 1000, 100_000, 2000
+	d := NewDrop(stock, 1)
+	MustPrepare(t, g, d)
+
+	var (
+		mu      sync.Mutex
+		answers = map[string][]dibs.Hold{}
+		next    atomic.Int64
+		failed  atomic.Value
+	)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= users+users/5 {
+					return
+				}
+				user := fmt.Sprintf("u%d", i%users)
+				h, err := reserve(g, d, user, "")
+				if dibs.ErrorCode(err) == dibs.ESOLDOUT {
+					continue
+				} else if err != nil {
+					failed.Store(err)
+					return
+				}
+				mu.Lock()
+				answers[user] = append(answers[user], h)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	if len(answers) != stock {
+		t.Fatalf("winners = %d, want %d", len(answers), stock)
+	}
+	slots := map[int64]string{}
+	for user, hs := range answers {
+		fresh := 0
+		for _, h := range hs {
+			if h.ClaimID != hs[0].ClaimID || h.Slot != hs[0].Slot {
+				t.Fatalf("user %s got two claims: %+v and %+v", user, hs[0], h)
+			}
+			if !h.Existing {
+				fresh++
+			}
+		}
+		if fresh != 1 {
+			t.Fatalf("user %s got %d new holds, want 1", user, fresh)
+		}
+		s := hs[0].Slot
+		if other, taken := slots[s]; taken {
+			t.Fatalf("slot %d given to %s and %s", s, other, user)
+		}
+		if s < 1 || s > stock {
+			t.Fatalf("slot %d outside 1..%d", s, stock)
+		}
+		slots[s] = user
+	}
+	mustRemaining(t, g, d, 0)
+}
+
+func testRetry(t *testing.T, g dibs.Gate) {
+	d := NewDrop(10, 1)
+	MustPrepare(t, g, d)
+	first := mustReserve(t, g, d, "alice", "")
+	if first.Existing || first.Nth != 1 {
+		t.Fatalf("first = %+v, want new hold nth 1", first)
+	}
+	for _, key := range []string{"", "k1", "k2"} { // limit 1: any retry gets the claim
+		again := mustReserve(t, g, d, "alice", key)
+		if !again.Existing || again.ClaimID != first.ClaimID || again.Slot != first.Slot {
+			t.Fatalf("retry with key %q = %+v, want existing %+v", key, again, first)
+		}
+	}
+	mustRemaining(t, g, d, 9)
+}
+
+func testPerUserLimit(t *testing.T, g dibs.Gate) {
+	d := NewDrop(100, 3)
+	MustPrepare(t, g, d)
+	seen := map[int64]bool{}
+	nths := map[int]bool{}
+	for i := range 3 {
+		h := mustReserve(t, g, d, "bob", "")
+		if h.Existing || seen[h.Slot] || nths[h.Nth] || h.Nth < 1 || h.Nth > 3 {
+			t.Fatalf("claim %d = %+v: want a new slot and a new nth in 1..3", i, h)
+		}
+		seen[h.Slot], nths[h.Nth] = true, true
+	}
+	_, err := reserve(g, d, "bob", "")
+	wantCode(t, err, dibs.ELIMIT)
+
+	// With a key, a retry is the same claim, and a new key past the limit is refused.
+	keyed := mustReserve(t, g, d, "carol", "order-1")
+	again := mustReserve(t, g, d, "carol", "order-1")
+	if !again.Existing || again.ClaimID != keyed.ClaimID {
+		t.Fatalf("keyed retry = %+v, want existing %+v", again, keyed)
+	}
+	mustReserve(t, g, d, "carol", "order-2")
+	mustReserve(t, g, d, "carol", "order-3")
+	_, err = reserve(g, d, "carol", "order-4")
+	wantCode(t, err, dibs.ELIMIT)
+
+	// Releasing one frees its nth and lets the user claim once more.
+	if ok, err := g.Release(context.Background(), d.ID, keyed.ClaimID); !ok || err != nil {
+		t.Fatalf("release = %v, %v", ok, err)
+	}
+	h := mustReserve(t, g, d, "carol", "order-4")
+	if h.Nth != keyed.Nth {
+		t.Fatalf("nth after release = %d, want the freed %d", h.Nth, keyed.Nth)
+	}
+	mustRemaining(t, g, d, 100-6)
+}
+
+func testReleaseReuse(t *testing.T, g dibs.Gate) {
+	d := NewDrop(3, 1)
+	MustPrepare(t, g, d)
+	a := mustReserve(t, g, d, "a", "")
+	mustReserve(t, g, d, "b", "")
+	mustReserve(t, g, d, "c", "")
+	_, err := reserve(g, d, "d", "")
+	wantCode(t, err, dibs.ESOLDOUT)
+
+	ok, err := g.Release(context.Background(), d.ID, a.ClaimID)
+	if !ok || err != nil {
+		t.Fatalf("release = %v, %v", ok, err)
+	}
+	ok, err = g.Release(context.Background(), d.ID, a.ClaimID)
+	if ok || err != nil {
+		t.Fatalf("second release = %v, %v; want false, nil", ok, err)
+	}
+	mustRemaining(t, g, d, 1)
+	h := mustReserve(t, g, d, "d", "")
+	if h.Slot != a.Slot {
+		t.Fatalf("slot after release = %d, want the returned %d", h.Slot, a.Slot)
+	}
+	_, err = reserve(g, d, "e", "")
+	wantCode(t, err, dibs.ESOLDOUT)
+	// The user who released may win again.
+	if _, err := reserve(g, d, "a", ""); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("a after release and sell-out: %v, want sold_out", err)
+	}
+}
+
+// testConcurrentRelease: users reserve and release at random; at no moment
+// do the held slots exceed stock, and at the end the books balance.
+func testConcurrentRelease(t *testing.T, g dibs.Gate) {
+	const stock, workers, rounds = 20, 64, 300
+	d := NewDrop(stock, 1)
+	MustPrepare(t, g, d)
+	var (
+		mu     sync.Mutex
+		held   = map[int64]string{} // slot → claim
+		failed atomic.Value
+	)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for range rounds {
+				// Each worker owns its users, so only it releases their claims.
+				user := fmt.Sprintf("w%d-u%d", w, rng.IntN(4))
+				h, err := reserve(g, d, user, "")
+				if dibs.ErrorCode(err) == dibs.ESOLDOUT {
+					continue
+				} else if err != nil {
+					failed.Store(err)
+					return
+				}
+				if !h.Existing {
+					mu.Lock()
+					if other, taken := held[h.Slot]; taken {
+						failed.Store(fmt.Errorf("slot %d given twice (%s, %s)", h.Slot, other, h.ClaimID))
+					}
+					held[h.Slot] = h.ClaimID
+					if len(held) > stock {
+						failed.Store(fmt.Errorf("%d slots held, stock %d", len(held), stock))
+					}
+					mu.Unlock()
+				}
+				if rng.IntN(2) == 0 {
+					// Forget the slot before releasing it: once released it may be handed out again at once.
+					mu.Lock()
+					if held[h.Slot] == h.ClaimID {
+						delete(held, h.Slot)
+					}
+					mu.Unlock()
+					if _, err := g.Release(context.Background(), d.ID, h.ClaimID); err != nil {
+						failed.Store(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	mustRemaining(t, g, d, stock-int64(len(held)))
+}
+
+func testSoldOutKeepsWinners(t *testing.T, g dibs.Gate) {
+	d := NewDrop(2, 1)
+	MustPrepare(t, g, d)
+	a := mustReserve(t, g, d, "a", "")
+	mustReserve(t, g, d, "b", "")
+	for range 3 {
+		_, err := reserve(g, d, "loser", "")
+		wantCode(t, err, dibs.ESOLDOUT)
+	}
+	again := mustReserve(t, g, d, "a", "")
+	if !again.Existing || again.ClaimID != a.ClaimID {
+		t.Fatalf("winner after sell-out = %+v, want existing %+v", again, a)
+	}
+}
+
+func testStatusAndClock(t *testing.T, g dibs.Gate) {
+	ctx := context.Background()
+	d := NewDrop(10, 1)
+	d.ClosesAt = epoch.Add(time.Hour)
+	MustPrepare(t, g, d)
+	at := func(user string, now time.Time) error {
+		_, err := g.Reserve(ctx, dibs.ReserveRequest{Drop: d, UserID: user, ClaimID: newClaimID(), Now: now})
+		return err
+	}
+	wantCode(t, at("early", epoch.Add(-time.Second)), dibs.ENOTOPEN)
+	wantCode(t, at("late", epoch.Add(time.Hour)), dibs.ECLOSED)
+	if err := at("ok", epoch); err != nil {
+		t.Fatalf("at opening: %v", err)
+	}
+
+	if err := g.SetStatus(ctx, d.ID, dibs.StatusPaused); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, at("p", epoch.Add(time.Minute)), dibs.EPAUSED)
+	if err := at("ok", epoch.Add(time.Minute)); err != nil { // a holder still gets the claim back
+		t.Fatalf("holder while paused: %v", err)
+	}
+	if err := g.SetStatus(ctx, d.ID, dibs.StatusActive); err != nil {
+		t.Fatal(err)
+	}
+	if err := at("p", epoch.Add(time.Minute)); err != nil {
+		t.Fatalf("after resume: %v", err)
+	}
+	if err := g.SetStatus(ctx, d.ID, dibs.StatusClosed); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, at("c", epoch.Add(time.Minute)), dibs.ECLOSED)
+	mustRemaining(t, g, d, 8)
+}
+
+func testConfirm(t *testing.T, g dibs.Gate) {
+	d := NewDrop(5, 1)
+	MustPrepare(t, g, d)
+	h := mustReserve(t, g, d, "a", "")
+	if h.Durable {
+		t.Fatal("a fresh hold is durable before Confirm")
+	}
+	if again := mustReserve(t, g, d, "a", ""); again.Durable {
+		t.Fatal("retry reports durable before Confirm")
+	}
+	if err := g.Confirm(context.Background(), d.ID, h.ClaimID); err != nil {
+		t.Fatal(err)
+	}
+	if again := mustReserve(t, g, d, "a", ""); !again.Durable || again.ClaimID != h.ClaimID {
+		t.Fatalf("retry after Confirm = %+v, want durable %s", again, h.ClaimID)
+	}
+}
+
+func testRebuild(t *testing.T, g dibs.Gate) {
+	d := NewDrop(5, 2)
+	record := []*dibs.Claim{
+		{ID: "r1", DropID: d.ID, UserID: "a", Slot: 2, Nth: 1, State: dibs.ClaimConfirmed, CreatedAt: epoch},
+		{ID: "r2", DropID: d.ID, UserID: "b", Slot: 4, Nth: 1, State: dibs.ClaimConfirmed, CreatedAt: epoch, IdempotencyKey: "kb"},
+		{ID: "r3", DropID: d.ID, UserID: "a", Slot: 5, Nth: 2, State: dibs.ClaimConfirmed, CreatedAt: epoch},
+	}
+	scan := func(ctx context.Context, fn func(*dibs.Claim) error) error {
+		for _, c := range record {
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := g.Prepare(context.Background(), d, scan); err != nil {
+		t.Fatal(err)
+	}
+	mustRemaining(t, g, d, 2)
+	_, err := reserve(g, d, "a", "")
+	wantCode(t, err, dibs.ELIMIT)
+	if h := mustReserve(t, g, d, "b", "kb"); !h.Existing || h.ClaimID != "r2" || !h.Durable {
+		t.Fatalf("rebuilt keyed hold = %+v, want existing durable r2", h)
+	}
+	got := map[int64]bool{}
+	for _, u := range []string{"c", "d"} {
+		got[mustReserve(t, g, d, u, "").Slot] = true
+	}
+	if !got[1] || !got[3] {
+		t.Fatalf("new slots = %v, want the free 1 and 3", got)
+	}
+	_, err = reserve(g, d, "e", "")
+	wantCode(t, err, dibs.ESOLDOUT)
+
+	// Preparing again keeps the state.
+	if err := g.Prepare(context.Background(), d, scan); err != nil {
+		t.Fatal(err)
+	}
+	mustRemaining(t, g, d, 0)
+}
+
+func testHugeDrop(t *testing.T, g dibs.Gate) {
+	d := NewDrop(dibs.MaxStock, 1)
+	MustPrepare(t, g, d)
+	mustRemaining(t, g, d, dibs.MaxStock)
+	h := mustReserve(t, g, d, "a", "")
+	if h.Slot < 1 || h.Slot > dibs.MaxStock {
+		t.Fatalf("slot %d outside the drop", h.Slot)
+	}
+	mustRemaining(t, g, d, dibs.MaxStock-1)
+}
+
+func testUnknownDrop(t *testing.T, g dibs.Gate) {
+	d := NewDrop(1, 1)
+	_, err := reserve(g, d, "a", "")
+	wantCode(t, err, dibs.ENOTFOUND)
+	_, err = g.Remaining(context.Background(), d.ID)
+	wantCode(t, err, dibs.ENOTFOUND)
+}
+
+// testLinearizable records concurrent reserve/release histories over 200
+// drops of 5 slots, 20 users each, from 64 clients, and checks them against
+// ClaimModel (TESTPLAN A1).
+func testLinearizable(t *testing.T, g dibs.Gate) {
+	const drops, stock, users, clients, opsPerClient = 200, 5, 20, 64, 60
+	ds := make([]*dibs.Drop, drops)
+	for i := range ds {
+		ds[i] = NewDrop(stock, 1)
+		MustPrepare(t, g, ds[i])
+	}
+	start := time.Now()
+	var (
+		mu      sync.Mutex
+		history []porcupine.Operation
+		known   = make([][]string, drops) // claim ids seen per drop, to release
+		failed  atomic.Value
+	)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(c), 7))
+			for range opsPerClient {
+				di := rng.IntN(drops)
+				d := ds[di]
+				var in Op
+				mu.Lock()
+				if ids := known[di]; len(ids) > 0 && rng.IntN(3) == 0 {
+					in = Op{Drop: d.ID, Release: true, ClaimID: ids[rng.IntN(len(ids))]}
+				} else {
+					in = Op{Drop: d.ID, User: fmt.Sprintf("u%d", rng.IntN(users)), ClaimID: newClaimID()}
+				}
+				mu.Unlock()
+
+				call := time.Since(start).Nanoseconds()
+				out, err := apply(g, d, in)
+				ret := time.Since(start).Nanoseconds()
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				mu.Lock()
+				history = append(history, porcupine.Operation{ClientId: c, Input: in, Call: call, Output: out, Return: ret})
+				if out.Kind == "won" {
+					known[di] = append(known[di], out.ClaimID)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	CheckLinearizable(t, stock, history)
+}
+
+// CheckLinearizable fails t unless history is linearizable under
+// ClaimModel(stock). On failure it writes a visualization next to the test's
+// temporary files and names it.
+func CheckLinearizable(t testing.TB, stock int64, history []porcupine.Operation) {
+	t.Helper()
+	model := ClaimModel(stock)
+	res, info := porcupine.CheckOperationsVerbose(model, history, 30*time.Second)
+	if res == porcupine.Ok {
+		return
+	}
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("dibs-linearizability-%d.html", time.Now().UnixNano()))
+	if err := porcupine.VisualizePath(model, info, path); err != nil {
+		t.Logf("visualize: %v", err)
+	}
+	t.Fatalf("history of %d operations is %s, not linearizable; see %s", len(history), res, path)
+}
+
+func apply(g dibs.Gate, d *dibs.Drop, in Op) (Result, error) {
+	ctx := context.Background()
+	if in.Release {
+		ok, err := g.Release(ctx, d.ID, in.ClaimID)
+		if err != nil {
+			return Result{}, err
+		}
+		if ok {
+			return Result{Kind: "released"}, nil
+		}
+		return Result{Kind: "not_held"}, nil
+	}
+	h, err := g.Reserve(ctx, dibs.ReserveRequest{Drop: d, UserID: in.User, ClaimID: in.ClaimID, Now: epoch.Add(time.Minute)})
+	switch {
+	case dibs.ErrorCode(err) == dibs.ESOLDOUT:
+		return Result{Kind: "sold_out"}, nil
+	case err != nil:
+		return Result{}, fmt.Errorf("reserve: %w", err)
+	case h.Existing:
+		return Result{Kind: "existing", ClaimID: h.ClaimID, Slot: h.Slot}, nil
+	}
+	return Result{Kind: "won", ClaimID: h.ClaimID, Slot: h.Slot}, nil
+}

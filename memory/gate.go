@@ -1,0 +1,300 @@
+// Package memory implements the in-process gate: the embedded default, where
+// one dibs process hands out the slots of its drops from memory and rebuilds
+// them from the record when it starts.
+package memory
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dibs-io/dibs"
+)
+
+var _ dibs.Gate = (*Gate)(nil)
+
+// Gate keeps, per drop, a pool of free slots and who holds which. A drop of
+// ten million slots costs nothing until claimed: the pool is a next-slot
+// counter plus the slots that came back.
+//
+// Losers of a sold-out drop are answered from an atomic counter and a
+// lock-free lookup, without taking the drop's lock.
+type Gate struct {
+	mu    sync.RWMutex
+	pools map[string]*pool
+}
+
+// NewGate returns an empty gate.
+func NewGate() *Gate {
+	return &Gate{pools: make(map[string]*pool)}
+}
+
+type pool struct {
+	drop   atomic.Pointer[dibs.Drop]
+	status atomic.Pointer[dibs.Status]
+	left   atomic.Int64 // free slots: read without the lock
+
+	// holders maps user id to *holder. Written under mu, read without it on
+	// the sold-out path: a user is stored before the last slot goes, so a
+	// reader that sees left == 0 also sees every holder.
+	holders sync.Map
+
+	mu      sync.Mutex
+	next    int64   // lowest slot never handed out
+	free    []int64 // slots that came back
+	byClaim map[string]*hold
+}
+
+type holder struct {
+	holds []*hold // guarded by pool.mu
+}
+
+type hold struct {
+	user    string
+	claimID string
+	key     string
+	slot    int64
+	nth     int
+	created time.Time
+	durable bool
+}
+
+func (h *hold) toHold(existing bool) dibs.Hold {
+	return dibs.Hold{
+		ClaimID:        h.claimID,
+		Slot:           h.slot,
+		Nth:            h.nth,
+		IdempotencyKey: h.key,
+		CreatedAt:      h.created,
+		Existing:       existing,
+		Durable:        h.durable,
+	}
+}
+
+func (g *Gate) pool(dropID string) (*pool, error) {
+	g.mu.RLock()
+	p := g.pools[dropID]
+	g.mu.RUnlock()
+	if p == nil {
+		return nil, dibs.Errorf(dibs.ENOTFOUND, "drop %s not found", dropID)
+	}
+	return p, nil
+}
+
+// Prepare implements dibs.Gate.
+func (g *Gate) Prepare(ctx context.Context, d *dibs.Drop, scan dibs.ScanFunc) error {
+	dc := *d
+	g.mu.RLock()
+	p := g.pools[d.ID]
+	g.mu.RUnlock()
+	if p != nil {
+		p.drop.Store(&dc)
+		p.setStatus(dc.Status)
+		return nil
+	}
+
+	p = &pool{next: 1, byClaim: make(map[string]*hold)}
+	p.drop.Store(&dc)
+	p.setStatus(dc.Status)
+	if err := p.rebuild(ctx, d.Stock, scan); err != nil {
+		return err
+	}
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if existing := g.pools[d.ID]; existing != nil { // lost a race with another Prepare
+		existing.drop.Store(&dc)
+		existing.setStatus(dc.Status)
+		return nil
+	}
+	g.pools[d.ID] = p
+	return nil
+}
+
+// rebuild fills an unpublished pool from the record's active claims.
+func (p *pool) rebuild(ctx context.Context, stock int64, scan dibs.ScanFunc) error {
+	var used []int64
+	if scan != nil {
+		err := scan(ctx, func(c *dibs.Claim) error {
+			h := &hold{user: c.UserID, claimID: c.ID, key: c.IdempotencyKey, slot: c.Slot, nth: c.Nth, created: c.CreatedAt, durable: true}
+			p.byClaim[c.ID] = h
+			hr := p.holder(c.UserID)
+			hr.holds = append(hr.holds, h)
+			used = append(used, c.Slot)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	slices.Sort(used)
+	var max int64
+	if len(used) > 0 {
+		max = used[len(used)-1]
+	}
+	// Slots below the highest used one that nobody holds came back earlier.
+	// Push them so that the lowest is handed out first.
+	for s, i := max, len(used)-1; s >= 1; s-- {
+		if i >= 0 && used[i] == s {
+			i--
+			continue
+		}
+		p.free = append(p.free, s)
+	}
+	p.next = max + 1
+	p.left.Store(stock - int64(len(used)))
+	return nil
+}
+
+func (p *pool) holder(user string) *holder {
+	if v, ok := p.holders.Load(user); ok {
+		return v.(*holder)
+	}
+	hr := &holder{}
+	p.holders.Store(user, hr)
+	return hr
+}
+
+func (p *pool) setStatus(s dibs.Status) { p.status.Store(&s) }
+
+// Reserve implements dibs.Gate.
+func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, error) {
+	p, err := g.pool(r.Drop.ID)
+	if err != nil {
+		return dibs.Hold{}, err
+	}
+	d := p.drop.Load()
+
+	// The sold-out path: a user with no hold is answered without the lock.
+	if _, known := p.holders.Load(r.UserID); !known {
+		if err := d.Admits(*p.status.Load(), r.Now); err != nil {
+			return dibs.Hold{}, err
+		}
+		if p.left.Load() <= 0 {
+			return dibs.Hold{}, dibs.Errorf(dibs.ESOLDOUT, "drop %s is sold out", d.ID)
+		}
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	var hr *holder
+	if v, ok := p.holders.Load(r.UserID); ok {
+		hr = v.(*holder)
+		if h := hr.match(r.IdempotencyKey, d.PerUserLimit); h != nil {
+			return h.toHold(true), nil
+		}
+	}
+	if err := d.Admits(*p.status.Load(), r.Now); err != nil {
+		return dibs.Hold{}, err
+	}
+	if hr != nil && len(hr.holds) >= d.PerUserLimit {
+		return dibs.Hold{}, dibs.Errorf(dibs.ELIMIT, "you hold %d claims of drop %s, the most allowed", len(hr.holds), d.ID)
+	}
+	if p.left.Load() <= 0 {
+		return dibs.Hold{}, dibs.Errorf(dibs.ESOLDOUT, "drop %s is sold out", d.ID)
+	}
+	if hr == nil {
+		hr = p.holder(r.UserID) // stored before the slot is taken, see holders
+	}
+
+	var slot int64
+	if n := len(p.free); n > 0 {
+		slot, p.free = p.free[n-1], p.free[:n-1]
+	} else {
+		slot = p.next
+		p.next++
+	}
+	h := &hold{user: r.UserID, claimID: r.ClaimID, key: r.IdempotencyKey, slot: slot, nth: hr.freeNth(), created: r.Now}
+	hr.holds = append(hr.holds, h)
+	p.byClaim[h.claimID] = h
+	p.left.Add(-1)
+	return h.toHold(false), nil
+}
+
+// match finds the hold a request should get back: the one with its
+// idempotency key, or the only one when the limit is one.
+func (hr *holder) match(key string, limit int) *hold {
+	if key != "" {
+		for _, h := range hr.holds {
+			if h.key == key {
+				return h
+			}
+		}
+	}
+	if limit == 1 && len(hr.holds) == 1 {
+		return hr.holds[0]
+	}
+	return nil
+}
+
+// freeNth is the lowest place 1, 2, ... the user does not hold.
+func (hr *holder) freeNth() int {
+	for n := 1; ; n++ {
+		if !slices.ContainsFunc(hr.holds, func(h *hold) bool { return h.nth == n }) {
+			return n
+		}
+	}
+}
+
+// Confirm implements dibs.Gate.
+func (g *Gate) Confirm(ctx context.Context, dropID string, claimIDs ...string) error {
+	p, err := g.pool(dropID)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range claimIDs {
+		if h := p.byClaim[id]; h != nil {
+			h.durable = true
+		}
+	}
+	return nil
+}
+
+// Release implements dibs.Gate.
+func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error) {
+	p, err := g.pool(dropID)
+	if err != nil {
+		return false, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.byClaim[claimID]
+	if h == nil {
+		return false, nil
+	}
+	delete(p.byClaim, claimID)
+	if v, ok := p.holders.Load(h.user); ok {
+		hr := v.(*holder)
+		hr.holds = slices.DeleteFunc(hr.holds, func(x *hold) bool { return x == h })
+		if len(hr.holds) == 0 {
+			p.holders.Delete(h.user)
+		}
+	}
+	p.free = append(p.free, h.slot)
+	p.left.Add(1)
+	return true, nil
+}
+
+// SetStatus implements dibs.Gate.
+func (g *Gate) SetStatus(ctx context.Context, dropID string, s dibs.Status) error {
+	p, err := g.pool(dropID)
+	if err != nil {
+		return err
+	}
+	p.setStatus(s)
+	return nil
+}
+
+// Remaining implements dibs.Gate.
+func (g *Gate) Remaining(ctx context.Context, dropID string) (int64, error) {
+	p, err := g.pool(dropID)
+	if err != nil {
+		return 0, err
+	}
+	return p.left.Load(), nil
+}
