@@ -1,0 +1,165 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dibs-io/dibs"
+)
+
+const claimColumns = `id, drop_id, user_id, slot, nth, state, idempotency_key, created_at, updated_at,
+	hold_expires_at, coupon_code`
+
+// insertChunk bounds the rows of one INSERT statement (11 parameters each,
+// well under SQLite's 32,766).
+const insertChunk = 1000
+
+// RecordClaims implements dibs.Store. All claims go in one transaction: one
+// fsync for the whole batch.
+func (s *Store) RecordClaims(ctx context.Context, claims []*dibs.Claim) ([]error, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("record claims: begin: %w", translate(err))
+	}
+	defer tx.Rollback()
+
+	inserted := make(map[string]bool, len(claims))
+	for start := 0; start < len(claims); start += insertChunk {
+		chunk := claims[start:min(start+insertChunk, len(claims))]
+		if err := insertClaims(ctx, tx, chunk, inserted); err != nil {
+			return nil, fmt.Errorf("record claims: %w", err)
+		}
+	}
+	results := make([]error, len(claims))
+	for i, c := range claims {
+		if inserted[c.ID] {
+			continue
+		}
+		// Skipped: either recorded before (a retry: fine) or blocked by
+		// another active claim, the stock or the per-user limit.
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM claims WHERE id = ?`, c.ID).Scan(&one)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			results[i] = dibs.Errorf(dibs.ECONFLICT, "slot %d or place %d of user %s in drop %s is taken", c.Slot, c.Nth, c.UserID, c.DropID)
+		case err != nil:
+			return nil, fmt.Errorf("record claims: look up %s: %w", c.ID, translate(err))
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("record claims: commit: %w", translate(err))
+	}
+	return results, nil
+}
+
+func insertClaims(ctx context.Context, tx *sql.Tx, claims []*dibs.Claim, inserted map[string]bool) error {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO claims (` + claimColumns + `) VALUES `)
+	args := make([]any, 0, len(claims)*11)
+	for i, c := range claims {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString(`(?,?,?,?,?,?,?,?,?,?,?)`)
+		args = append(args, c.ID, c.DropID, c.UserID, c.Slot, c.Nth, string(c.State), nullString(c.IdempotencyKey),
+			micros(c.CreatedAt), micros(c.UpdatedAt), nullMicros(c.HoldExpiresAt), nullString(c.CouponCode))
+	}
+	q.WriteString(` ON CONFLICT DO NOTHING RETURNING id`)
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return translate(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		inserted[id] = true
+	}
+	return translate(rows.Err())
+}
+
+// FindClaim implements dibs.Store.
+func (s *Store) FindClaim(ctx context.Context, id string) (*dibs.Claim, error) {
+	c, err := scanClaim(s.read.QueryRowContext(ctx, `SELECT `+claimColumns+` FROM claims WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, dibs.Errorf(dibs.ENOTFOUND, "claim %s not found", id)
+	} else if err != nil {
+		return nil, fmt.Errorf("find claim: %w", translate(err))
+	}
+	return c, nil
+}
+
+// ScanActiveClaims implements dibs.Store. It reads the partial index
+// claims_active_slot in slot order.
+func (s *Store) ScanActiveClaims(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error {
+	rows, err := s.read.QueryContext(ctx, `SELECT `+claimColumns+` FROM claims
+		WHERE drop_id = ? AND state IN ('held', 'confirmed', 'paid') ORDER BY slot`, dropID)
+	if err != nil {
+		return fmt.Errorf("scan active claims: %w", translate(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		c, err := scanClaim(rows)
+		if err != nil {
+			return fmt.Errorf("scan active claims: %w", err)
+		}
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return translate(rows.Err())
+}
+
+// CountClaims implements dibs.Store. It counts over claims_drop_state.
+func (s *Store) CountClaims(ctx context.Context, dropID string) (dibs.ClaimCounts, error) {
+	var n dibs.ClaimCounts
+	rows, err := s.read.QueryContext(ctx, `SELECT state, COUNT(*) FROM claims WHERE drop_id = ? GROUP BY state`, dropID)
+	if err != nil {
+		return n, fmt.Errorf("count claims: %w", translate(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var state string
+		var count int64
+		if err := rows.Scan(&state, &count); err != nil {
+			return n, fmt.Errorf("count claims: %w", err)
+		}
+		switch dibs.ClaimState(state) {
+		case dibs.ClaimHeld:
+			n.Held = count
+		case dibs.ClaimConfirmed:
+			n.Confirmed = count
+		case dibs.ClaimPaid:
+			n.Paid = count
+		case dibs.ClaimReleased:
+			n.Released = count
+		case dibs.ClaimExpired:
+			n.Expired = count
+		}
+	}
+	return n, translate(rows.Err())
+}
+
+func scanClaim(row scanner) (*dibs.Claim, error) {
+	var (
+		c                dibs.Claim
+		state            string
+		key, coupon      sql.NullString
+		created, updated int64
+		holdExpires      sql.NullInt64
+	)
+	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon)
+	if err != nil {
+		return nil, err
+	}
+	c.State = dibs.ClaimState(state)
+	c.IdempotencyKey, c.CouponCode = key.String, coupon.String
+	c.CreatedAt, c.UpdatedAt = fromMicros(created), fromMicros(updated)
+	c.HoldExpiresAt = fromNullMicros(holdExpires)
+	return &c, nil
+}
