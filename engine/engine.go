@@ -1,0 +1,426 @@
+// Package engine runs drops: it takes claims through the gate, makes winners
+// durable in the record with group commit before anyone is told they won,
+// and answers losers and retries from memory.
+//
+// It depends only on the dibs interfaces; cmd/dibs chooses the gate and the
+// store.
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dibs-io/dibs"
+)
+
+// Config is what an Engine needs. Store and Gate are required.
+type Config struct {
+	Store    dibs.Store
+	Gate     dibs.Gate
+	Recorder RecorderConfig
+	Metrics  *Metrics         // NewMetrics() if nil
+	Logger   *slog.Logger     // discards if nil
+	Now      func() time.Time // time.Now if nil
+	NewID    func() string    // NewClaimID if nil
+}
+
+// Engine runs the drops of one dibs process. Safe for concurrent use.
+type Engine struct {
+	store   dibs.Store
+	gate    dibs.Gate
+	rec     *recorder
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+	newID   func() string
+
+	mu    sync.RWMutex
+	drops map[string]*entry
+}
+
+// entry is a drop as the engine serves it, with its claim counters.
+type entry struct {
+	drop     atomic.Pointer[dibs.Drop]
+	outcomes [len(outcomeNames)]atomic.Int64
+}
+
+// Outcomes of a claim request, in the order of outcomeNames.
+const (
+	outcomeWon = iota
+	outcomeExisting
+	outcomeSoldOut
+	outcomeLimit
+	outcomeClosed
+	outcomeNotOpen
+	outcomePaused
+	outcomeAdmission
+	outcomeUnavailable
+	outcomeError
+)
+
+var outcomeNames = [...]string{"won", "existing", "sold_out", "limit_reached", "closed", "not_open", "paused", "admission", "unavailable", "error"}
+
+func outcomeOf(err error) int {
+	switch dibs.ErrorCode(err) {
+	case "":
+		return outcomeWon
+	case dibs.ESOLDOUT:
+		return outcomeSoldOut
+	case dibs.ELIMIT:
+		return outcomeLimit
+	case dibs.ECLOSED:
+		return outcomeClosed
+	case dibs.ENOTOPEN:
+		return outcomeNotOpen
+	case dibs.EPAUSED:
+		return outcomePaused
+	case dibs.EADMISSIONREQUIRED, dibs.EADMISSIONINVALID:
+		return outcomeAdmission
+	case dibs.EUNAVAILABLE, dibs.EOVERLOADED:
+		return outcomeUnavailable
+	}
+	return outcomeError
+}
+
+// New returns an engine. Call Open before use and Close after.
+func New(cfg Config) *Engine {
+	e := &Engine{
+		store: cfg.Store, gate: cfg.Gate, metrics: cfg.Metrics, log: cfg.Logger,
+		now: cfg.Now, newID: cfg.NewID,
+		drops: make(map[string]*entry),
+	}
+	if e.metrics == nil {
+		e.metrics = NewMetrics()
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.newID == nil {
+		e.newID = NewClaimID
+	}
+	e.rec = newRecorder(cfg.Store, cfg.Recorder, recordHooks{committed: e.committed, failed: e.failed}, e.metrics, e.log)
+	return e
+}
+
+// NewClaimID returns a random, unguessable claim id: 128 bits in lower-case
+// base32.
+func NewClaimID() string { return strings.ToLower(rand.Text()) }
+
+// Open loads every drop from the record, rebuilds the gate from the active
+// claims, and starts the recorder.
+func (e *Engine) Open(ctx context.Context) error {
+	if err := e.Refresh(ctx); err != nil {
+		return err
+	}
+	e.rec.start()
+	return nil
+}
+
+// Close stops taking claims and waits until every claim already queued is
+// committed (or failed). Safe to call twice.
+func (e *Engine) Close() error {
+	e.rec.close()
+	return nil
+}
+
+// Refresh loads drops from the record: new ones are prepared in the gate,
+// known ones take the record's settings and status. Other nodes' drops and
+// operator actions arrive this way.
+func (e *Engine) Refresh(ctx context.Context) error {
+	drops, err := e.store.ListDrops(ctx)
+	if err != nil {
+		return fmt.Errorf("load drops: %w", err)
+	}
+	for _, d := range drops {
+		if err := e.install(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// install prepares d in the gate (rebuilding it from the record if the gate
+// has no state) and serves it.
+func (e *Engine) install(ctx context.Context, d *dibs.Drop) error {
+	scan := func(ctx context.Context, fn func(*dibs.Claim) error) error {
+		return e.store.ScanActiveClaims(ctx, d.ID, fn)
+	}
+	if err := e.gate.Prepare(ctx, d, scan); err != nil {
+		return fmt.Errorf("prepare drop %s: %w", d.ID, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent := e.drops[d.ID]
+	if ent == nil {
+		ent = &entry{}
+		e.drops[d.ID] = ent
+	}
+	ent.drop.Store(d)
+	return nil
+}
+
+func (e *Engine) entry(id string) (*entry, error) {
+	e.mu.RLock()
+	ent := e.drops[id]
+	e.mu.RUnlock()
+	if ent == nil {
+		return nil, dibs.Errorf(dibs.ENOTFOUND, "drop %s not found", id)
+	}
+	return ent, nil
+}
+
+func (e *Engine) entries() []*entry {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]*entry, 0, len(e.drops))
+	for _, ent := range e.drops {
+		out = append(out, ent)
+	}
+	return out
+}
+
+// CreateDrop fills d's defaults, validates it, records it and opens it in
+// the gate. Errors: EINVALID, ECONFLICT (id taken).
+func (e *Engine) CreateDrop(ctx context.Context, d *dibs.Drop) error {
+	d.Normalize(e.now().UTC().Truncate(time.Microsecond))
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	if err := e.store.CreateDrop(ctx, d); err != nil {
+		return err
+	}
+	return e.install(ctx, d)
+}
+
+// Drop returns the drop id as this node serves it. ENOTFOUND if unknown.
+func (e *Engine) Drop(id string) (*dibs.Drop, error) {
+	ent, err := e.entry(id)
+	if err != nil {
+		return nil, err
+	}
+	return ent.drop.Load(), nil
+}
+
+// Drops returns every drop this node serves.
+func (e *Engine) Drops() []*dibs.Drop {
+	ents := e.entries()
+	out := make([]*dibs.Drop, len(ents))
+	for i, ent := range ents {
+		out[i] = ent.drop.Load()
+	}
+	return out
+}
+
+// View is what anyone may see of a drop at a moment.
+type View struct {
+	Drop      *dibs.Drop
+	State     dibs.State
+	Remaining int64
+}
+
+// View returns the drop's public state. It reads the gate, never the record.
+func (e *Engine) View(ctx context.Context, id string) (View, error) {
+	ent, err := e.entry(id)
+	if err != nil {
+		return View{}, err
+	}
+	d := ent.drop.Load()
+	left, err := e.gate.Remaining(ctx, id)
+	if err != nil {
+		return View{}, err
+	}
+	return View{Drop: d, State: d.StateAt(d.Status, e.now(), left), Remaining: left}, nil
+}
+
+// Stats are the live numbers of a drop for operators.
+type Stats struct {
+	View
+	Claims      dibs.ClaimCounts // from the record
+	ClaimsTotal int64            // claim requests this node answered
+	Outcomes    map[string]int64 // of those, by outcome
+}
+
+// Stats returns the drop's view, the record's claim counts and this node's
+// claim outcomes.
+func (e *Engine) Stats(ctx context.Context, id string) (Stats, error) {
+	v, err := e.View(ctx, id)
+	if err != nil {
+		return Stats{}, err
+	}
+	counts, err := e.store.CountClaims(ctx, id)
+	if err != nil {
+		return Stats{}, err
+	}
+	ent, _ := e.entry(id)
+	st := Stats{View: v, Claims: counts, Outcomes: make(map[string]int64, len(outcomeNames))}
+	for i, name := range outcomeNames {
+		n := ent.outcomes[i].Load()
+		st.Outcomes[name] = n
+		st.ClaimsTotal += n
+	}
+	return st, nil
+}
+
+// SetStatus pauses, resumes or closes a drop. A closed drop stays closed:
+// ECONFLICT for any later change.
+func (e *Engine) SetStatus(ctx context.Context, id string, s dibs.Status) error {
+	ent, err := e.entry(id)
+	if err != nil {
+		return err
+	}
+	cur := ent.drop.Load()
+	if cur.Status == dibs.StatusClosed && s != dibs.StatusClosed {
+		return dibs.Errorf(dibs.ECONFLICT, "drop %s is closed for good", id)
+	}
+	now := e.now().UTC().Truncate(time.Microsecond)
+	if err := e.store.SetDropStatus(ctx, id, s, now); err != nil {
+		return err
+	}
+	if err := e.gate.SetStatus(ctx, id, s); err != nil {
+		return err
+	}
+	next := *cur
+	next.Status, next.UpdatedAt = s, now
+	ent.drop.Store(&next)
+	return nil
+}
+
+// ClaimRequest is one user's attempt to claim a slot of a drop.
+type ClaimRequest struct {
+	DropID         string
+	UserID         string
+	IdempotencyKey string
+}
+
+// Claim takes a slot for the user and returns the claim once it is durable.
+// created is false when the user already held the claim (a retry).
+//
+// Losers are answered from the gate alone: ESOLDOUT, ELIMIT, ECLOSED,
+// ENOTOPEN, EPAUSED, ENOTFOUND. EUNAVAILABLE or EOVERLOADED mean the claim
+// could not be recorded: nothing was won, retry later.
+func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, created bool, err error) {
+	start := time.Now()
+	ent, err := e.entry(req.DropID)
+	if err != nil {
+		return nil, false, err
+	}
+	outcome := outcomeError
+	defer func() {
+		ent.outcomes[outcome].Add(1)
+		e.metrics.claimLatency.WithLabelValues(outcomeNames[outcome]).Observe(time.Since(start).Seconds())
+	}()
+
+	d := ent.drop.Load()
+	now := e.now().UTC().Truncate(time.Microsecond)
+	h, err := e.gate.Reserve(ctx, dibs.ReserveRequest{
+		Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, ClaimID: e.newID(), Now: now,
+	})
+	if err != nil {
+		outcome = outcomeOf(err)
+		return nil, false, err
+	}
+	c = claimOf(d, req.UserID, h)
+	if h.Existing && h.Durable {
+		outcome = outcomeExisting
+		return c, false, nil
+	}
+	// A fresh hold, or a retry of a hold whose write has not been seen to
+	// finish (in flight here, or its node died): write it. Writes are
+	// idempotent by claim id.
+	if err := e.rec.record(ctx, c, !h.Existing); err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, false, err
+		}
+		outcome = outcomeOf(err)
+		return nil, false, err
+	}
+	if h.Existing {
+		outcome = outcomeExisting
+		return c, false, nil
+	}
+	outcome = outcomeWon
+	return c, true, nil
+}
+
+// claimOf is the claim a hold stands for.
+func claimOf(d *dibs.Drop, user string, h dibs.Hold) *dibs.Claim {
+	c := &dibs.Claim{
+		ID: h.ClaimID, DropID: d.ID, UserID: user, Slot: h.Slot, Nth: h.Nth,
+		State: dibs.InitialClaimState(d.Kind), IdempotencyKey: h.IdempotencyKey,
+		CreatedAt: h.CreatedAt, UpdatedAt: h.CreatedAt,
+	}
+	if d.Kind == dibs.KindPurchase {
+		c.HoldExpiresAt = h.CreatedAt.Add(d.HoldTTL)
+	}
+	return c
+}
+
+// committed marks claims durable in the gate, so retries are answered from
+// memory. A failure only costs those retries a write.
+func (e *Engine) committed(ctx context.Context, claims []*dibs.Claim) {
+	for dropID, ids := range claimIDsByDrop(claims) {
+		if err := e.gate.Confirm(ctx, dropID, ids...); err != nil {
+			e.log.Warn("confirm holds", "drop", dropID, "claims", len(ids), "err", err)
+		}
+	}
+}
+
+// failed returns the slots of claims whose write certainly left nothing
+// behind. After an unknown outcome the holds stay; the record decides later.
+func (e *Engine) failed(ctx context.Context, claims []*dibs.Claim, definite bool) {
+	if !definite {
+		return
+	}
+	for _, c := range claims {
+		if _, err := e.gate.Release(ctx, c.DropID, c.ID); err != nil {
+			e.log.Error("release slot after failed write", "drop", c.DropID, "claim", c.ID, "err", err)
+		}
+	}
+}
+
+func claimIDsByDrop(claims []*dibs.Claim) map[string][]string {
+	out := make(map[string][]string)
+	for _, c := range claims {
+		out[c.DropID] = append(out[c.DropID], c.ID)
+	}
+	return out
+}
+
+// FindClaim returns the claim id if userID owns it; ENOTFOUND otherwise, so
+// that nobody learns of other users' claims.
+func (e *Engine) FindClaim(ctx context.Context, id, userID string) (*dibs.Claim, error) {
+	c, err := e.store.FindClaim(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if c.UserID != userID {
+		return nil, dibs.Errorf(dibs.ENOTFOUND, "claim %s not found", id)
+	}
+	return c, nil
+}
+
+// Winners streams the drop's active claims in slot order.
+func (e *Engine) Winners(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error {
+	if _, err := e.entry(dropID); err != nil {
+		return err
+	}
+	return e.store.ScanActiveClaims(ctx, dropID, fn)
+}
+
+// Ready reports whether the engine's dependencies answer.
+func (e *Engine) Ready(ctx context.Context) error {
+	if err := e.store.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
