@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/httpapi"
+	"github.com/dibs-io/dibs/memory"
+	"github.com/dibs-io/dibs/passport"
+	"github.com/dibs-io/dibs/sqlite"
+)
+
+// Config is the configuration of one dibs node.
+type Config struct {
+	Addr            string
+	Data            string // directory of the embedded record
+	PassportSecret  string
+	AdminToken      string
+	Limits          httpapi.Limits
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+}
+
+// MinAdminTokenLen keeps admin tokens out of guessing range.
+const MinAdminTokenLen = 16
+
+// DefaultConfig is a node on loopback with its record under ./data.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            "127.0.0.1:8080",
+		Data:            "data",
+		Limits:          httpapi.DefaultLimits,
+		ShutdownTimeout: 15 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "json",
+	}
+}
+
+// Validate reports the first thing wrong with c.
+func (c *Config) Validate() error {
+	switch {
+	case c.Addr == "":
+		return errors.New("--addr is required")
+	case c.Data == "":
+		return errors.New("--data is required")
+	case len(c.PassportSecret) < passport.MinSecretLen:
+		return fmt.Errorf("DIBS_PASSPORT_SECRET must be set to at least %d bytes (the HMAC key passports are signed with)", passport.MinSecretLen)
+	case len(c.AdminToken) < MinAdminTokenLen:
+		return fmt.Errorf("DIBS_ADMIN_TOKEN must be set to at least %d bytes", MinAdminTokenLen)
+	case c.Limits.Claim < 1 || c.Limits.Read < 1 || c.Limits.Admin < 1 || c.Limits.Ops < 1:
+		return errors.New("in-flight limits must be at least 1")
+	case c.ShutdownTimeout <= 0:
+		return errors.New("--shutdown-timeout must be positive")
+	case c.LogFormat != "json" && c.LogFormat != "text":
+		return errors.New("--log-format must be json or text")
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	return nil
+}
+
+func (c *Config) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address")
+	fs.StringVar(&c.Data, "data", c.Data, "directory of the embedded record (SQLite)")
+	fs.IntVar(&c.Limits.Claim, "claim-inflight", c.Limits.Claim, "claim requests in flight before shedding with 503")
+	fs.IntVar(&c.Limits.Read, "read-inflight", c.Limits.Read, "public read requests in flight before shedding")
+	fs.IntVar(&c.Limits.Admin, "admin-inflight", c.Limits.Admin, "admin requests in flight before shedding")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown waits for requests in flight")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("dibs serve", flag.ContinueOnError)
+	cfg.flags(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	cfg.PassportSecret = os.Getenv("DIBS_PASSPORT_SECRET")
+	cfg.AdminToken = os.Getenv("DIBS_ADMIN_TOKEN")
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+
+	m := NewMain(cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	if err := m.Run(ctx); err != nil {
+		m.Close()
+		return err
+	}
+	<-ctx.Done()
+	m.log.Info("shutting down")
+	return m.Close()
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// Main is a running dibs node: the one place where the gate, the record,
+// the engine and the HTTP server are chosen and wired. End-to-end tests and
+// the demo run it in-process on port 0.
+type Main struct {
+	cfg    Config
+	log    *slog.Logger
+	store  dibs.Store
+	engine *engine.Engine
+	srv    *http.Server
+	ln     net.Listener
+	served chan error
+}
+
+// NewMain returns a node that Run starts.
+func NewMain(cfg Config, log *slog.Logger) *Main {
+	return &Main{cfg: cfg, log: log}
+}
+
+// Run opens the record, rebuilds the gate from it, and starts serving. It
+// returns once the listener is up; Close stops everything.
+func (m *Main) Run(ctx context.Context) error {
+	if err := os.MkdirAll(m.cfg.Data, 0o750); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	store, err := sqlite.Open(ctx, filepath.Join(m.cfg.Data, "dibs.db"))
+	if err != nil {
+		return err
+	}
+	m.store = store
+
+	verifier, err := passport.NewVerifier([]byte(m.cfg.PassportSecret), passport.Options{})
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.engine = engine.New(engine.Config{Store: store, Gate: memory.NewGate(), Logger: m.log})
+	if err := m.engine.Register(reg); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := m.engine.Open(ctx); err != nil {
+		return err
+	}
+	m.log.Info("record loaded", "drops", len(m.engine.Drops()), "took", time.Since(start).Round(time.Millisecond))
+
+	api := httpapi.New(m.engine, httpapi.Config{
+		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
+		Gatherer: reg, Registerer: reg, Logger: m.log,
+	})
+	m.srv = &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
+	}
+	if m.ln, err = net.Listen("tcp", m.cfg.Addr); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.srv.Serve(m.ln) }()
+	m.log.Info("listening", "addr", m.ln.Addr().String(), "data", m.cfg.Data, "version", versionString())
+	return nil
+}
+
+// URL is the base URL the node serves on.
+func (m *Main) URL() string { return "http://" + m.ln.Addr().String() }
+
+// Close shuts down gracefully: stop accepting, let requests in flight finish
+// (their claims commit), drain the recorder, close the record. Safe to call
+// on a node that failed to start.
+func (m *Main) Close() error {
+	var errs []error
+	if m.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := m.srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+		m.srv = nil
+	}
+	if m.engine != nil {
+		errs = append(errs, m.engine.Close())
+		m.engine = nil
+	}
+	if m.store != nil {
+		errs = append(errs, m.store.Close())
+		m.store = nil
+	}
+	return errors.Join(errs...)
+}

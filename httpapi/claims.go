@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/engine"
+)
+
+// claimJSON is a claim on the wire.
+type claimJSON struct {
+	ClaimID       string          `json:"claim_id"`
+	DropID        string          `json:"drop_id"`
+	UserID        string          `json:"user_id"`
+	Slot          int64           `json:"slot"`
+	State         dibs.ClaimState `json:"state"`
+	HoldExpiresAt *time.Time      `json:"hold_expires_at,omitempty"`
+	CouponCode    string          `json:"coupon_code,omitempty"`
+	CreatedAt     time.Time       `json:"created_at"`
+}
+
+func newClaimJSON(c *dibs.Claim) claimJSON {
+	return claimJSON{
+		ClaimID: c.ID, DropID: c.DropID, UserID: c.UserID, Slot: c.Slot, State: c.State,
+		HoldExpiresAt: timePtr(c.HoldExpiresAt), CouponCode: c.CouponCode, CreatedAt: c.CreatedAt,
+	}
+}
+
+var claimIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// createClaim answers 201 with a new claim once it is durable, 200 with the
+// user's existing claim, or a problem: losers never wait for the record.
+func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
+	id, err := pathDropID(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	user, err := s.user(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if r.ContentLength != 0 { // no body is the usual case; skip the decoder
+		var body struct{}
+		if err := decodeJSON(w, r, &body, MaxClaimBody, true); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && !dibs.ValidIdempotencyKey(key) {
+		writeError(w, r, s.log, dibs.Errorf(dibs.EINVALID, "Idempotency-Key must be 1 to %d printable bytes.", dibs.MaxIdempotencyKey))
+		return
+	}
+	c, created, err := s.engine.Claim(r.Context(), engine.ClaimRequest{DropID: id, UserID: user, IdempotencyKey: key})
+	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client is gone; a won claim stays won and a retry returns it
+		}
+		writeError(w, r, s.log, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		w.Header().Set("Location", "/v1/claims/"+c.ID)
+	}
+	writeJSON(w, status, newClaimJSON(c))
+}
+
+// getClaim returns the caller's claim; other users' claims are 404.
+func (s *Server) getClaim(w http.ResponseWriter, r *http.Request) {
+	user, err := s.user(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	id := r.PathValue("id")
+	if !claimIDPattern.MatchString(id) {
+		writeError(w, r, s.log, dibs.Errorf(dibs.EINVALID, "Claim ids match [A-Za-z0-9_-]{1,64}."))
+		return
+	}
+	c, err := s.engine.FindClaim(r.Context(), id, user)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "private, no-store")
+	writeJSON(w, http.StatusOK, newClaimJSON(c))
+}

@@ -1,0 +1,288 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/engine"
+)
+
+// admissionJSON is a drop's admission on the wire.
+type admissionJSON struct {
+	Mode  string `json:"mode"`
+	Rate  int    `json:"rate,omitempty"`
+	Order string `json:"order,omitempty"`
+}
+
+// createDropRequest is the body of POST /v1/admin/drops.
+type createDropRequest struct {
+	ID           string         `json:"id"`
+	Title        string         `json:"title"`
+	Kind         dibs.Kind      `json:"kind"`
+	Stock        int64          `json:"stock"`
+	PerUserLimit int            `json:"per_user_limit"`
+	OpensAt      *time.Time     `json:"opens_at"`
+	ClosesAt     *time.Time     `json:"closes_at"`
+	HoldTTL      string         `json:"hold_ttl"`
+	Admission    *admissionJSON `json:"admission"`
+}
+
+func (req *createDropRequest) drop() (*dibs.Drop, error) {
+	d := &dibs.Drop{ID: req.ID, Title: req.Title, Kind: req.Kind, Stock: req.Stock, PerUserLimit: req.PerUserLimit}
+	if d.ID == "" {
+		d.ID = "drop-" + strings.ToLower(rand.Text()[:10])
+	}
+	if req.OpensAt != nil {
+		d.OpensAt = req.OpensAt.UTC().Truncate(time.Microsecond)
+	}
+	if req.ClosesAt != nil {
+		d.ClosesAt = req.ClosesAt.UTC().Truncate(time.Microsecond)
+	}
+	if req.HoldTTL != "" {
+		ttl, err := time.ParseDuration(req.HoldTTL)
+		if err != nil {
+			return nil, dibs.Errorf(dibs.EINVALID, "hold_ttl must be a duration such as \"10m\" or \"90s\".")
+		}
+		d.HoldTTL = ttl
+	}
+	if a := req.Admission; a != nil {
+		d.Admission = dibs.Admission{Mode: a.Mode, Rate: a.Rate, Order: a.Order}
+	}
+	if d.PerUserLimit < 0 {
+		return nil, dibs.Errorf(dibs.EINVALID, "per_user_limit must be between 1 and %d", dibs.MaxPerUserLimit)
+	}
+	return d, nil
+}
+
+// dropJSON is a drop as operators see it.
+type dropJSON struct {
+	ID           string        `json:"id"`
+	Title        string        `json:"title"`
+	Kind         dibs.Kind     `json:"kind"`
+	Stock        int64         `json:"stock"`
+	PerUserLimit int           `json:"per_user_limit"`
+	OpensAt      time.Time     `json:"opens_at"`
+	ClosesAt     *time.Time    `json:"closes_at,omitempty"`
+	HoldTTL      string        `json:"hold_ttl,omitempty"`
+	Admission    admissionJSON `json:"admission"`
+	Status       dibs.Status   `json:"status"`
+	State        dibs.State    `json:"state"`
+	Remaining    int64         `json:"remaining"`
+	CreatedAt    time.Time     `json:"created_at"`
+	UpdatedAt    time.Time     `json:"updated_at"`
+}
+
+func newDropJSON(v engine.View) dropJSON {
+	d := v.Drop
+	out := dropJSON{
+		ID: d.ID, Title: d.Title, Kind: d.Kind, Stock: d.Stock, PerUserLimit: d.PerUserLimit,
+		OpensAt: d.OpensAt, ClosesAt: timePtr(d.ClosesAt),
+		Admission: admissionJSON{Mode: d.Admission.Mode, Rate: d.Admission.Rate, Order: d.Admission.Order},
+		Status:    d.Status, State: v.State, Remaining: v.Remaining, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+	}
+	if d.HoldTTL > 0 {
+		out.HoldTTL = d.HoldTTL.String()
+	}
+	return out
+}
+
+// dropStatsJSON is a drop with its live numbers: remaining from the gate,
+// claims by state from the record, requests by outcome from this node.
+type dropStatsJSON struct {
+	dropJSON
+	Held        int64            `json:"held"`
+	Confirmed   int64            `json:"confirmed"`
+	Paid        int64            `json:"paid"`
+	Released    int64            `json:"released"`
+	Expired     int64            `json:"expired"`
+	ClaimsTotal int64            `json:"claims_total"`
+	Outcomes    map[string]int64 `json:"outcomes"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (s *Server) createDrop(w http.ResponseWriter, r *http.Request) {
+	var req createDropRequest
+	if err := decodeJSON(w, r, &req, MaxAdminBody, false); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	d, err := req.drop()
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if err := s.engine.CreateDrop(r.Context(), d); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	v, err := s.engine.View(r.Context(), d.ID)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.log.Info("drop created", "drop", d.ID, "kind", d.Kind, "stock", d.Stock, "opens_at", d.OpensAt)
+	w.Header().Set("Location", "/v1/admin/drops/"+d.ID)
+	writeJSON(w, http.StatusCreated, newDropJSON(v))
+}
+
+func (s *Server) listDrops(w http.ResponseWriter, r *http.Request) {
+	out := []dropJSON{}
+	for _, d := range s.engine.Drops() {
+		v, err := s.engine.View(r.Context(), d.ID)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		out = append(out, newDropJSON(v))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"drops": out})
+}
+
+func (s *Server) dropStats(w http.ResponseWriter, r *http.Request) {
+	id, err := pathDropID(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	st, err := s.engine.Stats(r.Context(), id)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, dropStatsJSON{
+		dropJSON: newDropJSON(st.View),
+		Held:     st.Claims.Held, Confirmed: st.Claims.Confirmed, Paid: st.Claims.Paid,
+		Released: st.Claims.Released, Expired: st.Claims.Expired,
+		ClaimsTotal: st.ClaimsTotal, Outcomes: st.Outcomes,
+	})
+}
+
+func (s *Server) setStatus(status dibs.Status) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathDropID(r)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		if err := s.engine.SetStatus(r.Context(), id, status); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		s.log.Info("drop status changed", "drop", id, "status", status)
+		v, err := s.engine.View(r.Context(), id)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newDropJSON(v))
+	}
+}
+
+// publicDropJSON is what anyone may see of a drop.
+type publicDropJSON struct {
+	ID        string     `json:"id"`
+	Title     string     `json:"title"`
+	Kind      dibs.Kind  `json:"kind"`
+	State     dibs.State `json:"state"`
+	OpensAt   time.Time  `json:"opens_at"`
+	ClosesAt  *time.Time `json:"closes_at,omitempty"`
+	Stock     int64      `json:"stock"`
+	Remaining int64      `json:"remaining"`
+	Admission string     `json:"admission"`
+}
+
+func (s *Server) publicDrop(w http.ResponseWriter, r *http.Request) {
+	id, err := pathDropID(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	v, err := s.engine.View(r.Context(), id)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	d := v.Drop
+	w.Header().Set("Cache-Control", "public, max-age=1")
+	writeJSON(w, http.StatusOK, publicDropJSON{
+		ID: d.ID, Title: d.Title, Kind: d.Kind, State: v.State, OpensAt: d.OpensAt, ClosesAt: timePtr(d.ClosesAt),
+		Stock: d.Stock, Remaining: v.Remaining, Admission: d.Admission.Mode,
+	})
+}
+
+// winnerJSON is one line of the winners export.
+type winnerJSON struct {
+	ClaimID   string          `json:"claim_id"`
+	UserID    string          `json:"user_id"`
+	Slot      int64           `json:"slot"`
+	State     dibs.ClaimState `json:"state"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// winners streams the drop's active claims in slot order: NDJSON, or CSV
+// for Accept: text/csv. The export can be long, so it has no write deadline.
+func (s *Server) winners(w http.ResponseWriter, r *http.Request) {
+	id, err := pathDropID(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if _, err := s.engine.Drop(id); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	buf := bufio.NewWriterSize(w, 32<<10)
+	var write func(*dibs.Claim) error
+	if strings.Contains(r.Header.Get("Accept"), "text/csv") {
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		cw := csv.NewWriter(buf)
+		cw.Write([]string{"claim_id", "user_id", "slot", "state", "created_at"})
+		write = func(c *dibs.Claim) error {
+			return cw.Write([]string{c.ID, c.UserID, strconv.FormatInt(c.Slot, 10), string(c.State), c.CreatedAt.Format(time.RFC3339Nano)})
+		}
+		defer cw.Flush()
+	} else {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(buf)
+		write = func(c *dibs.Claim) error {
+			return enc.Encode(winnerJSON{ClaimID: c.ID, UserID: c.UserID, Slot: c.Slot, State: c.State, CreatedAt: c.CreatedAt})
+		}
+	}
+	defer buf.Flush()
+	w.WriteHeader(http.StatusOK)
+	if err := s.engine.Winners(r.Context(), id, write); err != nil && r.Context().Err() == nil {
+		// The status is out; all we can do is stop and say why in the log.
+		s.log.Error("winners export cut short", "drop", id, "err", err)
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.engine.Ready(ctx); err != nil {
+		s.log.Warn("not ready", "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "detail": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

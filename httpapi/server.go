@@ -1,0 +1,227 @@
+// Package httpapi serves dibs's HTTP API v1: admin and public drop
+// endpoints, claims, and the operational endpoints.
+//
+// Every route belongs to a class (claim, read, admin, ops) with its own
+// bound on requests in flight. Above the bound a request is answered 503
+// with Retry-After at once: a claim spike cannot take the capacity that
+// regular reads and health checks need, and nothing queues without bound.
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/passport"
+)
+
+// Route classes.
+const (
+	ClassClaim = "claim"
+	ClassRead  = "read"
+	ClassAdmin = "admin"
+	ClassOps   = "ops"
+)
+
+// Limits bound the requests in flight per class.
+type Limits struct {
+	Claim, Read, Admin, Ops int
+}
+
+// DefaultLimits suit one node on a few cores: claims are short (losers are
+// answered from memory, winners wait about one group commit).
+var DefaultLimits = Limits{Claim: 4096, Read: 1024, Admin: 64, Ops: 64}
+
+// Config is what a Server needs besides the engine.
+type Config struct {
+	Passports  *passport.Verifier
+	AdminToken string
+	Limits     Limits
+	Gatherer   prometheus.Gatherer   // what /metrics exposes
+	Registerer prometheus.Registerer // where the server's own metrics go; none if nil
+	Logger     *slog.Logger
+}
+
+// Server is the HTTP API. It is an http.Handler.
+type Server struct {
+	engine    *engine.Engine
+	passports *passport.Verifier
+	adminHash [sha256.Size]byte
+	log       *slog.Logger
+	mux       *http.ServeMux
+	metrics   *httpMetrics
+}
+
+// New returns the API over e.
+func New(e *engine.Engine, cfg Config) *Server {
+	s := &Server{
+		engine:    e,
+		passports: cfg.Passports,
+		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
+		log:       cfg.Logger,
+		mux:       http.NewServeMux(),
+		metrics:   newHTTPMetrics(cfg.Registerer),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits
+	}
+	if cfg.Gatherer == nil {
+		cfg.Gatherer = prometheus.NewRegistry()
+	}
+
+	claim := s.class(ClassClaim, cfg.Limits.Claim)
+	read := s.class(ClassRead, cfg.Limits.Read)
+	admin := s.class(ClassAdmin, cfg.Limits.Admin)
+	ops := s.class(ClassOps, cfg.Limits.Ops)
+	adminOnly := func(h http.HandlerFunc) http.Handler { return admin(s.requireAdmin(h)) }
+
+	s.mux.Handle("POST /v1/admin/drops", adminOnly(s.createDrop))
+	s.mux.Handle("GET /v1/admin/drops", adminOnly(s.listDrops))
+	s.mux.Handle("GET /v1/admin/drops/{id}", adminOnly(s.dropStats))
+	s.mux.Handle("GET /v1/admin/drops/{id}/winners", adminOnly(s.winners))
+	s.mux.Handle("POST /v1/admin/drops/{id}/pause", adminOnly(s.setStatus(dibs.StatusPaused)))
+	s.mux.Handle("POST /v1/admin/drops/{id}/resume", adminOnly(s.setStatus(dibs.StatusActive)))
+	s.mux.Handle("POST /v1/admin/drops/{id}/close", adminOnly(s.setStatus(dibs.StatusClosed)))
+
+	s.mux.Handle("GET /v1/drops/{id}", read(http.HandlerFunc(s.publicDrop)))
+	s.mux.Handle("POST /v1/drops/{id}/claims", claim(http.HandlerFunc(s.createClaim)))
+	s.mux.Handle("GET /v1/claims/{id}", read(http.HandlerFunc(s.getClaim)))
+
+	s.mux.Handle("GET /healthz", ops(http.HandlerFunc(s.healthz)))
+	s.mux.Handle("GET /readyz", ops(http.HandlerFunc(s.readyz)))
+	s.mux.Handle("GET /metrics", ops(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	s.mux.Handle("/", read(http.HandlerFunc(s.notFound)))
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// notFound answers requests no route matches with problem+json: 405 with
+// Allow when the path exists under other methods, 404 otherwise.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeProblem(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "Method "+r.Method+" is not allowed here.")
+		return
+	}
+	writeProblem(w, http.StatusNotFound, dibs.ENOTFOUND, "No such resource.")
+}
+
+// class bounds a route class to limit requests in flight and measures it.
+func (s *Server) class(name string, limit int) func(http.Handler) http.Handler {
+	sem := make(chan struct{}, limit)
+	m := s.metrics.forClass(name)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case sem <- struct{}{}:
+			default:
+				m.shed.Inc()
+				writeProblem(w, http.StatusServiceUnavailable, dibs.EOVERLOADED, "The server is at capacity for "+name+" requests; retry shortly.")
+				return
+			}
+			m.inflight.Inc()
+			start := time.Now()
+			defer func() {
+				m.duration.Observe(time.Since(start).Seconds())
+				m.inflight.Dec()
+				<-sem
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// requireAdmin lets through requests bearing the admin token, compared in
+// constant time (hashes first, so neither length leaks).
+func (s *Server) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(bearer(r)))
+		if subtle.ConstantTimeCompare(got[:], s.adminHash[:]) != 1 {
+			writeError(w, r, s.log, dibs.Errorf(dibs.EUNAUTHORIZED, "A valid admin token is required."))
+			return
+		}
+		next(w, r)
+	}
+}
+
+// user returns the user id of the request's passport.
+func (s *Server) user(r *http.Request) (string, error) {
+	return s.passports.Verify(bearer(r))
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// pathDropID returns the {id} of the request's path if it is a valid drop id.
+func pathDropID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !dibs.ValidDropID(id) {
+		return "", dibs.Errorf(dibs.EINVALID, "Drop ids match [a-z0-9-]{1,64}.")
+	}
+	return id, nil
+}
+
+type httpMetrics struct {
+	inflight *prometheus.GaugeVec
+	shed     *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+type classMetrics struct {
+	inflight prometheus.Gauge
+	shed     prometheus.Counter
+	duration prometheus.Observer
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dibs_http_inflight_requests", Help: "Requests in flight by route class.",
+		}, []string{"class"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dibs_http_shed_total", Help: "Requests answered 503 at once because their class was at its limit.",
+		}, []string{"class"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dibs_http_request_duration_seconds", Help: "Request duration by route class.",
+			Buckets: prometheus.ExponentialBucketsRange(50e-6, 10, 18),
+		}, []string{"class"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.inflight, m.shed, m.duration)
+	}
+	return m
+}
+
+func (m *httpMetrics) forClass(name string) classMetrics {
+	return classMetrics{
+		inflight: m.inflight.WithLabelValues(name),
+		shed:     m.shed.WithLabelValues(name),
+		duration: m.duration.WithLabelValues(name),
+	}
+}

@@ -1,0 +1,112 @@
+// Package passport verifies the event passports users present: JWTs signed
+// with HS256 by the main service, verified here locally with a shared secret,
+// so the event never calls the main service per request.
+package passport
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/dibs-io/dibs"
+)
+
+// MinSecretLen is the shortest accepted secret: 256 bits, the size of the
+// HS256 hash (RFC 7518 §3.2).
+const MinSecretLen = 32
+
+// DefaultLeeway tolerates clock skew between the main service and dibs.
+const DefaultLeeway = 30 * time.Second
+
+// MaxTokenLen bounds the passports dibs will parse at all.
+const MaxTokenLen = 4096
+
+// Verifier checks passports. Safe for concurrent use.
+type Verifier struct {
+	secret []byte
+	parser *jwt.Parser
+}
+
+// Options tune a Verifier. The zero value checks signature, algorithm and
+// expiry with DefaultLeeway.
+type Options struct {
+	Leeway   time.Duration
+	Issuer   string // if set, iss must match
+	Audience string // if set, aud must contain it
+	Now      func() time.Time
+}
+
+// NewVerifier returns a verifier for passports signed with secret.
+func NewVerifier(secret []byte, o Options) (*Verifier, error) {
+	if len(secret) < MinSecretLen {
+		return nil, fmt.Errorf("passport secret is %d bytes, need at least %d", len(secret), MinSecretLen)
+	}
+	if o.Leeway == 0 {
+		o.Leeway = DefaultLeeway
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), // never "none", never RS/HS confusion
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(o.Leeway),
+		jwt.WithStrictDecoding(), // one encoding per token: no malleable signature bits
+	}
+	if o.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(o.Issuer))
+	}
+	if o.Audience != "" {
+		opts = append(opts, jwt.WithAudience(o.Audience))
+	}
+	if o.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(o.Now))
+	}
+	return &Verifier{secret: secret, parser: jwt.NewParser(opts...)}, nil
+}
+
+// Verify returns the user id (sub) of a valid passport. Every failure is an
+// EUNAUTHORIZED error whose message says what is wrong.
+func (v *Verifier) Verify(token string) (string, error) {
+	if token == "" {
+		return "", dibs.Errorf(dibs.EUNAUTHORIZED, "A passport is required: Authorization: Bearer <passport>.")
+	}
+	if len(token) > MaxTokenLen {
+		return "", dibs.Errorf(dibs.EUNAUTHORIZED, "The passport is longer than %d bytes.", MaxTokenLen)
+	}
+	var claims jwt.RegisteredClaims
+	_, err := v.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return v.secret, nil })
+	if err != nil {
+		return "", dibs.WrapError(dibs.EUNAUTHORIZED, reason(err), err)
+	}
+	if !dibs.ValidUserID(claims.Subject) {
+		return "", dibs.Errorf(dibs.EUNAUTHORIZED, "The passport's sub must be 1 to %d printable bytes.", dibs.MaxUserIDLen)
+	}
+	return claims.Subject, nil
+}
+
+func reason(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "The passport has expired."
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "The passport lacks a required claim (exp)."
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "The passport's signature or algorithm is not accepted."
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "The passport is not valid yet."
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "The passport was issued for someone else."
+	}
+	return "The passport is malformed."
+}
+
+// Issue signs a passport for user valid for ttl. The main service does
+// this in production; dibs uses it for the demo, tests and rehearsals.
+func Issue(secret []byte, user string, now time.Time, ttl time.Duration) (string, error) {
+	claims := jwt.RegisteredClaims{
+		Subject:   user,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+}
