@@ -59,7 +59,7 @@ type recordHooks struct {
 // commit), so that durability costs one fsync per batch, not per claim.
 // Writes of the same claim id share one pending write.
 type recorder struct {
-	store   interface{ RecordClaims(context.Context, []*dibs.Claim) ([]error, error) }
+	store   claimWriter
 	cfg     RecorderConfig
 	hooks   recordHooks
 	metrics *Metrics
@@ -81,9 +81,12 @@ type pending struct {
 	err   error
 }
 
-func newRecorder(store interface {
-	RecordClaims(context.Context, []*dibs.Claim) ([]error, error)
-}, cfg RecorderConfig, hooks recordHooks, m *Metrics, log *slog.Logger) *recorder {
+// claimWriter is the part of dibs.Store the recorder uses.
+type claimWriter interface {
+	RecordClaims(ctx context.Context, claims []*dibs.Claim) ([]error, error)
+}
+
+func newRecorder(store claimWriter, cfg RecorderConfig, hooks recordHooks, m *Metrics, log *slog.Logger) *recorder {
 	cfg.setDefaults()
 	return &recorder{
 		store: store, cfg: cfg, hooks: hooks, metrics: m, log: log,
