@@ -25,12 +25,16 @@ type Latency struct {
 	Sigma  float64
 }
 
-// Sample draws one delay using r.
+// Sample draws one delay using r. It always draws exactly two values from r
+// (Z by Box–Muller), whatever the knobs, so that the sequence of choices a
+// seed gives does not shift when latency is switched on or off.
 func (l Latency) Sample(r *rand.Rand) time.Duration {
+	u1, u2 := r.Float64(), r.Float64()
 	if l.Median <= 0 {
 		return l.Base
 	}
-	return l.Base + time.Duration(float64(l.Median)*math.Exp(l.Sigma*r.NormFloat64()))
+	z := math.Sqrt(-2*math.Log(1-u1)) * math.Cos(2*math.Pi*u2) // 1-u1 is in (0, 1]
+	return l.Base + time.Duration(float64(l.Median)*math.Exp(l.Sigma*z))
 }
 
 // Outage modes: how the simulator behaves during an outage.

@@ -230,7 +230,9 @@ const (
 )
 
 // draw is every random choice about one request, made at once under the
-// lock, so a seed gives the same sequence of choices in arrival order.
+// lock: always the same six values, so a seed gives the same sequence of
+// choices in arrival order, and the same choices to the n-th request
+// whatever the knobs.
 type draw struct {
 	latency time.Duration
 	fault   fault
@@ -255,7 +257,7 @@ func (s *Simulator) draw(k Knobs) draw {
 	}
 	d.applied = s.rand.Float64() < k.FaultApplied
 	d.decline = s.rand.Float64() < k.DeclineRate
-	d.reason = declineReasons[s.rand.IntN(len(declineReasons))]
+	d.reason = declineReasons[int(s.rand.Float64()*float64(len(declineReasons)))]
 	return d
 }
 
