@@ -221,10 +221,14 @@ type Client struct {
 	rand *rand.Rand
 }
 
-// New returns a Client for cfg, or an EINVALID error if cfg is invalid.
+// New returns a Client for cfg, or an EINVALID error if cfg is invalid. A
+// nil logger discards.
 func New(cfg Config, logger *slog.Logger) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
 	c := &Client{

@@ -1,6 +1,7 @@
 package pgsim
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -169,14 +170,17 @@ func (k Knobs) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON reads what MarshalJSON writes. Members left out keep the
-// value k had, so a client may send only the knobs it changes.
+// value k had, so a client may send only the knobs it changes; unknown
+// members are an error, so a misspelt knob is not silently ignored.
 func (k *Knobs) UnmarshalJSON(data []byte) error {
 	var j knobsJSON
 	if err := json.Unmarshal(mustMarshal(*k), &j); err != nil {
 		return err
 	}
-	if err := json.Unmarshal(data, &j); err != nil {
-		return err
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return fmt.Errorf("parse knobs: %w", err)
 	}
 	var out Knobs
 	for _, d := range []struct {

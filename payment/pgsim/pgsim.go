@@ -82,10 +82,13 @@ type Stats struct {
 }
 
 // New returns a simulator for cfg, its clock starting now (for scheduled
-// outages). EINVALID if cfg is invalid.
+// outages). EINVALID if cfg is invalid. A nil logger discards.
 func New(cfg Config, logger *slog.Logger) (*Simulator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -303,10 +306,14 @@ func (s *Simulator) admit(limit int64) bool {
 		if limit > 0 && n >= limit {
 			return false
 		}
-		if s.inFlight.CompareAndSwap(n, n+1) {
-			for m := s.maxInFlight.Load(); n+1 > m && !s.maxInFlight.CompareAndSwap(m, n+1); m = s.maxInFlight.Load() {
+		if !s.inFlight.CompareAndSwap(n, n+1) {
+			continue
+		}
+		for {
+			m := s.maxInFlight.Load()
+			if n+1 <= m || s.maxInFlight.CompareAndSwap(m, n+1) {
+				return true
 			}
-			return true
 		}
 	}
 }

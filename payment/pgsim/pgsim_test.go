@@ -566,7 +566,7 @@ func TestKnobsEndpoint(t *testing.T) {
 	if err := json.Unmarshal(mustDo(t, "GET", b.url+"/admin/knobs", "", nil).body, &echoed); err != nil || echoed != want {
 		t.Errorf("GET knobs = %v (%v), want %v", echoed, err, want)
 	}
-	for _, body := range []map[string]any{{"decline_rate": 2}, {"timeout_rate": 0.6, "reset_rate": 0.6}, {"hang": "forever"}} {
+	for _, body := range []map[string]any{{"decline_rate": 2}, {"timeout_rate": 0.6, "reset_rate": 0.6}, {"hang": "forever"}, {"decline-rate": 0.5}} {
 		if a := mustDo(t, "PUT", b.url+"/admin/knobs", "", body); a.status != http.StatusBadRequest {
 			t.Errorf("put %v = %d, want 400", body, a.status)
 		}
