@@ -287,9 +287,6 @@ func (c *Client) Breaker() BreakerState { return breakerState(c.breaker.State())
 // or charge it again) or ErrUnavailable / ErrCircuitOpen (nothing was
 // charged by this call).
 func (c *Client) Charge(ctx context.Context, key string, req ChargeRequest) (*Charge, error) {
-	if !ValidKey(key) {
-		return nil, fmt.Errorf("charge: %w: bad idempotency key", ErrInvalid)
-	}
 	if err := req.Validate(); err != nil {
 		return nil, fmt.Errorf("charge %s: %w", key, err)
 	}
@@ -297,11 +294,7 @@ func (c *Client) Charge(ctx context.Context, key string, req ChargeRequest) (*Ch
 	if err != nil {
 		return nil, fmt.Errorf("charge %s: %w", key, err)
 	}
-	ch, err := c.call(ctx, call{op: "charge", method: http.MethodPost, path: "/v1/charges", key: key, body: body, mutates: true})
-	if err != nil {
-		return nil, fmt.Errorf("charge %s: %w", key, err)
-	}
-	return ch, nil
+	return c.call(ctx, call{op: "charge", key: key, method: http.MethodPost, path: "/v1/charges", body: body, mutates: true})
 }
 
 // Lookup returns the gateway's record of the charge under key, so that a
@@ -310,14 +303,7 @@ func (c *Client) Charge(ctx context.Context, key string, req ChargeRequest) (*Ch
 // Errors: ErrNotFound (the gateway never recorded a charge under key),
 // ErrInvalid, and ErrUnavailable / ErrCircuitOpen (could not ask; retry).
 func (c *Client) Lookup(ctx context.Context, key string) (*Charge, error) {
-	if !ValidKey(key) {
-		return nil, fmt.Errorf("lookup: %w: bad idempotency key", ErrInvalid)
-	}
-	ch, err := c.call(ctx, call{op: "lookup", method: http.MethodGet, path: "/v1/charges/" + url.PathEscape(key)})
-	if err != nil {
-		return nil, fmt.Errorf("lookup %s: %w", key, err)
-	}
-	return ch, nil
+	return c.call(ctx, call{op: "lookup", key: key, method: http.MethodGet, path: "/v1/charges/" + url.PathEscape(key)})
 }
 
 // Refund gives back the money of the paid charge under key and returns the
@@ -327,24 +313,18 @@ func (c *Client) Lookup(ctx context.Context, key string) (*Charge, error) {
 // declined), ErrInvalid, and the retryable ErrOutcomeUnknown, ErrUnavailable
 // and ErrCircuitOpen.
 func (c *Client) Refund(ctx context.Context, key string) (*Charge, error) {
-	if !ValidKey(key) {
-		return nil, fmt.Errorf("refund: %w: bad idempotency key", ErrInvalid)
-	}
-	ch, err := c.call(ctx, call{op: "refund", method: http.MethodPost, path: "/v1/charges/" + url.PathEscape(key) + "/refund", mutates: true})
-	if err != nil {
-		return nil, fmt.Errorf("refund %s: %w", key, err)
-	}
-	return ch, nil
+	return c.call(ctx, call{op: "refund", key: key, method: http.MethodPost, path: "/v1/charges/" + url.PathEscape(key) + "/refund", mutates: true})
 }
 
-// call is one logical request to the gateway, sent up to MaxAttempts times.
+// call is one logical request to the gateway about one key, sent up to
+// MaxAttempts times.
 type call struct {
-	op      string
+	op      string // "charge", "lookup" or "refund"
+	key     string
 	method  string
 	path    string
-	key     string // sent as Idempotency-Key when set
 	body    []byte
-	mutates bool // a lost answer leaves the outcome unknown
+	mutates bool // a lost answer leaves the outcome unknown; the key goes in Idempotency-Key
 }
 
 // call sends cl until it gets an answer that retrying cannot change. The
@@ -352,6 +332,9 @@ type call struct {
 // an unknown outcome of one attempt is never hidden by what a later attempt
 // (or the caller's cancellation) reports.
 func (c *Client) call(ctx context.Context, cl call) (*Charge, error) {
+	if !ValidKey(cl.key) {
+		return nil, fmt.Errorf("%s: %w: bad idempotency key %q", cl.op, ErrInvalid, cl.key)
+	}
 	var (
 		err     error
 		unknown bool // some attempt may have been applied
@@ -371,9 +354,9 @@ func (c *Client) call(ctx context.Context, cl call) (*Charge, error) {
 		}
 	}
 	if unknown && !errors.Is(err, ErrOutcomeUnknown) {
-		return nil, fmt.Errorf("%w: an earlier attempt was lost, then: %w", ErrOutcomeUnknown, err)
+		err = fmt.Errorf("%w: an earlier attempt was lost, then: %w", ErrOutcomeUnknown, err)
 	}
-	return nil, err
+	return nil, fmt.Errorf("%s %s: %w", cl.op, cl.key, err)
 }
 
 // backoff is the wait before retry number attempt (1-based): exponential,
@@ -476,7 +459,7 @@ func (c *Client) send(ctx context.Context, cl call) (*Charge, string, error) {
 	if cl.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if cl.key != "" {
+	if cl.mutates {
 		req.Header.Set("Idempotency-Key", cl.key)
 	}
 	if c.cfg.APIKey != "" {
