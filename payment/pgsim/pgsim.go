@@ -93,9 +93,6 @@ func New(cfg Config, logger *slog.Logger) (*Simulator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.OutageMode == "" {
-		cfg.OutageMode = OutageUnavailable
-	}
 	seed := cfg.Seed
 	if seed == 0 {
 		seed = uint64(cfg.Now().UnixNano())
@@ -149,9 +146,6 @@ func (s *Simulator) Knobs() Knobs {
 func (s *Simulator) SetKnobs(k Knobs) error {
 	if err := k.Validate(); err != nil {
 		return err
-	}
-	if k.OutageMode == "" {
-		k.OutageMode = OutageUnavailable
 	}
 	s.mu.Lock()
 	s.knobs = k
@@ -289,7 +283,7 @@ func (s *Simulator) v1(h func(http.ResponseWriter, *http.Request, Knobs)) http.H
 			case OutageReset:
 				s.c.resets.Add(1)
 				s.reset(w)
-			default:
+			default: // OutageUnavailable or unset
 				w.Header().Set("Retry-After", "1")
 				writeProblem(w, http.StatusServiceUnavailable, dibs.EUNAVAILABLE, "gateway outage; nothing was processed")
 			}
