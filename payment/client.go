@@ -103,45 +103,19 @@ func DefaultConfig() Config {
 // withDefaults returns c with its zero fields filled.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.Timeout == 0 {
-		c.Timeout = d.Timeout
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = d.MaxAttempts
-	}
-	if c.Backoff == 0 {
-		c.Backoff = d.Backoff
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = max(d.MaxBackoff, c.Backoff)
-	}
-	if c.MaxConcurrent == 0 {
-		c.MaxConcurrent = d.MaxConcurrent
-	}
-	if c.QueueTimeout == 0 {
-		c.QueueTimeout = d.QueueTimeout
-	}
-	if c.RateLimit == 0 {
-		c.RateLimit = d.RateLimit
-	}
-	if c.RateBurst == 0 {
-		c.RateBurst = c.MaxConcurrent
-	}
-	if c.BreakerFailureRate == 0 {
-		c.BreakerFailureRate = d.BreakerFailureRate
-	}
-	if c.BreakerMinCalls == 0 {
-		c.BreakerMinCalls = d.BreakerMinCalls
-	}
-	if c.BreakerWindow == 0 {
-		c.BreakerWindow = d.BreakerWindow
-	}
-	if c.BreakerOpenFor == 0 {
-		c.BreakerOpenFor = d.BreakerOpenFor
-	}
-	if c.BreakerProbes == 0 {
-		c.BreakerProbes = d.BreakerProbes
-	}
+	orDefault(&c.Timeout, d.Timeout)
+	orDefault(&c.MaxAttempts, d.MaxAttempts)
+	orDefault(&c.Backoff, d.Backoff)
+	orDefault(&c.MaxBackoff, max(d.MaxBackoff, c.Backoff))
+	orDefault(&c.MaxConcurrent, d.MaxConcurrent)
+	orDefault(&c.QueueTimeout, d.QueueTimeout)
+	orDefault(&c.RateLimit, d.RateLimit)
+	orDefault(&c.RateBurst, c.MaxConcurrent)
+	orDefault(&c.BreakerFailureRate, d.BreakerFailureRate)
+	orDefault(&c.BreakerMinCalls, d.BreakerMinCalls)
+	orDefault(&c.BreakerWindow, d.BreakerWindow)
+	orDefault(&c.BreakerOpenFor, d.BreakerOpenFor)
+	orDefault(&c.BreakerProbes, d.BreakerProbes)
 	if c.Metrics == nil {
 		c.Metrics = nopMetrics{}
 	}
@@ -153,6 +127,14 @@ func (c Config) withDefaults() Config {
 		c.Rand = rand.New(rand.NewPCG(seed, seed>>1))
 	}
 	return c
+}
+
+// orDefault sets *v to def if *v is zero.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 // Validate reports the first thing wrong with c as an EINVALID *dibs.Error.
