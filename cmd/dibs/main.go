@@ -3,6 +3,7 @@
 //
 //	dibs serve    run a node
 //	dibs demo     run the whole event on this machine and check it
+//	dibs pgsim    run a payment-gateway simulator
 //	dibs version  print the version
 package main
 
@@ -48,6 +49,7 @@ const usage = `dibs runs first-come-first-served drops.
 Usage:
   dibs serve [flags]    run a node (dibs serve -h for flags)
   dibs demo [flags]     run a whole event on this machine and check every invariant
+  dibs pgsim [flags]    run a payment-gateway simulator (docs/payments.md)
   dibs version          print the version
 
 Every flag may also be set as an environment variable DIBS_<FLAG>,
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, rest, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, rest, stdout, stderr)
+	case "pgsim":
+		return runPgsim(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "dibs", versionString())
 		return nil
