@@ -82,6 +82,10 @@ type Config struct {
 	// SampleInterval spaces the reads of the drop's remaining stock that
 	// draw the sell-out curve (default 100ms).
 	SampleInterval time.Duration
+	// SeriesStep is the width of one step of the report's time series
+	// (default 100ms when the arrivals span under 30s, else 1s): a spike of
+	// two seconds needs finer steps than seconds to show its shape.
+	SeriesStep time.Duration
 
 	// UserPrefix starts every user id; the default derives from Seed, so
 	// runs with different seeds never share users.
@@ -145,7 +149,7 @@ func (c *Config) Validate() error {
 	case !fraction(c.Regular.ClaimReadFraction):
 		return errors.New("regular claim-read fraction must be between 0 and 1")
 	case c.RetryDelay < 0 || c.StartSlack < 0 || c.RequestTimeout < 0 || c.QueueWait < 0 ||
-		c.PayWait < 0 || c.PollInterval < 0 || c.SampleInterval < 0 ||
+		c.PayWait < 0 || c.PollInterval < 0 || c.SampleInterval < 0 || c.SeriesStep < 0 ||
 		c.Regular.Lead < 0 || c.Regular.Tail < 0:
 		return errors.New("durations must not be negative")
 	}
@@ -172,6 +176,12 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.PayWait, DefaultPayWait)
 	setDefault(&c.PollInterval, DefaultPollInterval)
 	setDefault(&c.SampleInterval, DefaultSampleInterval)
+	if c.SeriesStep == 0 {
+		c.SeriesStep = time.Second
+		if newSchedule(c.Profile, c.Users).span() < 30*time.Second {
+			c.SeriesStep = 100 * time.Millisecond
+		}
+	}
 	if c.UserPrefix == "" {
 		c.UserPrefix = fmt.Sprintf("load-%d-", c.Seed)
 	}

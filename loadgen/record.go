@@ -35,7 +35,7 @@ const (
 // one is recorded as two minutes.
 const (
 	maxLatencyMicros = int64(2 * time.Minute / time.Microsecond)
-	maxSeries        = 3600 // seconds of per-second series; later ones fold into the last
+	maxSeries        = 3600 // steps of the series; later ones fold into the last
 )
 
 func newHistogram(sigfigs int) *hdrhistogram.Histogram {
@@ -48,7 +48,7 @@ type answerKey struct {
 	code   string
 }
 
-// label is how an answer is named per second and in the progress line: its
+// label is how an answer is named in the series and the progress line: its
 // status, or for an answer that never came, why.
 func label(status int, code string) string {
 	if status == 0 {
@@ -60,7 +60,8 @@ func label(status int, code string) string {
 // recorder collects every answer. It is safe for concurrent use; one mutex
 // suffices at the rates one machine can send (a record is a few hundred ns).
 type recorder struct {
-	start time.Time // second 0 of the series
+	start time.Time     // time 0 of the series
+	step  time.Duration // width of one step of the series
 
 	mu       sync.Mutex
 	ops      map[op]*hdrhistogram.Histogram
@@ -68,11 +69,11 @@ type recorder struct {
 	answers  map[answerKey]int64
 	claims   map[string]int64 // claim answers by label, for the progress line
 	requests int64            // spike requests answered
-	seconds  []*second
+	steps    []*step
 }
 
-// second is what happened during one second of the run.
-type second struct {
+// step is what happened during one step of the run's series.
+type step struct {
 	arrivals        int64
 	requests        int64            // spike requests answered
 	answers         map[string]int64 // claim answers by label
@@ -82,9 +83,10 @@ type second struct {
 	regularErrors   int64 // regular answers other than 2xx
 }
 
-func newRecorder(start time.Time) *recorder {
+func newRecorder(start time.Time, step time.Duration) *recorder {
 	return &recorder{
 		start:   start,
+		step:    step,
 		ops:     make(map[op]*hdrhistogram.Histogram),
 		regular: newHistogram(3),
 		answers: make(map[answerKey]int64),
@@ -92,18 +94,18 @@ func newRecorder(start time.Time) *recorder {
 	}
 }
 
-// at returns the second holding t; the caller holds mu.
-func (r *recorder) at(t time.Time) *second {
-	i := int(t.Sub(r.start) / time.Second)
+// at returns the step holding t; the caller holds mu.
+func (r *recorder) at(t time.Time) *step {
+	i := int(t.Sub(r.start) / r.step)
 	i = min(max(i, 0), maxSeries-1)
-	for len(r.seconds) <= i {
-		r.seconds = append(r.seconds, nil)
+	for len(r.steps) <= i {
+		r.steps = append(r.steps, nil)
 	}
-	if r.seconds[i] == nil {
-		// Two significant figures keep a second's histograms near 20 KB.
-		r.seconds[i] = &second{answers: make(map[string]int64), claims: newHistogram(2), regular: newHistogram(2)}
+	if r.steps[i] == nil {
+		// Two significant figures keep a step's histograms near 20 KB each.
+		r.steps[i] = &step{answers: make(map[string]int64), claims: newHistogram(2), regular: newHistogram(2)}
 	}
-	return r.seconds[i]
+	return r.steps[i]
 }
 
 // arrival counts a user arriving at its intended time.

@@ -20,8 +20,8 @@ type Report struct {
 	// DurationMS runs from the first arrival's intended time to the end of
 	// the last user.
 	DurationMS float64 `json:"duration_ms"`
-	// SpikeStartS is the offset of the first arrival in the per-second
-	// series (the regular traffic's lead).
+	// SpikeStartS is the offset of the first arrival in the series (the
+	// regular traffic's lead).
 	SpikeStartS float64 `json:"spike_start_s"`
 	Totals      Totals  `json:"totals"`
 	// Answers counts every answer of the spike and the regular traffic by
@@ -43,7 +43,9 @@ type Report struct {
 	MissedStarts  int64   `json:"missed_starts"`
 	MaxStartLagMS float64 `json:"max_start_lag_ms"`
 
-	Series    []Second          `json:"series"`
+	// Series is the run step by step, StepS seconds a step.
+	StepS     float64           `json:"step_s"`
+	Series    []Step            `json:"series"`
 	Remaining []RemainingSample `json:"remaining"`
 	Regular   *RegularReport    `json:"regular,omitempty"`
 	Audit     Audit             `json:"audit"`
@@ -119,22 +121,22 @@ type OpLatency struct {
 	Latency
 }
 
-// Second is one second of the run, counted from the start of the series.
-// Answers and latencies belong to the second their answer came in; arrivals
-// to the second they were due.
-type Second struct {
-	T        int              `json:"t"`
+// Step is one step of the run: counts over the step (divide by StepS for
+// rates) and latencies of the answers that came in during it. Answers belong
+// to the step they came in; arrivals to the step they were due.
+type Step struct {
+	T        float64          `json:"t"` // seconds from the start of the series
 	Arrivals int64            `json:"arrivals"`
 	Requests int64            `json:"requests"`
 	Answers  map[string]int64 `json:"answers"` // claims by status, or timeout/transport
 	P50      float64          `json:"p50_ms"`
 	P99      float64          `json:"p99_ms"`
 	Max      float64          `json:"max_ms"`
-	Regular  *RegularSecond   `json:"regular,omitempty"`
+	Regular  *RegularStep     `json:"regular,omitempty"`
 }
 
-// RegularSecond is the regular traffic of one second.
-type RegularSecond struct {
+// RegularStep is the regular traffic of one step.
+type RegularStep struct {
 	Requests int64   `json:"requests"`
 	Errors   int64   `json:"errors"` // answers other than 2xx
 	P50      float64 `json:"p50_ms"`
@@ -345,32 +347,34 @@ func (r *runner) report() *Report {
 	spikeFrom, spikeTo := r.spikeStart.Sub(r.start).Seconds(), b.end.Sub(r.start).Seconds()
 	baseline, during := newHistogram(2), newHistogram(2)
 	var regularErrors int64
-	for i, s := range rec.seconds {
+	rep.StepS = rec.step.Seconds()
+	for i, s := range rec.steps {
+		t := float64(i) * rep.StepS
 		if s == nil {
-			rep.Series = append(rep.Series, Second{T: i, Answers: map[string]int64{}})
+			rep.Series = append(rep.Series, Step{T: t, Answers: map[string]int64{}})
 			continue
 		}
-		sec := Second{T: i, Arrivals: s.arrivals, Requests: s.requests, Answers: s.answers}
+		st := Step{T: t, Arrivals: s.arrivals, Requests: s.requests, Answers: s.answers}
 		if s.claims.TotalCount() > 0 {
-			sec.P50, sec.P99, sec.Max = quantileMS(s.claims, 50), quantileMS(s.claims, 99), quantileMS(s.claims, 100)
+			st.P50, st.P99, st.Max = quantileMS(s.claims, 50), quantileMS(s.claims, 99), quantileMS(s.claims, 100)
 		}
 		if c.Regular.Rate > 0 {
-			g := &RegularSecond{Requests: s.regularRequests, Errors: s.regularErrors}
+			g := &RegularStep{Requests: s.regularRequests, Errors: s.regularErrors}
 			if s.regular.TotalCount() > 0 {
 				g.P50, g.P99, g.Max = quantileMS(s.regular, 50), quantileMS(s.regular, 99), quantileMS(s.regular, 100)
 			}
-			sec.Regular = g
+			st.Regular = g
 			regularErrors += s.regularErrors
-			// A second counts as baseline only if it ended before the
-			// first arrival.
-			switch t := float64(i); {
-			case t+1 <= spikeFrom:
+			// A step counts as baseline only if it ended before the first
+			// arrival.
+			switch {
+			case t+rep.StepS <= spikeFrom:
 				baseline.Merge(s.regular)
 			case t >= spikeFrom && t < spikeTo:
 				during.Merge(s.regular)
 			}
 		}
-		rep.Series = append(rep.Series, sec)
+		rep.Series = append(rep.Series, st)
 	}
 	if c.Regular.Rate > 0 {
 		rep.Regular = &RegularReport{

@@ -91,7 +91,7 @@ func (r *runner) run(ctx context.Context) error {
 	if r.cfg.Regular.Rate > 0 {
 		r.spikeStart = r.start.Add(r.cfg.Regular.Lead)
 	}
-	r.rec = newRecorder(r.start)
+	r.rec = newRecorder(r.start, r.cfg.SeriesStep)
 
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	var bg sync.WaitGroup
