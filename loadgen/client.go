@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"runtime"
 	"strconv"
 	"strings"
@@ -100,6 +101,9 @@ type request struct {
 	bearer   string
 	headers  [][2]string // extra headers: name, value
 	intended time.Time
+	// first marks an arrival's first request: if it gets a connection
+	// later than StartSlack after intended, the start was missed.
+	first bool
 }
 
 // maxBody bounds what is read of an answer; dibs answers are small.
@@ -110,6 +114,13 @@ const maxBody = 64 << 10
 func (r *runner) send(ctx context.Context, req request) result {
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
+	if req.first {
+		// A request waiting for a free connection has not started: the
+		// transport's queue is the generator's, not the server's.
+		rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+			r.spike.late(r.cfg.Now().Sub(req.intended), false)
+		}})
+	}
 	res := r.roundTrip(rctx, req)
 	if res.status == 0 {
 		switch {

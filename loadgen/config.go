@@ -19,6 +19,7 @@ const (
 	DefaultRetryFraction  = 0.2 // what dibs load uses; Config.RetryFraction 0 means no retries
 	DefaultMaxRetries     = 3
 	DefaultMaxInFlight    = 10_000
+	DefaultMaxConns       = 1024
 	DefaultRequestTimeout = 10 * time.Second
 	DefaultQueueWait      = 2 * time.Minute
 	DefaultPayWait        = 30 * time.Second
@@ -65,6 +66,12 @@ type Config struct {
 	// which bounds its connections and memory. An arrival that finds the
 	// bound reached waits for a free place and counts as a missed start.
 	MaxInFlight int
+	// MaxConns bounds the connections to the target (default 1,024).
+	// Requests beyond it wait inside the transport for a free connection;
+	// an arrival that waits longer than StartSlack is a missed start. One
+	// connection per request in flight would run a machine out of ports
+	// and file descriptors long before a spike's peak.
+	MaxConns int
 	// StartSlack is how late a request may start before it counts as a
 	// missed start (default 10ms).
 	StartSlack time.Duration
@@ -142,8 +149,8 @@ func (c *Config) Validate() error {
 		return errors.New("passport secret is required")
 	case c.AdminToken == "":
 		return errors.New("admin token is required (the audit reads the winners)")
-	case c.MaxInFlight < 0 || c.Regular.MaxInFlight < 0:
-		return errors.New("max in flight must not be negative")
+	case c.MaxInFlight < 0 || c.Regular.MaxInFlight < 0 || c.MaxConns < 0:
+		return errors.New("max in flight and max conns must not be negative")
 	case c.Regular.Rate < 0 || math.IsNaN(c.Regular.Rate) || math.IsInf(c.Regular.Rate, 0):
 		return errors.New("regular rate must be a positive number")
 	case !fraction(c.Regular.ClaimReadFraction):
@@ -170,6 +177,7 @@ func (c Config) withDefaults() Config {
 		c.MaxRetries = 0
 	}
 	setDefault(&c.MaxInFlight, DefaultMaxInFlight)
+	setDefault(&c.MaxConns, DefaultMaxConns)
 	setDefault(&c.StartSlack, DefaultStartSlack)
 	setDefault(&c.RequestTimeout, DefaultRequestTimeout)
 	setDefault(&c.QueueWait, DefaultQueueWait)
@@ -192,7 +200,7 @@ func (c Config) withDefaults() Config {
 		setDefault(&c.Regular.MaxInFlight, 256)
 	}
 	if c.Client == nil {
-		c.Client = &http.Client{Transport: NewTransport(c.MaxInFlight + c.Regular.MaxInFlight)}
+		c.Client = &http.Client{Transport: NewTransport(c.MaxConns)}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -210,16 +218,17 @@ func setDefault[T comparable](v *T, def T) {
 	}
 }
 
-// NewTransport returns a Transport for maxConns concurrent requests to one
-// host: it keeps that many idle connections (the default keeps 2, so a spike
-// would open and close connections until it ran out of ports), skips
-// compression and HTTP/2, and bounds the handshake.
+// NewTransport returns a Transport for up to maxConns connections to one
+// host, all kept open when idle (the default keeps 2, so a spike would open
+// and close connections until it ran out of ports). It skips compression and
+// HTTP/2 and bounds the handshake.
 func NewTransport(maxConns int) *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          maxConns,
 		MaxIdleConnsPerHost:   maxConns,
+		MaxConnsPerHost:       maxConns,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,

@@ -107,9 +107,9 @@ func (r *runner) run(ctx context.Context) error {
 	}
 
 	var users sync.WaitGroup
-	r.spike.run(ctx, r.spikeStart, r.cfg.Users, r.sched.at, func(i int, intended time.Time) {
+	r.spike.run(ctx, r.spikeStart, r.cfg.Users, r.sched.at, func(i int, intended time.Time, missed bool) {
 		r.rec.arrival(intended)
-		users.Go(func() { r.user(ctx, i, intended) })
+		users.Go(func() { r.user(ctx, i, intended, missed) })
 	})
 	users.Wait()
 	r.book.setEnd(r.cfg.Now())
@@ -132,7 +132,7 @@ func (r *runner) runRegular(ctx, stop context.Context) {
 	rng := rand.New(rand.NewPCG(uint64(r.cfg.Seed), 1<<63))
 	var wg sync.WaitGroup
 	r.regular.run(stop, r.start, -1, func(i int) time.Duration { return time.Duration(i) * interval },
-		func(_ int, intended time.Time) {
+		func(_ int, intended time.Time, _ bool) {
 			req := request{op: opDropRead, method: "GET", path: "/v1/drops/" + r.drop.ID, intended: intended}
 			if rng.Float64() < r.cfg.Regular.ClaimReadFraction {
 				if c, ok := r.book.randomClaim(rng); ok {
@@ -191,15 +191,33 @@ type dispatcher struct {
 
 	missed  atomic.Int64
 	arrived atomic.Int64
+	maxLag  atomic.Int64 // nanoseconds
 	// Written by run's goroutine only, read after it returns.
-	maxLag      time.Duration
 	first, last time.Time
 }
 
+// late notes that an arrival's first request started lag after its intended
+// time; beyond slack, or when it had to wait for a place, it is a missed
+// start. It reports whether it counted one.
+func (d *dispatcher) late(lag time.Duration, waited bool) bool {
+	for {
+		old := d.maxLag.Load()
+		if int64(lag) <= old || d.maxLag.CompareAndSwap(old, int64(lag)) {
+			break
+		}
+	}
+	if waited || lag > d.slack {
+		d.missed.Add(1)
+		return true
+	}
+	return false
+}
+
 // run launches arrival i at start+at(i), for i < n (n < 0: until ctx ends),
-// holding one in-flight place that launch must release. It returns when the
+// holding one in-flight place that launch must release; missed tells launch
+// whether the arrival already counts as a missed start. It returns when the
 // last arrival was launched or ctx ended.
-func (d *dispatcher) run(ctx context.Context, start time.Time, n int, at func(int) time.Duration, launch func(i int, intended time.Time)) {
+func (d *dispatcher) run(ctx context.Context, start time.Time, n int, at func(int) time.Duration, launch func(i int, intended time.Time, missed bool)) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var warnedFull, warnedLate bool
@@ -227,20 +245,17 @@ func (d *dispatcher) run(ctx context.Context, start time.Time, n int, at func(in
 		}
 		now := d.now()
 		lag := now.Sub(intended)
-		if full || lag > d.slack {
-			d.missed.Add(1)
-			if !full && !warnedLate {
-				warnedLate = true
-				d.log.Warn("generator behind schedule (missed starts)", "traffic", d.name, "lag", lag)
-			}
+		missed := d.late(lag, full)
+		if missed && !full && !warnedLate {
+			warnedLate = true
+			d.log.Warn("generator behind schedule (missed starts)", "traffic", d.name, "lag", lag)
 		}
-		d.maxLag = max(d.maxLag, lag)
 		if d.first.IsZero() {
 			d.first = now
 		}
 		d.last = now
 		d.arrived.Add(1)
-		launch(i, intended)
+		launch(i, intended, missed)
 	}
 }
 

@@ -13,18 +13,19 @@ import (
 // session is one user's visit: its passport, its random choices and the
 // in-flight place the dispatcher handed it for its first request.
 type session struct {
-	r    *runner
-	user int
-	id   string
-	rng  *rand.Rand
-	held bool // holds an in-flight place for the next request
+	r     *runner
+	user  int
+	id    string
+	rng   *rand.Rand
+	held  bool // holds an in-flight place for the next request
+	first bool // the next request is the arrival's first, not yet counted as missed
 }
 
 // user plays one user from its arrival to its last answer: through the
 // waiting room when the drop queues, a claim, perhaps a second claim, and
 // for a purchase drop the payment of what it won.
-func (r *runner) user(ctx context.Context, i int, intended time.Time) {
-	s := &session{r: r, user: i, id: r.userID(i), held: true,
+func (r *runner) user(ctx context.Context, i int, intended time.Time, missed bool) {
+	s := &session{r: r, user: i, id: r.userID(i), held: true, first: !missed,
 		rng: rand.New(rand.NewPCG(uint64(r.cfg.Seed), uint64(i)))}
 	defer func() {
 		if s.held {
@@ -207,6 +208,7 @@ func (s *session) do(ctx context.Context, req request) result {
 				return result{code: codeCanceled, done: r.cfg.Now()}
 			}
 		}
+		req.first, s.first = s.first, false
 		res := r.send(ctx, req)
 		r.spike.slots.release()
 		s.held = false
