@@ -313,7 +313,7 @@ func (r *runner) missingAcks(ctx context.Context, seen map[string]bool) (lost []
 		}
 		a := b.acked[id]
 		var c claimBody
-		err := adminJSON(ctx, r.cfg.Client, r.base+"/v1/claims/"+id, r.passports[a.user], http.MethodGet, nil, &c)
+		err := doJSON(ctx, r.cfg.Client, r.base+"/v1/claims/"+id, r.passports[a.user], http.MethodGet, nil, &c)
 		if err == nil && !dibs.ClaimState(c.State).Active() && c.State != "" {
 			gone++
 			continue

@@ -117,8 +117,12 @@ func (r *runner) send(ctx context.Context, req request) result {
 	if req.first {
 		// A request waiting for a free connection has not started: the
 		// transport's queue is the generator's, not the server's.
+		counted := false // the transport may get a second connection to retry
 		rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
-			r.spike.late(r.cfg.Now().Sub(req.intended), false)
+			if !counted {
+				counted = true
+				r.spike.late(r.cfg.Now().Sub(req.intended), false)
+			}
 		}})
 	}
 	res := r.roundTrip(rctx, req)
@@ -188,10 +192,13 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 
 // getAdmin reads an admin resource into v.
 func (r *runner) getAdmin(ctx context.Context, path string, v any) error {
-	return adminJSON(ctx, r.cfg.Client, r.base+path, r.cfg.AdminToken, http.MethodGet, nil, v)
+	return doJSON(ctx, r.cfg.Client, r.base+path, r.cfg.AdminToken, http.MethodGet, nil, v)
 }
 
-func adminJSON(ctx context.Context, c *http.Client, url, token, method string, in, out any) error {
+// doJSON sends a request outside the measured load (setup, samples, the
+// audit) with an optional JSON body and bearer token, and decodes a 2xx
+// answer into out.
+func doJSON(ctx context.Context, c *http.Client, url, token, method string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)

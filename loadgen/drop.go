@@ -59,7 +59,7 @@ func CreateDrop(ctx context.Context, c *http.Client, target, adminToken string, 
 		body["admission"] = map[string]any{"mode": dibs.AdmissionDirect}
 	}
 	url := strings.TrimRight(target, "/") + "/v1/admin/drops"
-	if err := adminJSON(ctx, c, url, adminToken, http.MethodPost, body, nil); err != nil {
+	if err := doJSON(ctx, c, url, adminToken, http.MethodPost, body, nil); err != nil {
 		return fmt.Errorf("create drop %s: %w", spec.ID, err)
 	}
 	return nil

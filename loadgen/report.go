@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -176,6 +177,9 @@ func (r *Report) Err() error {
 		if c.Status == CheckFail {
 			failed = append(failed, c.Name)
 		}
+	}
+	if len(failed) == 0 {
+		return errors.New("audit did not run")
 	}
 	return fmt.Errorf("audit failed: %s", strings.Join(failed, ", "))
 }

@@ -27,7 +27,7 @@ type runner struct {
 	spike     *dispatcher
 	regular   *dispatcher
 
-	start      time.Time // second 0 of the report
+	start      time.Time // time 0 of the report's series
 	spikeStart time.Time // the first arrival's intended time
 
 	samplesMu sync.Mutex
@@ -135,12 +135,7 @@ func (r *runner) warmUp(ctx context.Context) {
 	n := min(r.cfg.MaxConns, max(8, int(r.sched.peakRate()/100)))
 	var wg sync.WaitGroup
 	for range n {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
-			defer cancel()
-			var d publicDrop
-			_ = adminJSON(ctx, r.cfg.Client, r.base+"/v1/drops/"+r.drop.ID, "", http.MethodGet, nil, &d)
-		})
+		wg.Go(func() { _, _ = r.readDrop(ctx) })
 	}
 	wg.Wait()
 }
@@ -183,10 +178,8 @@ func (r *runner) sample(ctx context.Context) {
 }
 
 func (r *runner) takeSample(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
-	defer cancel()
-	var d publicDrop
-	if err := adminJSON(ctx, r.cfg.Client, r.base+"/v1/drops/"+r.drop.ID, "", "GET", nil, &d); err != nil {
+	d, err := r.readDrop(ctx)
+	if err != nil {
 		return
 	}
 	now := r.cfg.Now()
@@ -196,6 +189,15 @@ func (r *runner) takeSample(ctx context.Context) {
 	r.samplesMu.Lock()
 	r.samples = append(r.samples, RemainingSample{T: now.Sub(r.start).Seconds(), Remaining: d.Remaining})
 	r.samplesMu.Unlock()
+}
+
+// readDrop reads the drop's public view, outside the measured load.
+func (r *runner) readDrop(ctx context.Context) (publicDrop, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	defer cancel()
+	var d publicDrop
+	err := doJSON(ctx, r.cfg.Client, r.base+"/v1/drops/"+r.drop.ID, "", http.MethodGet, nil, &d)
+	return d, err
 }
 
 // dispatcher starts arrivals on schedule, whatever became of earlier ones:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -198,5 +199,26 @@ func TestRunRetriesShedClaims(t *testing.T) {
 	}
 	if c := check(t, rep, loadgen.AuditServerErrors); c.Status != loadgen.CheckPass {
 		t.Errorf("%s = %s (%s), want pass: 503 with Retry-After is allowed", c.Name, c.Status, c.Detail)
+	}
+}
+
+// A run stopped by its context ends promptly with what it has, unaudited.
+func TestRunStops(t *testing.T) {
+	t.Parallel()
+	_, cfg := setup(t, loadgentest.Options{}, "coupon", 10, 0)
+	cfg.Users = 10_000
+	cfg.Profile = loadgen.Profile{Shape: loadgen.Constant, Rate: 1000}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond) // passports take a while under -race
+	defer cancel()
+	start := time.Now()
+	rep, err := loadgen.Run(ctx, cfg)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Run error = %v, want the context's", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Run took %v after its context ended, want promptly", took)
+	}
+	if rep == nil || rep.Totals.Arrived == 0 || rep.Totals.Arrived >= int64(cfg.Users) || rep.Err() == nil {
+		t.Errorf("report = %+v, want the arrivals so far and no passing audit", rep)
 	}
 }
