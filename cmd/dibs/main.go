@@ -3,6 +3,7 @@
 //
 //	dibs serve    run a node
 //	dibs demo     run the whole event on this machine and check it
+//	dibs load     fire a spike at any dibs server and audit the winners
 //	dibs pgsim    run a payment-gateway simulator
 //	dibs version  print the version
 package main
@@ -49,6 +50,7 @@ const usage = `dibs runs first-come-first-served drops.
 Usage:
   dibs serve [flags]    run a node (dibs serve -h for flags)
   dibs demo [flags]     run a whole event on this machine and check every invariant
+  dibs load [flags]     fire a spike at a drop on any dibs server and audit it
   dibs pgsim [flags]    run a payment-gateway simulator (docs/payments.md)
   dibs version          print the version
 
@@ -66,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, rest, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, rest, stdout, stderr)
+	case "load":
+		return runLoad(ctx, rest, stdout, stderr)
 	case "pgsim":
 		return runPgsim(ctx, rest, stdout, stderr)
 	case "version":

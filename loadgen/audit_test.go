@@ -1,0 +1,82 @@
+package loadgen_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/dibs-io/dibs/loadgen"
+	"github.com/dibs-io/dibs/loadgen/loadgentest"
+)
+
+func TestAuditPasses(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		opts      loadgentest.Options
+		kind      string
+		queueRate int
+		keys      bool
+		checks    []string // must pass
+	}{
+		{name: "coupon", kind: "coupon",
+			checks: []string{loadgen.AuditEqualStock, loadgen.AuditIdempotent, loadgen.AuditAckedPresent}},
+		{name: "coupon with idempotency keys", kind: "coupon", keys: true,
+			checks: []string{loadgen.AuditEqualStock, loadgen.AuditIdempotent}},
+		{name: "purchase with declines", kind: "purchase",
+			opts:   loadgentest.Options{Decline: func(n int) bool { return n%4 == 0 }},
+			checks: []string{loadgen.AuditEqualStock, loadgen.AuditFinalStates, loadgen.AuditPayments}},
+		{name: "queued", kind: "coupon", queueRate: 2000,
+			checks: []string{loadgen.AuditEqualStock, loadgen.AuditAckedPresent}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, cfg := setup(t, tt.opts, tt.kind, 40, tt.queueRate)
+			cfg.Users = 300
+			cfg.Profile = loadgen.Profile{Shape: loadgen.Spike, Duration: 300 * time.Millisecond}
+			cfg.RetryFraction = 0.5
+			cfg.IdempotencyKeys = tt.keys
+			cfg.PollInterval = 20 * time.Millisecond
+			rep := MustRun(t, cfg)
+			if !rep.Audit.OK || rep.Err() != nil {
+				t.Fatalf("audit failed (%v):\n%s", rep.Err(), summary(rep))
+			}
+			for _, name := range tt.checks {
+				if c := check(t, rep, name); c.Status != loadgen.CheckPass {
+					t.Errorf("%s = %s (%s), want pass", name, c.Status, c.Detail)
+				}
+			}
+		})
+	}
+}
+
+func TestAuditFails(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		opts  loadgentest.Options
+		fails []string
+	}{
+		{name: "over-issue", opts: loadgentest.Options{OverIssue: 1},
+			fails: []string{loadgen.AuditWithinStock, loadgen.AuditEqualStock, loadgen.AuditUniqueSlots}},
+		{name: "lost winner", opts: loadgentest.Options{LoseWinner: true},
+			fails: []string{loadgen.AuditAckedPresent, loadgen.AuditEqualStock}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, cfg := setup(t, tt.opts, "coupon", 40, 0)
+			cfg.Users = 200
+			cfg.Profile = loadgen.Profile{Shape: loadgen.Spike, Duration: 200 * time.Millisecond}
+			rep := MustRun(t, cfg)
+			if rep.Audit.OK || rep.Err() == nil {
+				t.Fatalf("audit passed against a faulty server:\n%s", summary(rep))
+			}
+			for _, name := range tt.fails {
+				if c := check(t, rep, name); c.Status != loadgen.CheckFail {
+					t.Errorf("%s = %s (%s), want fail", name, c.Status, c.Detail)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,266 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/dibs-io/dibs"
+)
+
+// The bodies of the dibs API v1 that the generator reads. Unknown fields are
+// ignored: the generator must keep working against newer servers.
+type (
+	claimBody struct {
+		ClaimID string `json:"claim_id"`
+		DropID  string `json:"drop_id"`
+		UserID  string `json:"user_id"`
+		Slot    int64  `json:"slot"`
+		State   string `json:"state"`
+	}
+	problemBody struct {
+		Code string `json:"code"`
+	}
+	ticketBody struct {
+		Ticket      string `json:"ticket"`
+		State       string `json:"state"`
+		Position    int64  `json:"position"`
+		Admission   string `json:"admission"`
+		PollAfterMS int64  `json:"poll_after_ms"`
+	}
+	publicDrop struct {
+		State     string `json:"state"`
+		Remaining int64  `json:"remaining"`
+	}
+	// adminDrop is GET /v1/admin/drops/{id}: the drop and its live stats.
+	adminDrop struct {
+		ID           string `json:"id"`
+		Title        string `json:"title"`
+		Kind         string `json:"kind"`
+		Stock        int64  `json:"stock"`
+		PerUserLimit int    `json:"per_user_limit"`
+		Admission    struct {
+			Mode string `json:"mode"`
+			Rate int    `json:"rate"`
+		} `json:"admission"`
+		Remaining   int64 `json:"remaining"`
+		Held        int64 `json:"held"`
+		Confirmed   int64 `json:"confirmed"`
+		Paid        int64 `json:"paid"`
+		Released    int64 `json:"released"`
+		Expired     int64 `json:"expired"`
+		ClaimsTotal int64 `json:"claims_total"`
+	}
+	// winner is one line of GET /v1/admin/drops/{id}/winners.
+	winner struct {
+		ClaimID string `json:"claim_id"`
+		UserID  string `json:"user_id"`
+		Slot    int64  `json:"slot"`
+		State   string `json:"state"`
+	}
+)
+
+func (d *adminDrop) queued() bool   { return d.Admission.Mode == dibs.AdmissionQueue }
+func (d *adminDrop) purchase() bool { return d.Kind == string(dibs.KindPurchase) }
+
+// result is the answer to one request, or why there was none.
+type result struct {
+	status     int    // 0: no answer
+	code       string // problem code, or codeTimeout/codeTransport/codeCanceled
+	body       []byte // kept for 2xx answers only
+	retryAfter time.Duration
+	hasRetry   bool // the answer carried a Retry-After
+	done       time.Time
+}
+
+// unknown reports whether the request may or may not have taken effect.
+func (r result) unknown() bool { return r.status == 0 || r.status >= 500 && !r.shed() }
+
+// shed reports an answer that asks to come back later.
+func (r result) shed() bool {
+	return r.status == http.StatusTooManyRequests || r.status == http.StatusServiceUnavailable
+}
+
+// request is one HTTP request the generator sends.
+type request struct {
+	op       op
+	method   string
+	path     string
+	bearer   string
+	headers  [][2]string // extra headers: name, value
+	intended time.Time
+	// first marks an arrival's first request: if it gets a connection
+	// later than StartSlack after intended, the start was missed.
+	first bool
+}
+
+// maxBody bounds what is read of an answer; dibs answers are small.
+const maxBody = 64 << 10
+
+// send sends req once, records its answer and returns it. ctx is the run's:
+// its end marks the answer canceled, while RequestTimeout marks it timed out.
+func (r *runner) send(ctx context.Context, req request) result {
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	defer cancel()
+	if req.first {
+		// A request waiting for a free connection has not started: the
+		// transport's queue is the generator's, not the server's.
+		counted := false // the transport may get a second connection to retry
+		rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+			if !counted {
+				counted = true
+				r.spike.late(r.cfg.Now().Sub(req.intended), false)
+			}
+		}})
+	}
+	res := r.roundTrip(rctx, req)
+	if res.status == 0 {
+		switch {
+		case ctx.Err() != nil:
+			res.code = codeCanceled
+		case errors.Is(rctx.Err(), context.DeadlineExceeded):
+			res.code = codeTimeout
+		default:
+			res.code = codeTransport
+		}
+	}
+	res.done = r.cfg.Now()
+	r.rec.answer(req.op, res.status, res.code, req.intended, res.done)
+	r.book.serverError(res)
+	return res
+}
+
+func (r *runner) roundTrip(ctx context.Context, req request) result {
+	hr, err := http.NewRequestWithContext(ctx, req.method, r.base+req.path, nil)
+	if err != nil {
+		return result{}
+	}
+	if req.bearer != "" {
+		hr.Header.Set("Authorization", "Bearer "+req.bearer)
+	}
+	for _, h := range req.headers {
+		hr.Header.Set(h[0], h[1])
+	}
+	resp, err := r.cfg.Client.Do(hr)
+	if err != nil {
+		return result{}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	// Drain what is left so the connection goes back to the pool.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return result{}
+	}
+	res := result{status: resp.StatusCode}
+	if res.status >= 300 {
+		var p problemBody
+		if json.Unmarshal(body, &p) == nil {
+			res.code = p.Code
+		}
+	} else {
+		res.body = body
+	}
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		res.retryAfter, res.hasRetry = parseRetryAfter(v, r.cfg.Now())
+	}
+	return res
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// getAdmin reads an admin resource into v.
+func (r *runner) getAdmin(ctx context.Context, path string, v any) error {
+	return doJSON(ctx, r.cfg.Client, r.base+path, r.cfg.AdminToken, http.MethodGet, nil, v)
+}
+
+// doJSON sends a request outside the measured load (setup, samples, the
+// audit) with an optional JSON body and bearer token, and decodes a 2xx
+// answer into out.
+func doJSON(ctx context.Context, c *http.Client, url, token, method string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s %s: %s: %s", method, req.URL.Path, resp.Status, bytes.TrimSpace(b))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode %s: %w", req.URL.Path, err)
+	}
+	return nil
+}
+
+// mintPassports signs one passport per user before the run, so signing
+// costs nothing while the clock runs. It uses every core.
+func mintPassports(secret []byte, userID func(int) string, n int, exp time.Time) ([]string, error) {
+	out := make([]string, n)
+	workers := min(runtime.GOMAXPROCS(0), n)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+					Subject:   userID(i),
+					ExpiresAt: jwt.NewNumericDate(exp),
+				})
+				s, err := tok.SignedString(secret)
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				out[i] = s
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("mint passports: %w", err)
+	}
+	return out, nil
+}

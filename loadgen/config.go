@@ -1,0 +1,238 @@
+package loadgen
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/dibs-io/dibs"
+)
+
+// Defaults of the knobs a caller may leave at zero.
+const (
+	DefaultRetryFraction  = 0.2 // what dibs load uses; Config.RetryFraction 0 means no retries
+	DefaultMaxRetries     = 3
+	DefaultMaxInFlight    = 10_000
+	DefaultMaxConns       = 1024
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultQueueWait      = 2 * time.Minute
+	DefaultPayWait        = 30 * time.Second
+	DefaultPollInterval   = 250 * time.Millisecond
+	DefaultSampleInterval = 100 * time.Millisecond
+	DefaultStartSlack     = 10 * time.Millisecond
+	DefaultRetryDelay     = 100 * time.Millisecond
+)
+
+// Config says what load to put on which drop. The drop must exist before Run;
+// CreateDrop makes one.
+type Config struct {
+	// Target is the base URL of a dibs server, e.g. http://127.0.0.1:8080.
+	Target string
+	// DropID names the drop to claim.
+	DropID string
+	// Users is how many distinct users arrive, one passport each.
+	Users int
+	// Profile says when they arrive.
+	Profile Profile
+
+	// RetryFraction of the users claim a second time after their first
+	// answer (same passport), as people who press the button twice do.
+	RetryFraction float64
+	// RetryDelay is the mean pause before that second claim (default 100ms).
+	RetryDelay time.Duration
+	// IdempotencyKeys makes every user send an Idempotency-Key with its
+	// claims; the second claim reuses the first one's key.
+	IdempotencyKeys bool
+	// MaxRetries bounds the retries of one request answered 429 or 503
+	// (default 3; negative: none). Each waits at least its Retry-After.
+	MaxRetries int
+
+	// PassportSecret signs the users' passports (HS256), as
+	// DIBS_PASSPORT_SECRET does on the server.
+	PassportSecret []byte
+	// AdminToken reads the drop and its winners for the audit.
+	AdminToken string
+
+	// Regular is the steady traffic sent alongside the spike.
+	Regular RegularConfig
+
+	// MaxInFlight bounds the spike's requests in flight (default 10,000),
+	// which bounds its connections and memory. An arrival that finds the
+	// bound reached waits for a free place and counts as a missed start.
+	MaxInFlight int
+	// MaxConns bounds the connections to the target (default 1,024).
+	// Requests beyond it wait inside the transport for a free connection;
+	// an arrival that waits longer than StartSlack is a missed start. One
+	// connection per request in flight would run a machine out of ports
+	// and file descriptors long before a spike's peak.
+	MaxConns int
+	// StartSlack is how late a request may start before it counts as a
+	// missed start (default 10ms).
+	StartSlack time.Duration
+	// RequestTimeout bounds one request (default 10s). A claim that times
+	// out has an unknown outcome.
+	RequestTimeout time.Duration
+	// QueueWait bounds a user's stay in a waiting room (default 2m).
+	QueueWait time.Duration
+	// PayWait bounds how long a winner of a purchase drop polls its claim
+	// for the outcome of its payment (default 30s).
+	PayWait time.Duration
+	// PollInterval spaces polls of a claim, and of a waiting-room ticket
+	// when the server gives no poll_after_ms (default 250ms).
+	PollInterval time.Duration
+	// SampleInterval spaces the reads of the drop's remaining stock that
+	// draw the sell-out curve (default 100ms).
+	SampleInterval time.Duration
+	// SeriesStep is the width of one step of the report's time series
+	// (default 100ms when the arrivals span under 30s, else 1s): a spike of
+	// two seconds needs finer steps than seconds to show its shape.
+	SeriesStep time.Duration
+
+	// UserPrefix starts every user id; the default derives from Seed, so
+	// runs with different seeds never share users.
+	UserPrefix string
+	// Seed drives every random choice: which users retry, delays, jitter.
+	Seed int64
+
+	// Client sends every request. The default has a Transport tuned for
+	// many connections to one host (NewTransport).
+	Client *http.Client
+	// Progress receives a live progress line; nil keeps quiet. See
+	// TerminalWriter.
+	Progress io.Writer
+	// Logger receives warnings (falling behind, shedding) and debug
+	// details; nil discards them.
+	Logger *slog.Logger
+	// Now reads the clock (default time.Now). Waits use timers, so Now must
+	// follow real time; tests that need fake time run in testing/synctest.
+	Now func() time.Time
+}
+
+// RegularConfig is the steady traffic of a regular service: drop reads and
+// reads of known claims, sent at a constant rate before, during and after the
+// spike and measured apart from it.
+type RegularConfig struct {
+	// Rate is requests per second; zero sends no regular traffic.
+	Rate float64
+	// ClaimReadFraction of the requests read a claim the spike won, with its
+	// owner's passport, once one is known (default 0.5); the rest read the
+	// drop.
+	ClaimReadFraction float64
+	// Lead and Tail are how long regular traffic runs before the first
+	// arrival and after the last user finished (default 1s each), so the
+	// report shows it with and without the spike.
+	Lead, Tail time.Duration
+	// MaxInFlight bounds regular requests in flight (default 256), apart
+	// from the spike's bound.
+	MaxInFlight int
+}
+
+// Validate reports the first thing wrong with c.
+func (c *Config) Validate() error {
+	u, err := url.Parse(c.Target)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return fmt.Errorf("target must be an http or https URL")
+	case !dibs.ValidDropID(c.DropID):
+		return fmt.Errorf("drop id must match [a-z0-9-]{1,64}")
+	case c.Users < 1:
+		return fmt.Errorf("users must be at least 1")
+	case !fraction(c.RetryFraction):
+		return fmt.Errorf("retry fraction must be between 0 and 1")
+	case len(c.PassportSecret) == 0:
+		return errors.New("passport secret is required")
+	case c.AdminToken == "":
+		return errors.New("admin token is required (the audit reads the winners)")
+	case c.MaxInFlight < 0 || c.Regular.MaxInFlight < 0 || c.MaxConns < 0:
+		return errors.New("max in flight and max conns must not be negative")
+	case c.Regular.Rate < 0 || math.IsNaN(c.Regular.Rate) || math.IsInf(c.Regular.Rate, 0):
+		return errors.New("regular rate must be a positive number")
+	case !fraction(c.Regular.ClaimReadFraction):
+		return errors.New("regular claim-read fraction must be between 0 and 1")
+	case c.RetryDelay < 0 || c.StartSlack < 0 || c.RequestTimeout < 0 || c.QueueWait < 0 ||
+		c.PayWait < 0 || c.PollInterval < 0 || c.SampleInterval < 0 || c.SeriesStep < 0 ||
+		c.Regular.Lead < 0 || c.Regular.Tail < 0:
+		return errors.New("durations must not be negative")
+	}
+	if err := c.Profile.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func fraction(f float64) bool { return f >= 0 && f <= 1 }
+
+// withDefaults returns c with every zero knob set to its default.
+func (c Config) withDefaults() Config {
+	c.Profile = c.Profile.withDefaults()
+	setDefault(&c.RetryDelay, DefaultRetryDelay)
+	setDefault(&c.MaxRetries, DefaultMaxRetries)
+	if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	setDefault(&c.MaxInFlight, DefaultMaxInFlight)
+	setDefault(&c.MaxConns, DefaultMaxConns)
+	setDefault(&c.StartSlack, DefaultStartSlack)
+	setDefault(&c.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&c.QueueWait, DefaultQueueWait)
+	setDefault(&c.PayWait, DefaultPayWait)
+	setDefault(&c.PollInterval, DefaultPollInterval)
+	setDefault(&c.SampleInterval, DefaultSampleInterval)
+	if c.SeriesStep == 0 {
+		c.SeriesStep = time.Second
+		if newSchedule(c.Profile, c.Users).span() < 30*time.Second {
+			c.SeriesStep = 100 * time.Millisecond
+		}
+	}
+	if c.UserPrefix == "" {
+		c.UserPrefix = fmt.Sprintf("load-%d-", c.Seed)
+	}
+	if c.Regular.Rate > 0 {
+		setDefault(&c.Regular.ClaimReadFraction, 0.5)
+		setDefault(&c.Regular.Lead, time.Second)
+		setDefault(&c.Regular.Tail, time.Second)
+		setDefault(&c.Regular.MaxInFlight, 256)
+	}
+	if c.Client == nil {
+		c.Client = &http.Client{Transport: NewTransport(c.MaxConns)}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// NewTransport returns a Transport for up to maxConns connections to one
+// host, all kept open when idle (the default keeps 2, so a spike would open
+// and close connections until it ran out of ports). It skips compression and
+// HTTP/2 and bounds the handshake.
+func NewTransport(maxConns int) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          maxConns,
+		MaxIdleConnsPerHost:   maxConns,
+		MaxConnsPerHost:       maxConns,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+}

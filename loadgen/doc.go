@@ -1,0 +1,53 @@
+// Package loadgen rehearses a drop: it sends the spike of a first-come,
+// first-served event to a dibs server over the HTTP API v1, then audits the
+// drop's winners and reports what happened. It is the engine of `dibs load`
+// (against any server) and `dibs demo` (in-process).
+//
+// # Open model
+//
+// Users arrive on a schedule (Profile: a spike or a constant rate) whether or
+// not earlier users got an answer, as people do at 11:00. Every request is
+// timed from its intended send time into an HdrHistogram, so a server stall
+// shows in full instead of being hidden by a generator that waited for it
+// (coordinated omission). When the generator cannot keep the schedule (the
+// MaxInFlight bound is reached, no connection is free, or it falls behind) it
+// logs a warning and counts missed starts, and still times those requests
+// from when they were due.
+//
+// Passports are signed before the first arrival. Memory grows with the users
+// by a passport and a byte each, with the winners, and with the requests in
+// flight; a spike of 200,000 users stays within a few hundred megabytes.
+//
+// # Users
+//
+// Each user claims the drop once; RetryFraction of them claim again, as
+// people who press twice do (with IdempotencyKeys, under the same key). On a
+// queued drop users join the waiting room, follow their ticket (honouring
+// poll_after_ms) and claim with the admission, or leave when it sells out or
+// closes. Winners of a purchase drop pay and poll their claim until it is
+// paid, released or expired. Answers 429 and 503 are retried after their
+// Retry-After, a bounded number of times. Every answer is counted by request,
+// status and problem code.
+//
+// Regular traffic (RegularConfig) reads the drop and known claims at a steady
+// rate before, during and after the spike, measured apart, so the report
+// shows whether the regular service kept its latency.
+//
+// # Audit and report
+//
+// After the last user, Run reads the drop's live stats and its winners export
+// over the admin API and checks each invariant by name (the Audit* constants):
+// no more winners than stock and, when demand reached it, exactly the stock;
+// unique slots within 1..stock; at most per_user_limit per user; every claim
+// acknowledged with 201 or 200 present with the same user and slot; no 5xx
+// but 503 with Retry-After; states consistent with the drop's kind and the
+// payments seen. A winner the client never saw acknowledged is information,
+// not a failure: its claim may have timed out.
+//
+// The Report serialises to JSON (WriteJSON), to a short text (Summary) and to
+// a self-contained HTML page with charts (WriteHTML) that opens without a
+// network.
+//
+// loadgentest is an in-memory fake server for tests of this package and its
+// callers, including fault modes the audit must catch.
+package loadgen

@@ -1,0 +1,309 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// runner is one run of the generator.
+type runner struct {
+	cfg   Config
+	log   *slog.Logger
+	base  string // target without a trailing slash
+	drop  adminDrop
+	sched schedule
+
+	passports []string
+	rec       *recorder
+	book      *book
+	spike     *dispatcher
+	regular   *dispatcher
+
+	start      time.Time // time 0 of the report's series
+	spikeStart time.Time // the first arrival's intended time
+
+	samplesMu sync.Mutex
+	samples   []RemainingSample
+}
+
+// Run sends the configured load to the drop, waits for every user to finish,
+// then audits the drop's winners over the admin API. It returns an error when
+// the run could not happen (bad config, no such drop, unreachable admin API)
+// or was stopped by ctx; a broken invariant is not an error of Run but a
+// failed check in the report (see Report.Err).
+//
+// The report is returned whenever there is one, also with an error.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	r := &runner{cfg: cfg.withDefaults()}
+	r.log = r.cfg.Logger
+	r.base = strings.TrimRight(r.cfg.Target, "/")
+	r.sched = newSchedule(r.cfg.Profile, r.cfg.Users)
+	if err := r.getAdmin(ctx, "/v1/admin/drops/"+r.cfg.DropID, &r.drop); err != nil {
+		return nil, fmt.Errorf("read drop: %w", err)
+	}
+	if r.drop.PerUserLimit == 0 {
+		r.drop.PerUserLimit = 1
+	}
+	exp := r.cfg.Now().Add(r.sched.span() + r.cfg.QueueWait + r.cfg.PayWait + time.Hour)
+	var err error
+	r.passports, err = mintPassports(r.cfg.PassportSecret, r.userID, r.cfg.Users, exp)
+	if err != nil {
+		return nil, err
+	}
+	r.book = newBook(r.cfg.Users)
+	r.spike = &dispatcher{name: "spike", slots: newLimiter(r.cfg.MaxInFlight), slack: r.cfg.StartSlack, log: r.log, now: r.cfg.Now}
+	r.regular = &dispatcher{name: "regular", slots: newLimiter(r.cfg.Regular.MaxInFlight), slack: r.cfg.StartSlack, log: r.log, now: r.cfg.Now}
+
+	r.warmUp(ctx)
+	r.log.Info("load starting", "target", r.base, "drop", r.drop.ID, "kind", r.drop.Kind,
+		"admission", r.drop.Admission.Mode, "stock", r.drop.Stock, "users", r.cfg.Users,
+		"span", r.sched.span(), "peak_rate", int(r.sched.peakRate()))
+	stopped := r.run(ctx)
+	rep := r.report()
+	if stopped != nil {
+		rep.Audit = Audit{Checks: []Check{{Name: "audit", Status: CheckSkip, Detail: "the run was stopped before its end"}}}
+		return rep, fmt.Errorf("run stopped: %w", stopped)
+	}
+	rep.Audit, err = r.audit(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("audit: %w", err)
+	}
+	return rep, nil
+}
+
+func (r *runner) userID(i int) string { return r.cfg.UserPrefix + strconv.Itoa(i) }
+
+// run drives the spike, the regular traffic, the sampler and the progress
+// line, and returns when the last user is done. It returns ctx's error if
+// ctx ended first.
+func (r *runner) run(ctx context.Context) error {
+	r.start = r.cfg.Now()
+	r.spikeStart = r.start
+	if r.cfg.Regular.Rate > 0 {
+		r.spikeStart = r.start.Add(r.cfg.Regular.Lead)
+	}
+	r.rec = newRecorder(r.start, r.cfg.SeriesStep)
+
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	bg.Go(func() { r.sample(bgCtx) })
+	if r.cfg.Progress != nil {
+		bg.Go(func() { r.showProgress(bgCtx) })
+	}
+
+	regularCtx, stopRegular := context.WithCancel(ctx)
+	var regular sync.WaitGroup
+	if r.cfg.Regular.Rate > 0 {
+		regular.Go(func() { r.runRegular(ctx, regularCtx) })
+	}
+
+	var users sync.WaitGroup
+	r.spike.run(ctx, r.spikeStart, r.cfg.Users, r.sched.at, func(i int, intended time.Time, missed bool) {
+		r.rec.arrival(intended)
+		users.Go(func() { r.user(ctx, i, intended, missed) })
+	})
+	users.Wait()
+	r.book.setEnd(r.cfg.Now())
+
+	if r.cfg.Regular.Rate > 0 {
+		r.sleepUntil(ctx, r.cfg.Now().Add(r.cfg.Regular.Tail))
+	}
+	stopRegular()
+	regular.Wait()
+	stopBackground()
+	bg.Wait()
+	r.takeSample(context.WithoutCancel(ctx)) // the final remaining stock
+	return ctx.Err()
+}
+
+// warmUp opens connections before the first arrival, about one per 100
+// arrivals/s of the peak: otherwise the spike begins with a storm of
+// handshakes that only the generator causes, and its first second measures
+// the generator's dialling. Its requests are not counted.
+func (r *runner) warmUp(ctx context.Context) {
+	n := min(r.cfg.MaxConns, max(8, int(r.sched.peakRate()/100)))
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() { _, _ = r.readDrop(ctx) })
+	}
+	wg.Wait()
+}
+
+// runRegular sends regular traffic at a constant rate until stop ends.
+// Requests use ctx, so the last ones finish after stop.
+func (r *runner) runRegular(ctx, stop context.Context) {
+	interval := time.Duration(float64(time.Second) / r.cfg.Regular.Rate)
+	rng := rand.New(rand.NewPCG(uint64(r.cfg.Seed), 1<<63))
+	var wg sync.WaitGroup
+	r.regular.run(stop, r.start, -1, func(i int) time.Duration { return time.Duration(i) * interval },
+		func(_ int, intended time.Time, _ bool) {
+			req := request{op: opDropRead, method: "GET", path: "/v1/drops/" + r.drop.ID, intended: intended}
+			if rng.Float64() < r.cfg.Regular.ClaimReadFraction {
+				if c, ok := r.book.randomClaim(rng); ok {
+					req.op, req.path, req.bearer = opClaimRead, "/v1/claims/"+c.id, r.passports[c.user]
+				}
+			}
+			wg.Go(func() {
+				defer r.regular.slots.release()
+				r.send(ctx, req)
+			})
+		})
+	wg.Wait()
+}
+
+// sample reads the drop's remaining stock every SampleInterval, for the
+// sell-out curve.
+func (r *runner) sample(ctx context.Context) {
+	t := time.NewTicker(r.cfg.SampleInterval)
+	defer t.Stop()
+	for {
+		r.takeSample(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *runner) takeSample(ctx context.Context) {
+	d, err := r.readDrop(ctx)
+	if err != nil {
+		return
+	}
+	now := r.cfg.Now()
+	if d.Remaining <= 0 && d.State != "upcoming" {
+		r.book.soldOut(now)
+	}
+	r.samplesMu.Lock()
+	r.samples = append(r.samples, RemainingSample{T: now.Sub(r.start).Seconds(), Remaining: d.Remaining})
+	r.samplesMu.Unlock()
+}
+
+// readDrop reads the drop's public view, outside the measured load.
+func (r *runner) readDrop(ctx context.Context) (publicDrop, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	defer cancel()
+	var d publicDrop
+	err := doJSON(ctx, r.cfg.Client, r.base+"/v1/drops/"+r.drop.ID, "", http.MethodGet, nil, &d)
+	return d, err
+}
+
+// dispatcher starts arrivals on schedule, whatever became of earlier ones:
+// the open model. It bounds the requests in flight; an arrival that finds no
+// free place, or that starts more than slack after its intended time,
+// counts as a missed start and is still measured from its intended time.
+type dispatcher struct {
+	name  string
+	slots limiter
+	slack time.Duration
+	log   *slog.Logger
+	now   func() time.Time
+
+	missed  atomic.Int64
+	arrived atomic.Int64
+	maxLag  atomic.Int64 // nanoseconds
+	// Written by run's goroutine only, read after it returns.
+	first, last time.Time
+}
+
+// late notes that an arrival's first request started lag after its intended
+// time; beyond slack, or when it had to wait for a place, it is a missed
+// start. It reports whether it counted one.
+func (d *dispatcher) late(lag time.Duration, waited bool) bool {
+	for {
+		old := d.maxLag.Load()
+		if int64(lag) <= old || d.maxLag.CompareAndSwap(old, int64(lag)) {
+			break
+		}
+	}
+	if waited || lag > d.slack {
+		d.missed.Add(1)
+		return true
+	}
+	return false
+}
+
+// run launches arrival i at start+at(i), for i < n (n < 0: until ctx ends),
+// holding one in-flight place that launch must release; missed tells launch
+// whether the arrival already counts as a missed start. It returns when the
+// last arrival was launched or ctx ended.
+func (d *dispatcher) run(ctx context.Context, start time.Time, n int, at func(int) time.Duration, launch func(i int, intended time.Time, missed bool)) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var warnedFull, warnedLate bool
+	for i := 0; n < 0 || i < n; i++ {
+		intended := start.Add(at(i))
+		if wait := intended.Sub(d.now()); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+		} else if ctx.Err() != nil {
+			return
+		}
+		full := !d.slots.tryAcquire()
+		if full {
+			if !warnedFull {
+				warnedFull = true
+				d.log.Warn("in-flight bound reached: arrivals wait for a free place (missed starts)", "traffic", d.name, "max_in_flight", d.slots.size())
+			}
+			if !d.slots.acquire(ctx) {
+				return
+			}
+		}
+		now := d.now()
+		lag := now.Sub(intended)
+		missed := d.late(lag, full)
+		if missed && !full && !warnedLate {
+			warnedLate = true
+			d.log.Warn("generator behind schedule (missed starts)", "traffic", d.name, "lag", lag)
+		}
+		if d.first.IsZero() {
+			d.first = now
+		}
+		d.last = now
+		d.arrived.Add(1)
+		launch(i, intended, missed)
+	}
+}
+
+// limiter bounds concurrent requests.
+type limiter chan struct{}
+
+func newLimiter(n int) limiter { return make(limiter, n) }
+
+func (l limiter) size() int { return cap(l) }
+
+func (l limiter) tryAcquire() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l limiter) acquire(ctx context.Context) bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (l limiter) release() { <-l }
