@@ -12,15 +12,16 @@ package postgres
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -54,9 +55,13 @@ type Options struct {
 	// BackgroundConns bounds the pool of background work (jobs,
 	// reconciliation). Default DefaultBackgroundConns.
 	BackgroundConns int
-	// ReadConns bounds the pool of reads, admin writes and migrations.
-	// Default DefaultReadConns.
+	// ReadConns bounds the pool of reads and admin writes. Default
+	// DefaultReadConns.
 	ReadConns int
+
+	// Tracer, if set, sees every query of every pool: a way to log slow
+	// ones (pgx's tracelog) or to check query plans in tests.
+	Tracer pgx.QueryTracer
 }
 
 func (o *Options) setDefaults() {
@@ -99,6 +104,17 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		// connection made to a demoted primary must fail, not linger.
 		base.ConnConfig.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsReadWrite
 	}
+	// When a context ends, ask the server to cancel the statement and wait
+	// a moment for its answer, rather than drop the connection at once: a
+	// dropped connection leaves its statement running on the server and a
+	// new connection takes its place, so the server would see more
+	// connections than the pools allow.
+	base.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: time.Second}
+	}
+	if opts.Tracer != nil {
+		base.ConnConfig.Tracer = opts.Tracer
+	}
 	base.AfterConnect = checkDurability
 
 	s := &Store{}
@@ -135,13 +151,11 @@ func newPool(base *pgxpool.Config, name string, max, min int) (*pgxpool.Pool, er
 
 func (s *Store) open(ctx context.Context, schema string) error {
 	if schema != "" {
-		_, err := s.read.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize())
-		// Nodes starting at once may race to create it; losing is fine.
-		if err != nil && sqlstate(err) != uniqueViolation && sqlstate(err) != duplicateSchema {
+		if err := s.createSchema(ctx, schema); err != nil {
 			return fmt.Errorf("postgres: create schema: %w", s.failed(ctx, err))
 		}
 	}
-	if err := migrate(ctx, s.read); err != nil {
+	if err := s.migrate(ctx); err != nil {
 		return fmt.Errorf("postgres: %w", s.failed(ctx, err))
 	}
 	// A recording connection checks its durability as it connects; make
@@ -152,6 +166,21 @@ func (s *Store) open(ctx context.Context, schema string) error {
 	}
 	c.Release()
 	return nil
+}
+
+// createSchema creates schema unless it exists. Looking first spares a
+// role that owns the schema but may not create schemas in the database.
+func (s *Store) createSchema(ctx context.Context, schema string) error {
+	var exists bool
+	err := s.read.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists)
+	if err != nil || exists {
+		return err
+	}
+	_, err = s.read.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize())
+	if code := sqlstate(err); code == uniqueViolation || code == duplicateSchema {
+		return nil // another node starting at once created it
+	}
+	return err
 }
 
 // checkDurability refuses a connection that would acknowledge commits a
@@ -167,17 +196,46 @@ func checkDurability(ctx context.Context, c *pgx.Conn) error {
 	return nil
 }
 
-func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+// migrate applies pending migrations while it holds an advisory lock
+// keyed by the schema, so that nodes starting at once migrate one after
+// the other and the later ones find nothing to do. The lock covers all of
+// goose's work: goose's own session locker leaves the creation of its
+// version table unguarded (HasPending runs unlocked) and, when nodes race
+// there, retries a second later. pg_advisory_lock blocks, so a waiting
+// node goes on the moment the lock is free, and the lock belongs to the
+// session, so a node that dies while migrating releases it.
+//
+// The lock is held on a read connection; goose runs on the background
+// pool, which is idle at start-up.
+func (s *Store) migrate(ctx context.Context) error {
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return err
 	}
-	db := stdlib.OpenDBFromPool(pool)
+	conn, err := s.read.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	var schema string
+	if err := conn.QueryRow(ctx, `SELECT coalesce(current_schema(), '')`).Scan(&schema); err != nil {
+		return fmt.Errorf("lock migrations: %w", err)
+	}
+	key := lockKey(schema)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		return fmt.Errorf("lock migrations: %w", err)
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			// Never pool a session that may still hold the lock.
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+	}()
+
+	db := stdlib.OpenDBFromPool(s.background)
 	defer db.Close()
 	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithTableName("dibs_migrations"),
-		goose.WithSessionLocker(advisoryLock{}))
+		goose.WithDisableGlobalRegistry(true), goose.WithTableName("dibs_migrations"))
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
@@ -233,31 +291,6 @@ func (s *Store) failed(ctx context.Context, err error) error {
 		s.reset()
 	}
 	return translate(err)
-}
-
-// advisoryLock is a goose session locker that waits on a blocking
-// pg_advisory_lock, keyed by the schema, so that nodes starting at once
-// run the migrations one after the other and go on the moment the lock is
-// free (goose's own locker polls every second at best). The lock is tied
-// to the session: a node that dies while migrating releases it.
-type advisoryLock struct{}
-
-func (advisoryLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
-	var schema string
-	if err := conn.QueryRowContext(ctx, `SELECT coalesce(current_schema(), '')`).Scan(&schema); err != nil {
-		return fmt.Errorf("lock migrations: %w", err)
-	}
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, lockKey(schema)); err != nil {
-		return fmt.Errorf("lock migrations: %w", err)
-	}
-	return nil
-}
-
-func (advisoryLock) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
-		return fmt.Errorf("unlock migrations: %w", err)
-	}
-	return nil
 }
 
 // lockKey is the advisory lock of the migrations of one schema.

@@ -35,11 +35,11 @@ func URL(tb testing.TB) string {
 func NewSchema(tb testing.TB, url string) string {
 	tb.Helper()
 	schema := "dibs_test_" + strings.ToLower(rand.Text()[:16])
-	if err := exec(url, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
+	if err := execSQL(url, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
 		tb.Fatalf("create schema: %v", err)
 	}
 	tb.Cleanup(func() {
-		if err := exec(url, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
+		if err := execSQL(url, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
 			tb.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
@@ -79,12 +79,12 @@ func MustOpenWith(tb testing.TB, url string, opts postgres.Options) *postgres.St
 // that the store does not offer (roles, settings).
 func Exec(tb testing.TB, url, sql string, args ...any) {
 	tb.Helper()
-	if err := exec(url, sql, args...); err != nil {
+	if err := execSQL(url, sql, args...); err != nil {
 		tb.Fatalf("%s: %v", sql, err)
 	}
 }
 
-func exec(url, sql string, args ...any) error {
+func execSQL(url, sql string, args ...any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
