@@ -235,7 +235,7 @@ func TestQueriesUseIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The trigger claims_within_drop runs this look-up for every row.
-	log.add(`SELECT 1 FROM drops WHERE id = $1 AND ($2 > stock OR $3 > per_user_limit)`, []any{d.ID, int64(1), int32(1)})
+	log.add(`SELECT 1 FROM drops WHERE id = $1 AND $2 <= stock AND $3 <= per_user_limit`, []any{d.ID, int64(1), int32(1)})
 	seen := map[string]bool{}
 	for _, q := range log.queries {
 		sql := strings.Join(strings.Fields(q.SQL), " ")
@@ -401,4 +401,43 @@ func TestReadOnlySessionsAreUnavailableUntilCleared(t *testing.T) {
 		t.Fatalf("ping after the server takes writes again: %v", err)
 	}
 	storetest.MustRecord(t, s, storetest.NewClaim(d, "b", 2, 1))
+}
+
+// The record is the final arbiter whoever writes to it: a writer that goes
+// around the store, from a session with another search_path, cannot add a
+// claim beyond the stock, beyond the per-user limit, or of a drop that
+// does not exist.
+func TestTriggerGuardsEveryWriter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	schema := pgtest.NewSchema(t, dbURL)
+	s := pgtest.MustOpenWith(t, dbURL, postgres.Options{Schema: schema})
+	d := storetest.MustCreateDrop(t, s, 2, 1)
+	conn := mustConnect(t, dbURL, "") // search_path: public
+	insert := `INSERT INTO ` + pgx.Identifier{schema, "claims"}.Sanitize() + ` (id, drop_id, user_id, slot, nth, state, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, 'confirmed', now(), now())`
+	for _, tt := range []struct {
+		drop      string
+		slot, nth int
+		rows      int64
+	}{
+		{d.ID, 3, 1, 0},   // beyond the stock
+		{d.ID, 0, 1, 0},   // before the first slot
+		{d.ID, 1, 2, 0},   // beyond the per-user limit
+		{"nope", 1, 1, 0}, // no such drop
+		{d.ID, 2, 1, 1},   // fine
+	} {
+		tag, err := conn.Exec(ctx, insert, randomName("c"), tt.drop, randomName("u"), tt.slot, tt.nth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tag.RowsAffected() != tt.rows {
+			t.Errorf("drop %s slot %d nth %d: inserted %d rows, want %d", tt.drop, tt.slot, tt.nth, tag.RowsAffected(), tt.rows)
+		}
+	}
+	res := storetest.MustRecord(t, s, storetest.NewClaim(&dibs.Drop{ID: "nope"}, "a", 1, 1))
+	if dibs.ErrorCode(res[0]) != dibs.ECONFLICT {
+		t.Errorf("claim of an unknown drop = %v, want conflict", res[0])
+	}
 }

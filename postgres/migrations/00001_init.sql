@@ -23,9 +23,15 @@ CREATE INDEX drops_created ON drops (created_at, id);
 -- a counter. The partial unique indexes are the final arbiter of exactly-N:
 -- whatever the gate does, at most one active claim per slot and per user's
 -- nth place can exist.
+--
+-- drop_id has no foreign key: its check would lock the drop's row in every
+-- group commit, and concurrent commits would share that lock through a
+-- multixact, a hot row by another name (with 4 writers of 64-row batches,
+-- 15-40% fewer commits per second). Drops are never deleted, and the
+-- trigger below skips claims of a drop that does not exist.
 CREATE TABLE claims (
     id              text PRIMARY KEY,
-    drop_id         text NOT NULL REFERENCES drops (id),
+    drop_id         text NOT NULL,
     user_id         text NOT NULL,
     slot            bigint NOT NULL CHECK (slot >= 1),
     nth             integer NOT NULL CHECK (nth >= 1),
@@ -43,16 +49,18 @@ CREATE UNIQUE INDEX claims_active_user ON claims (drop_id, user_id, nth)
     WHERE state IN ('held', 'confirmed', 'paid');
 CREATE INDEX claims_drop_state ON claims (drop_id, state);
 
--- A slot outside 1..stock or a place outside 1..per_user_limit is skipped,
--- like a unique violation, so that the record never holds more than the
--- drop allows and one bad row cannot fail a whole batch. The lookup goes
--- through drops_pkey.
+-- A slot outside 1..stock, a place outside 1..per_user_limit, or a drop
+-- that does not exist is skipped, like a unique violation, so that the
+-- record never holds more than the drop allows and one bad row cannot fail
+-- a whole batch. The look-up goes through drops_pkey; the function finds
+-- drops in this schema whatever the search_path of the writer.
 -- +goose StatementBegin
-CREATE FUNCTION claims_within_drop() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION claims_within_drop() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
-    IF NEW.slot < 1 OR NEW.nth < 1 OR EXISTS (
+    IF NEW.slot < 1 OR NEW.nth < 1 OR NOT EXISTS (
         SELECT 1 FROM drops
-        WHERE id = NEW.drop_id AND (NEW.slot > stock OR NEW.nth > per_user_limit)
+        WHERE id = NEW.drop_id AND NEW.slot <= stock AND NEW.nth <= per_user_limit
     ) THEN
         RETURN NULL;
     END IF;
