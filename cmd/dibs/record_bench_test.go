@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/memory"
+	"github.com/dibs-io/dibs/postgres"
+	"github.com/dibs-io/dibs/postgres/pgtest"
+	"github.com/dibs-io/dibs/sqlite"
+)
+
+// The record benchmarks compare stores in one run: their contenders take
+// turns, a batch or a round each, so that a machine whose load drifts
+// weighs on all of them alike, and the results are ratios.
+// docs/benchmarks.md has the figures.
+
+// BenchmarkRecord measures durable winners per second through
+// RecordClaims, one batch after another, on SQLite (a file in a temporary
+// directory) and on PostgreSQL (the test database), at batch sizes 1, 64
+// and 512.
+//
+//	TEST_DATABASE_URL=postgres://... go test -run '^$' -bench 'Record$' -benchtime 50x -count 3 ./cmd/dibs/
+func BenchmarkRecord(b *testing.B) {
+	dbURL := pgtest.URL(b)
+	for _, size := range []int{1, 64, 512} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			ctx := context.Background()
+			lite, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "dibs.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer lite.Close()
+			stores := []dibs.Store{lite, pgtest.MustOpenWith(b, dbURL, postgres.Options{RecordConns: 1})}
+			drops := make([]*dibs.Drop, len(stores))
+			for i, s := range stores {
+				drops[i] = &dibs.Drop{ID: "bench", Title: "bench", Kind: dibs.KindCoupon, Stock: dibs.MaxStock}
+				drops[i].Normalize(time.Now())
+				if err := s.CreateDrop(ctx, drops[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			spent := make([]time.Duration, len(stores))
+			var slot int64
+			for round := 0; b.Loop(); round++ {
+				for k := range stores {
+					i := (round + k) % len(stores) // who goes first alternates
+					s := stores[i]
+					claims := make([]*dibs.Claim, size)
+					for j := range claims {
+						slot++
+						claims[j] = &dibs.Claim{
+							ID: engine.NewClaimID(), DropID: drops[i].ID, UserID: fmt.Sprint("u", slot), Slot: slot, Nth: 1,
+							State: dibs.ClaimConfirmed, CreatedAt: drops[i].CreatedAt, UpdatedAt: drops[i].CreatedAt,
+						}
+					}
+					start := time.Now()
+					res, err := s.RecordClaims(ctx, claims)
+					spent[i] += time.Since(start)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, r := range res {
+						if r != nil {
+							b.Fatal(r)
+						}
+					}
+				}
+			}
+			n := float64(b.N * size)
+			b.ReportMetric(n/spent[0].Seconds(), "sqlite-winners/s")
+			b.ReportMetric(n/spent[1].Seconds(), "postgres-winners/s")
+			b.ReportMetric(spent[0].Seconds()/spent[1].Seconds(), "postgres/sqlite")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkCommitters measures winners per second through the engine
+// (memory gate, group commit) with 512 claimers at once, on PostgreSQL
+// with 1, 2 and 4 commits in flight (the recorder's Committers, each on
+// its own recording connection), against SQLite with its one committer.
+// Each round gives every contender 2,048 claims in turn.
+//
+//	TEST_DATABASE_URL=postgres://... go test -run '^$' -bench Committers -benchtime 10x -count 3 ./cmd/dibs/
+func BenchmarkCommitters(b *testing.B) {
+	const claimers, round = 512, 2048
+	dbURL := pgtest.URL(b)
+	ctx := context.Background()
+	type contender struct {
+		name  string
+		e     *engine.Engine
+		spent time.Duration
+	}
+	var cs []*contender
+	add := func(name string, s dibs.Store, committers int) {
+		e := engine.New(engine.Config{Store: s, Gate: memory.NewGate(), Recorder: engine.RecorderConfig{Committers: committers}})
+		if err := e.Open(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { e.Close() })
+		if err := e.CreateDrop(ctx, &dibs.Drop{ID: "bench", Title: "bench", Kind: dibs.KindCoupon, Stock: dibs.MaxStock}); err != nil {
+			b.Fatal(err)
+		}
+		cs = append(cs, &contender{name: name, e: e})
+	}
+	lite, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "dibs.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { lite.Close() })
+	add("sqlite-1", lite, 1)
+	for _, n := range []int{1, 2, 4} {
+		add(fmt.Sprintf("postgres-%d", n), pgtest.MustOpenWith(b, dbURL, postgres.Options{RecordConns: 4}), n)
+	}
+
+	var user atomic.Int64
+	for turn := 0; b.Loop(); turn++ {
+		for k := range cs {
+			c := cs[(turn+k)%len(cs)] // who goes first rotates
+			var left atomic.Int64
+			left.Store(round)
+			var wg sync.WaitGroup
+			var failed atomic.Pointer[error]
+			start := time.Now()
+			for range claimers {
+				wg.Go(func() {
+					for left.Add(-1) >= 0 {
+						_, _, err := c.e.Claim(ctx, engine.ClaimRequest{DropID: "bench", UserID: fmt.Sprint("u", user.Add(1))})
+						if err != nil {
+							failed.Store(&err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			c.spent += time.Since(start)
+			if err := failed.Load(); err != nil {
+				b.Fatalf("%s: %v", c.name, *err)
+			}
+		}
+	}
+	for _, c := range cs {
+		b.ReportMetric(float64(b.N*round)/c.spent.Seconds(), c.name+"-winners/s")
+	}
+	for _, c := range cs[1:] {
+		b.ReportMetric(cs[1].spent.Seconds()/c.spent.Seconds(), c.name+"/postgres-1")
+	}
+	b.ReportMetric(0, "ns/op")
+}
