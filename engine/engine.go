@@ -317,7 +317,7 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 	outcome := outcomeError
 	defer func() {
 		ent.outcomes[outcome].Add(1)
-		e.metrics.claimLatency.WithLabelValues(outcomeNames[outcome]).Observe(time.Since(start).Seconds())
+		e.metrics.claimLatencyBy[outcome].Observe(time.Since(start).Seconds())
 	}()
 
 	d := ent.drop.Load()
