@@ -34,8 +34,8 @@ func NewGate() *Gate {
 type pool struct {
 	soldOut error // the same answer for every loser: built once
 	drop    atomic.Pointer[dibs.Drop]
-	status atomic.Pointer[dibs.Status]
-	left   atomic.Int64 // free slots: read without the lock
+	status  atomic.Pointer[dibs.Status]
+	left    atomic.Int64 // free slots: read without the lock
 
 	// holders maps user id to *holder. Written under mu, read without it on
 	// the sold-out path: a user is stored before the last slot goes, so a
