@@ -95,7 +95,7 @@ func (n *node) kill() {
 }
 
 type claimAnswer struct {
-	status int
+	status  int
 	ClaimID string `json:"claim_id"`
 	UserID  string `json:"user_id"`
 	Slot    int64  `json:"slot"`
