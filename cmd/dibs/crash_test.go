@@ -256,8 +256,8 @@ func TestKill9KeepsAcknowledgedWinners(t *testing.T) {
 		n = startNode(t, data)
 		mu.Lock()
 		url = n.url
-		mu.Unlock()
 		t.Logf("kill %d: restarted at %s with %d claims acknowledged so far", k+1, n.url, len(acked))
+		mu.Unlock()
 	}
 	// Let the spike sell the drop out on the last node, then stop it.
 	deadline := time.Now().Add(60 * time.Second)
