@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dibs-io/dibs/httpapi"
@@ -46,6 +48,33 @@ func BenchmarkCeiling(b *testing.B) {
 			req.Header.Set("Authorization", "Bearer x")
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, req)
+		}
+	})
+}
+
+// BenchmarkWinningClaim: a new user each claim on a drop that never sells
+// out; every claim is committed before its answer.
+func BenchmarkWinningClaim(b *testing.B) {
+	bd := setup(b, httpapi.Limits{})
+	bd.mustCreateDrop(b, `{"id":"d","title":"d","kind":"coupon","stock":10000000}`)
+	h := bd.srv.Config.Handler
+	toks := make([]string, b.N+1)
+	for i := range toks {
+		toks[i] = "Bearer " + pass(b, "u"+strconv.Itoa(i))
+	}
+	var n atomic.Int64
+	b.SetParallelism(32)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest("POST", "/v1/drops/d/claims", nil)
+			req.Header.Set("Authorization", toks[n.Add(1)])
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != http.StatusCreated {
+				b.Fatalf("status %d %s", w.Code, w.Body)
+			}
 		}
 	})
 }

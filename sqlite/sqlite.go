@@ -37,8 +37,9 @@ const CheckpointEvery = 500 * time.Millisecond
 
 // Store is the SQLite system of record. Safe for concurrent use.
 type Store struct {
-	db   *sql.DB // the single writer connection
-	read *sql.DB
+	db      *sql.DB // the single writer connection
+	read    *sql.DB
+	inserts insertStmts
 
 	stop chan struct{}
 	done chan struct{}
@@ -61,6 +62,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.inserts.prepare(ctx, db); err != nil {
+		s.inserts.close()
 		db.Close()
 		return nil, err
 	}
@@ -169,6 +175,7 @@ func (s *Store) Close() error {
 	close(s.stop)
 	<-s.done
 	s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	s.inserts.close()
 	return errors.Join(s.read.Close(), s.db.Close())
 }
 
