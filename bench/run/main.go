@@ -74,7 +74,7 @@ func run(cfg config) error {
 	defer os.RemoveAll(dir)
 	cfg.dir = dir
 	log.Printf("building into %s", dir)
-	for _, b := range []struct{ name, pkg string }{{"dibs", "./cmd/dibs"}, {"ceiling", "./bench/ceiling"}} {
+	for _, b := range []struct{ name, pkg string }{{"dibs", "./cmd/dibs"}, {"ceiling", "./bench/ceiling"}, {"naivepg", "./bench/naivepg"}} {
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg).CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
 		}
@@ -284,6 +284,19 @@ func dibsNode(dropJSON string, prepare func(url string) error, extra ...string) 
 
 func ceiling(ctx context.Context, cfg config, addr string) (func(), error) {
 	return startProcess(ctx, addr, nil, filepath.Join(cfg.dir, "ceiling"), "--addr", addr)
+}
+
+// naivePG starts the naive PostgreSQL design with stock units, on the
+// database of TEST_DATABASE_URL (default: the local test database).
+func naivePG(stock int64) func(ctx context.Context, cfg config, addr string) (func(), error) {
+	return func(ctx context.Context, cfg config, addr string) (func(), error) {
+		url := os.Getenv("TEST_DATABASE_URL")
+		if url == "" {
+			url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+		}
+		return startProcess(ctx, addr, []string{"DIBS_PASSPORT_SECRET=" + secret}, filepath.Join(cfg.dir, "naivepg"),
+			"--addr", addr, "--postgres", url, "--schema", "bench_naive", "--stock", strconv.FormatInt(stock, 10))
+	}
 }
 
 func post(url, bearer, body string, want int) error {

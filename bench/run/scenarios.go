@@ -31,6 +31,13 @@ var scenarios = []scenario{
 		dibs: target{name: "dibs", start: withTokens("fresh.txt", "fresh-", -1, dibsNode(`{"id":"d","title":"everyone wins","kind":"coupon","stock":10000000}`, nil)), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
 		want: 0.5,
 	},
+	{
+		name: "winning claims vs naive PostgreSQL",
+		what: "as above, against the source documents' version 0: one PostgreSQL transaction per claim that takes a unit off a stock row (`UPDATE stock SET n = n - 1 WHERE n > 0`) and inserts the winner, 32 pooled connections, synchronous_commit on. Every winner waits for the row lock of the winner before it.",
+		ref:  target{name: "naive PostgreSQL", start: withTokens("fresh.txt", "fresh-", -1, naivePG(10_000_000)), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
+		dibs: target{name: "dibs", start: withTokens("fresh.txt", "fresh-", -1, dibsNode(`{"id":"d","title":"everyone wins","kind":"coupon","stock":10000000}`, nil)), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
+		want: 30,
+	},
 }
 
 // withTokens mints the passport file a target's client needs before the
