@@ -20,22 +20,28 @@ const claimColumns = `id, drop_id, user_id, slot, nth, state, idempotency_key, c
 
 // insertClaims writes a whole batch in one statement from one array per
 // column: one statement text whatever the batch size, so it is prepared
-// once per connection. Rows that would break a unique index are skipped,
-// and the trigger claims_within_drop skips rows beyond the drop's stock or
-// per-user limit. It was measured against a multi-row VALUES insert and
-// against COPY into a temporary table followed by INSERT ... SELECT; see
+// once per connection, and its plan, which the size of the table does not
+// change, is cached. Rows that would break a unique index are skipped, the
+// trigger claims_within_drop skips rows beyond the drop's stock or
+// per-user limit, and the ids of the rows written come back. It was
+// measured against a multi-row VALUES insert and against COPY into a
+// temporary table followed by INSERT ... SELECT; see
 // BenchmarkInsertStrategies and docs/benchmarks.md.
 const insertClaims = `INSERT INTO claims (` + claimColumns + `)
 	SELECT ` + claimColumns + `
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::integer[], $6::text[], $7::text[],
 		$8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[])
 		AS c (` + claimColumns + `)
-	ON CONFLICT DO NOTHING`
+	ON CONFLICT DO NOTHING
+	RETURNING id`
 
-// recordedClaims finds which claims of a batch exist, through claims_pkey.
-// It runs after insertClaims as a statement of its own, so under READ
-// COMMITTED it also sees a row that a concurrent transaction committed
-// while the insert waited on it.
+// recordedClaims finds which of the claims the insert skipped exist
+// (recorded before: a retry), through claims_pkey. It runs after
+// insertClaims as a statement of its own, so under READ COMMITTED it also
+// sees a row that a concurrent transaction committed while the insert
+// waited on it. It runs only when the insert skipped rows, and is planned
+// for its ids each time (an unnamed statement): a plan cached while the
+// table was small would scan the whole table once it has grown.
 const recordedClaims = `SELECT id FROM claims WHERE id = ANY($1)`
 
 // recordAttempts bounds the tries of one batch when a try fails before
@@ -45,8 +51,10 @@ const recordedClaims = `SELECT id FROM claims WHERE id = ANY($1)`
 const recordAttempts = 3
 
 // RecordClaims implements dibs.Store with group commit: the whole batch is
-// one transaction on a recording connection, pipelined as BEGIN, insert
-// and look-up in one round trip, then COMMIT in a second.
+// one transaction on a recording connection, BEGIN and the insert
+// pipelined in one round trip, then COMMIT in a second. When the insert
+// skipped claims, a look-up between them tells a retry of a recorded
+// claim (nil) from a refused one (ECONFLICT).
 //
 // A failure before COMMIT is definite: nothing was committed. A failure
 // during COMMIT other than an error the server reported (the connection
@@ -90,10 +98,20 @@ func (s *Store) recordOnce(ctx context.Context, args []any) (map[string]bool, er
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	b.Queue(insertClaims, args...)
-	b.Queue(recordedClaims, args[0])
-	recorded, err := readRecordBatch(conn.SendBatch(ctx, b))
+	recorded, err := readInsertBatch(conn.SendBatch(ctx, b))
 	if err != nil {
 		return nil, s.failed(ctx, err)
+	}
+	var skipped []string
+	for _, id := range args[0].([]string) {
+		if !recorded[id] {
+			skipped = append(skipped, id)
+		}
+	}
+	if len(skipped) > 0 {
+		if err := lookUpClaims(ctx, conn.Conn(), skipped, recorded); err != nil {
+			return nil, s.failed(ctx, err)
+		}
 	}
 
 	tag, err := conn.Exec(ctx, `COMMIT`)
@@ -109,31 +127,42 @@ func (s *Store) recordOnce(ctx context.Context, args []any) (map[string]bool, er
 	return recorded, nil
 }
 
-func readRecordBatch(br pgx.BatchResults) (map[string]bool, error) {
+// readInsertBatch reads the results of BEGIN and insertClaims: the ids of
+// the claims written.
+func readInsertBatch(br pgx.BatchResults) (map[string]bool, error) {
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("insert: %w", err)
-	}
 	rows, err := br.Query()
 	if err != nil {
-		return nil, fmt.Errorf("look up: %w", err)
+		return nil, fmt.Errorf("insert: %w", err)
 	}
-	recorded := make(map[string]bool)
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("look up: %w", err)
-		}
+	recorded, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("insert: %w", err)
+	}
+	ids := make(map[string]bool, len(recorded))
+	for _, id := range recorded {
+		ids[id] = true
+	}
+	return ids, br.Close()
+}
+
+// lookUpClaims adds to recorded the ids of those that exist.
+func lookUpClaims(ctx context.Context, conn *pgx.Conn, ids []string, recorded map[string]bool) error {
+	rows, err := conn.Query(ctx, recordedClaims, pgx.QueryExecModeExec, ids)
+	if err != nil {
+		return fmt.Errorf("look up: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("look up: %w", err)
+	}
+	for _, id := range found {
 		recorded[id] = true
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("look up: %w", err)
-	}
-	return recorded, br.Close()
+	return nil
 }
 
 // serverRefused reports whether the server answered a statement with an

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/memory"
@@ -149,9 +151,29 @@ func BenchmarkCommitters(b *testing.B) {
 	}
 	for _, c := range cs {
 		b.ReportMetric(float64(b.N*round)/c.spent.Seconds(), c.name+"-winners/s")
+		b.ReportMetric(meanBatch(b, c.e), c.name+"-claims/batch")
 	}
 	for _, c := range cs[1:] {
 		b.ReportMetric(cs[1].spent.Seconds()/c.spent.Seconds(), c.name+"/postgres-1")
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// meanBatch is the mean number of claims per group commit of e.
+func meanBatch(b *testing.B, e *engine.Engine) float64 {
+	reg := prometheus.NewRegistry()
+	if err := e.Register(reg); err != nil {
+		b.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "dibs_recorder_batch_claims" {
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleSum() / float64(h.GetSampleCount())
+		}
+	}
+	return 0
 }
