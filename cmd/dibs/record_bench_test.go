@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -89,12 +91,28 @@ func BenchmarkRecord(b *testing.B) {
 // (memory gate, group commit) with 512 claimers at once, on PostgreSQL
 // with 1, 2 and 4 commits in flight (the recorder's Committers, each on
 // its own recording connection), against SQLite with its one committer.
-// Each round gives every contender 2,048 claims in turn.
+// Each round gives every contender 2,048 claims in turn. It runs once on
+// loopback and once through a proxy that delays every packet by 0.5 ms
+// each way, as a database on another machine would.
 //
 //	TEST_DATABASE_URL=postgres://... go test -run '^$' -bench Committers -benchtime 10x -count 3 ./cmd/dibs/
 func BenchmarkCommitters(b *testing.B) {
+	for _, rtt := range []time.Duration{0, time.Millisecond} {
+		b.Run(fmt.Sprintf("rtt=%s", rtt), func(b *testing.B) { benchCommitters(b, rtt) })
+	}
+}
+
+func benchCommitters(b *testing.B, rtt time.Duration) {
 	const claimers, round = 512, 2048
 	dbURL := pgtest.URL(b)
+	if rtt > 0 {
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		u.Host = delayProxy(b, u.Host, rtt/2)
+		dbURL = u.String()
+	}
 	ctx := context.Background()
 	type contender struct {
 		name  string
@@ -157,6 +175,64 @@ func BenchmarkCommitters(b *testing.B) {
 		b.ReportMetric(cs[1].spent.Seconds()/c.spent.Seconds(), c.name+"/postgres-1")
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// delayProxy forwards TCP connections to target and holds every chunk of
+// bytes for delay in each direction, in order: a network whose round trip
+// is twice delay. It returns its address.
+func delayProxy(tb testing.TB, target string, delay time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				server, err := net.Dial("tcp", target)
+				if err != nil {
+					client.Close()
+					return
+				}
+				go delayCopy(server, client, delay)
+				delayCopy(client, server, delay)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func delayCopy(dst, src net.Conn, delay time.Duration) {
+	type chunk struct {
+		due  time.Time
+		data []byte
+	}
+	chunks := make(chan chunk, 1024)
+	go func() {
+		defer close(chunks)
+		for {
+			buf := make([]byte, 64<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				chunks <- chunk{time.Now().Add(delay), buf[:n]}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range chunks {
+		time.Sleep(time.Until(c.due))
+		if _, err := dst.Write(c.data); err != nil {
+			break
+		}
+	}
+	dst.Close()
+	src.Close()
 }
 
 // meanBatch is the mean number of claims per group commit of e.
