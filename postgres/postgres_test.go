@@ -340,6 +340,53 @@ func TestCommitCutOffIsOutcomeUnknown(t *testing.T) {
 	}
 }
 
+// A connection cut before COMMIT leaves nothing committed: the batch is
+// tried again on a fresh connection and succeeds, once.
+func TestConnectionCutBeforeCommitIsRetried(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	app := randomName("dibs-precut-")
+	dbURL := pgtest.URL(t)
+	schema := pgtest.NewSchema(t, dbURL)
+	s := pgtest.MustOpenWith(t, withParam(t, dbURL, "application_name", app), postgres.Options{Schema: schema})
+	d := storetest.MustCreateDrop(t, s, 10, 1)
+	// The first insert waits, long enough to be cut off; the next ones go.
+	q := pgx.Identifier{schema}.Sanitize()
+	pgtest.Exec(t, dbURL, `CREATE SEQUENCE `+q+`.inserts`)
+	pgtest.Exec(t, dbURL, `CREATE FUNCTION `+q+`.slow_first() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF nextval('`+schema+`.inserts') = 1 THEN PERFORM pg_sleep(20); END IF; RETURN NEW; END $$`)
+	pgtest.Exec(t, dbURL, `CREATE TRIGGER slow_first BEFORE INSERT ON `+q+`.claims FOR EACH ROW EXECUTE FUNCTION `+q+`.slow_first()`)
+
+	killed := make(chan error, 1)
+	go func() {
+		watch := mustConnect(t, dbURL, "")
+		for range 500 {
+			var n int
+			err := watch.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+				WHERE application_name = $1 AND query LIKE 'INSERT INTO claims%' AND state = 'active'`, app).Scan(&n)
+			if err != nil || n > 0 {
+				killed <- err
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		killed <- errors.New("no insert to cut off")
+	}()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c := storetest.NewClaim(d, "a", 1, 1)
+	res, err := s.RecordClaims(cctx, []*dibs.Claim{c})
+	if kerr := <-killed; kerr != nil {
+		t.Fatal(kerr)
+	}
+	if err != nil || res[0] != nil {
+		t.Fatalf("record with its first connection cut = %v, %v; want it recorded on another", res, err)
+	}
+	if n, err := s.CountClaims(ctx, d.ID); err != nil || n.Active() != 1 {
+		t.Fatalf("active claims = %d (%v), want 1", n.Active(), err)
+	}
+}
+
 // A deadline that passes during COMMIT cancels it on the server, which
 // answers: a definite failure, nothing recorded, and the connection lives.
 func TestCommitCanceledIsDefinite(t *testing.T) {
