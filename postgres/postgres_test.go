@@ -294,6 +294,29 @@ func slowCommit(t *testing.T, dbURL, schema string) {
 		DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION `+q+`.slow_commit()`)
 }
 
+// cutOff terminates, from a connection of its own, the first session of
+// application app seen running a statement LIKE pattern, and reports on
+// the channel whether it did within five seconds.
+func cutOff(t *testing.T, dbURL, app, pattern string) <-chan error {
+	t.Helper()
+	watch := mustConnect(t, dbURL, "")
+	killed := make(chan error, 1)
+	go func() {
+		for range 500 {
+			var n int
+			err := watch.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+				WHERE application_name = $1 AND query LIKE $2 AND state = 'active'`, app, pattern).Scan(&n)
+			if err != nil || n > 0 {
+				killed <- err
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		killed <- fmt.Errorf("no %q to cut off", pattern)
+	}()
+	return killed
+}
+
 // A connection cut while COMMIT runs leaves the outcome unknown: the error
 // wraps dibs.ErrOutcomeUnknown, so the engine keeps the slot held.
 func TestCommitCutOffIsOutcomeUnknown(t *testing.T) {
@@ -306,21 +329,7 @@ func TestCommitCutOffIsOutcomeUnknown(t *testing.T) {
 	d := storetest.MustCreateDrop(t, s, 10, 1)
 	slowCommit(t, dbURL, schema)
 
-	killed := make(chan error, 1)
-	go func() {
-		watch := mustConnect(t, dbURL, "")
-		for range 500 {
-			var n int
-			err := watch.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-				WHERE application_name = $1 AND query = 'COMMIT' AND state = 'active'`, app).Scan(&n)
-			if err != nil || n > 0 {
-				killed <- err
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		killed <- errors.New("no COMMIT to cut off")
-	}()
+	killed := cutOff(t, dbURL, app, "COMMIT")
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	c := storetest.NewClaim(d, "a", 1, 1)
@@ -357,21 +366,7 @@ func TestConnectionCutBeforeCommitIsRetried(t *testing.T) {
 		BEGIN IF nextval('`+schema+`.inserts') = 1 THEN PERFORM pg_sleep(20); END IF; RETURN NEW; END $$`)
 	pgtest.Exec(t, dbURL, `CREATE TRIGGER slow_first BEFORE INSERT ON `+q+`.claims FOR EACH ROW EXECUTE FUNCTION `+q+`.slow_first()`)
 
-	killed := make(chan error, 1)
-	go func() {
-		watch := mustConnect(t, dbURL, "")
-		for range 500 {
-			var n int
-			err := watch.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-				WHERE application_name = $1 AND query LIKE 'INSERT INTO claims%' AND state = 'active'`, app).Scan(&n)
-			if err != nil || n > 0 {
-				killed <- err
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		killed <- errors.New("no insert to cut off")
-	}()
+	killed := cutOff(t, dbURL, app, "INSERT INTO claims%")
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	c := storetest.NewClaim(d, "a", 1, 1)
