@@ -10,18 +10,7 @@ import (
 	"github.com/dibs-io/dibs/room"
 )
 
-// source lets the room read the engine's drops.
-type source struct{ e *engine.Engine }
-
-func (s source) Drops() []*dibs.Drop { return s.e.Drops() }
-func (s source) Remaining(ctx context.Context, id string) (int64, error) {
-	v, err := s.e.View(ctx, id)
-	return v.Remaining, err
-}
-func (s source) Returning(ctx context.Context, d *dibs.Drop) (int64, error) {
-	st, err := s.e.Stats(ctx, d.ID)
-	return st.Claims.Held, err
-}
+var _ room.Source = (*engine.Engine)(nil)
 
 func withRoom(t *testing.T) (*bundle, *room.Service) {
 	t.Helper()
@@ -53,7 +42,7 @@ func admitted(t *testing.T, e *engine.Engine, svc *room.Service, d *dibs.Drop, u
 	}
 	ticket := st.Ticket
 	for range 50 {
-		svc.Tick(ctx, source{e})
+		svc.Tick(ctx, e)
 		if st, err = svc.Status(ctx, d, user, ticket); err != nil {
 			t.Fatal(err)
 		} else if st.State == dibs.QueueAdmitted {
@@ -112,7 +101,7 @@ func TestReleaseSlotAdmitsTheNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 5 {
-		svc.Tick(ctx, source{b.engine})
+		svc.Tick(ctx, b.engine)
 	}
 	if st, _ := svc.Status(ctx, d, "bob", bob.Ticket); st.State != dibs.QueueWaiting {
 		t.Fatalf("bob while alice holds the only slot: %s, want waiting (the hold may come back)", st.State)
