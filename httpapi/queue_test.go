@@ -24,11 +24,11 @@ import (
 var roomSecret = []byte("httpapi-test-room-secret-0123456")
 
 type roomSetup struct {
-	limits  httpapi.Limits
-	joins   httpapi.JoinLimit
-	header  string
-	ttl     time.Duration
-	wrap    func(http.Handler) http.Handler
+	limits httpapi.Limits
+	joins  httpapi.JoinLimit
+	header string
+	ttl    time.Duration
+	wrap   func(http.Handler) http.Handler
 }
 
 type roomBundle struct {
