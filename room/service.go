@@ -651,27 +651,36 @@ func (s *Service) status(d *dibs.Drop, snap *snapshot, userID string, n uint64, 
 	if ph != phasePaused && measured >= 1e-3 {
 		st.ETA = seconds(float64(st.Position) / measured)
 	}
-	st.PollAfter = s.pollAfter(snap, st.ETA, measured)
+	st.PollAfter = s.pollAfter(snap, n, st.Position, st.ETA, d.Admission.Rate)
 	return st
 }
 
-// pollAfter advises a waiting holder when to ask again: half the time until
-// something may change for them (their turn, or the sell-out that ends
-// their wait), within MinPollAfter..MaxPollAfter. People far back ask
-// rarely; everyone asks often as the last slots go.
-func (s *Service) pollAfter(snap *snapshot, eta time.Duration, rate float64) time.Duration {
+// pollAfter advises a waiting holder at position (1: next) when to ask
+// again: when something may change for them. Until their turn, that is
+// half the time to it; but people the free stock cannot reach (their
+// position is past it) can only learn of the sell-out, so they come back
+// just after it is due at the earliest (the room admits at most rate a
+// second), when the admissions that take the last slots have had a poll's
+// time to be claimed. People far back ask rarely, and nobody
+// polls at the floor while the last slots go. Within
+// MinPollAfter..MaxPollAfter, spread by ticket number so that equals do not
+// arrive together.
+func (s *Service) pollAfter(snap *snapshot, n, position uint64, eta time.Duration, rate int) time.Duration {
 	next := 2 * MaxPollAfter
 	if eta >= 0 {
-		next = eta
+		next = eta / 2
 	}
-	if snap.Remaining > 0 {
-		soon := time.Duration(0) // admissions outstanding take the rest: sold out when they claim
-		if capacity := snap.Remaining - snap.outstanding; capacity > 0 && rate >= 1e-3 {
-			soon = seconds(float64(capacity) / rate)
+	if snap.Remaining > 0 && rate > 0 {
+		capacity := max(snap.Remaining-snap.outstanding, 0)
+		soldOut := seconds(float64(capacity)/float64(rate)) + MinPollAfter
+		if position > uint64(capacity) {
+			next = soldOut
+		} else {
+			next = min(next, soldOut/2)
 		}
-		next = min(next, soon)
 	}
-	return min(max(next/2, MinPollAfter), MaxPollAfter)
+	next = min(max(next, MinPollAfter), MaxPollAfter)
+	return next + next*time.Duration(n%16)/160 // up to 10% later
 }
 
 // batch finds the batch that admitted position p.
