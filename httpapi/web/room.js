@@ -75,10 +75,11 @@
   function duration(s) {
     if (s == null) return '–';
     s = Math.max(0, Math.round(s));
-    if (s < 60) return s + ' s';
+    if (s < 60) return s + 's';
     const m = Math.floor(s / 60);
-    if (m < 60) return m + ' min ' + (s % 60) + ' s';
-    return Math.floor(m / 60) + ' h ' + (m % 60) + ' min';
+    if (m < 10) return m + 'm ' + (s % 60) + 's';
+    if (m < 60) return m + ' min';
+    return Math.floor(m / 60) + 'h ' + (m % 60) + 'm';
   }
 
   const number = (n) => (n == null ? '–' : Number(n).toLocaleString('en'));
@@ -98,7 +99,7 @@
       case 'waiting':
         if (st.position == null || opensAt > Date.now() + offset) { // before the opening
           $('draw-note').textContent = st.position == null
-            ? number(st.joined) + ' people are in. Your place is drawn at the opening.'
+            ? (st.joined === 1 ? 'You are the first in.' : number(st.joined) + ' people are in.') + ' Your place is drawn at the opening.'
             : 'You are #' + number(st.position) + ' in line.';
           show('countdown');
           tickClock();
@@ -246,7 +247,7 @@
     document.title = drop.title + ' · dibs';
     $('title').textContent = drop.title;
     $('facts').textContent = number(drop.stock) + (drop.kind === 'purchase' ? ' for sale' : ' to win') +
-      ' · opens ' + new Date(drop.opens_at).toLocaleString();
+      (drop.state === 'upcoming' ? ' · opens ' + new Date(drop.opens_at).toLocaleString() : '');
     passport = readPassport();
     if (!passport) return show('passport');
     await join();
