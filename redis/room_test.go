@@ -64,11 +64,15 @@ func testPrefix(tb testing.TB, c rueidis.Client) string {
 
 func newRoom(tb testing.TB, c rueidis.Client) *redis.Room {
 	tb.Helper()
-	r, err := redis.NewRoom(c, redis.RoomOptions{Prefix: testPrefix(tb, c)})
+	r, err := redisRoom(c, testPrefix(tb, c))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return r
+}
+
+func redisRoom(c rueidis.Client, prefix string) (*redis.Room, error) {
+	return redis.NewRoom(c, redis.RoomOptions{Prefix: prefix})
 }
 
 func TestRoomConformance(t *testing.T) {
