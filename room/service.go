@@ -259,13 +259,14 @@ func (s *Service) step(ctx context.Context, src Source, d *dibs.Drop, e *entry) 
 
 // lead advances a room: open the pre-queue at the opening, forget expired
 // batches, and admit as many people as the rate allows and the stock can
-// satisfy, counting the admissions still outstanding.
+// satisfy, counting the admissions still outstanding. Before the opening
+// and while paused it only publishes the stock.
 func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, st dibs.RoomState, now time.Time) (dibs.RoomState, error) {
 	ph := phaseOf(d, now)
-	if ph == phaseClosed || now.Before(d.OpensAt) {
+	if ph == phaseClosed {
 		return st, nil
 	}
-	paused := ph == phasePaused
+	opening := !now.Before(d.OpensAt)
 	expireBefore := now.Add(-s.ttl)
 	// Outstanding admissions are read before the stock: a claim in between
 	// lowers the stock after the count, which errs on admitting too few.
@@ -275,7 +276,7 @@ func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, 
 		return st, fmt.Errorf("read remaining: %w", err)
 	}
 	adv := dibs.Advance{
-		Now: now, Open: !st.Opened, ExpireBefore: expireBefore, BatchWindow: s.batchWindow,
+		Now: now, Open: opening && !st.Opened, ExpireBefore: expireBefore, BatchWindow: s.batchWindow,
 		Remaining: left, Rate: st.Rate,
 	}
 	if left <= 0 {
@@ -297,9 +298,13 @@ func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, 
 	if !st.LastAdvance.IsZero() {
 		dt = min(max(now.Sub(st.LastAdvance), 0), time.Second)
 	}
-	if paused {
+	if !opening || ph == phasePaused {
 		e.allowance = 0
-		return s.backend.Advance(ctx, d.ID, s.node, adv)
+		next, err := s.backend.Advance(ctx, d.ID, s.node, adv)
+		if err != nil {
+			return st, fmt.Errorf("advance room: %w", err)
+		}
+		return next, nil
 	}
 	issued := st.Issued
 	backlog := issued - min(st.Serving, issued)
