@@ -189,6 +189,7 @@ func TestAcceptanceQueuedDrop(t *testing.T) {
 	// machine it measures the machine.
 	deadline := w.lastWin.Add(time.Second)
 	var late []time.Duration
+	var lastWaiting, lastAdvice time.Duration // the latest waiting answer and return advised, after the last slot went
 	waiting := 0
 	for ticket, last := range w.waitingRead {
 		if w.admitted[ticket] {
@@ -202,6 +203,7 @@ func TestAcceptanceQueuedDrop(t *testing.T) {
 			t.Errorf("a ticket read waiting %s before the last slot went was told to come back %s after it",
 				w.lastWin.Sub(last.at), last.next.Sub(w.lastWin))
 		}
+		lastWaiting, lastAdvice = max(lastWaiting, last.at.Sub(w.lastWin)), max(lastAdvice, last.next.Sub(w.lastWin))
 		sold, ok := w.firstSold[ticket]
 		if !ok {
 			t.Fatalf("a ticket waiting at the sell-out never read sold_out")
@@ -213,6 +215,7 @@ func TestAcceptanceQueuedDrop(t *testing.T) {
 	}
 	slices.Sort(late)
 	q := func(f float64) time.Duration { return late[int(f*float64(len(late)-1))].Round(time.Millisecond) }
+	t.Logf("after the last slot went: the last waiting answer %s, the latest return advised %s", lastWaiting.Round(time.Millisecond), lastAdvice.Round(time.Millisecond))
 	t.Logf("%d users waiting at the sell-out read sold_out after it: p50 %s, p90 %s, p99 %s, max %s; answers by status %v",
 		waiting, q(.5), q(.9), q(.99), q(1), w.statuses)
 }
