@@ -14,7 +14,11 @@ func TestPositionIsAPermutation(t *testing.T) {
 	t.Parallel()
 	sizes := []uint64{1, 2, 3, 4, 5, 15, 16, 17, 100, 255, 256, 257, 1000, 4097, 50_000, 65_536, 65_537}
 	for _, pre := range sizes {
-		for _, s := range []byte{0, 1, 0xff} {
+		seeds := []byte{0, 1, 0xff}
+		if pre > 5000 {
+			seeds = seeds[:1]
+		}
+		for _, s := range seeds {
 			seen := make([]bool, pre+1)
 			for n := uint64(1); n <= pre; n++ {
 				p := room.Position(seedOf(s), pre, n)
