@@ -29,6 +29,7 @@ type roomSetup struct {
 	header string
 	ttl    time.Duration
 	wrap   func(http.Handler) http.Handler
+	server func(*http.Server) // tunes the server before it starts
 }
 
 type roomBundle struct {
@@ -70,6 +71,9 @@ func setupRoom(t testing.TB, o roomSetup) *roomBundle {
 	}
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.RegisterOnShutdown(api.CloseStreams)
+	if o.server != nil {
+		o.server(srv.Config)
+	}
 	srv.Start()
 	t.Cleanup(func() { api.CloseStreams(); srv.Close(); svc.Stop(); e.Close(); raw.Close() })
 	return &roomBundle{bundle: &bundle{srv: srv, store: st, raw: raw}, engine: e, room: svc, api: api}
@@ -326,6 +330,26 @@ func TestQueueEvents(t *testing.T) {
 		case <-time.After(2 * time.Second):
 			t.Fatal("a stream outlived CloseStreams")
 		}
+	}
+}
+
+// TestStreamOutlivesServerTimeouts: a stream lives past the server's read
+// and write timeouts, which bound ordinary requests.
+func TestStreamOutlivesServerTimeouts(t *testing.T) {
+	t.Parallel()
+	b := setupRoom(t, roomSetup{server: func(s *http.Server) {
+		s.ReadTimeout, s.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
+	}})
+	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":5,"opens_at":"2099-01-01T00:00:00Z","admission":{"mode":"queue","rate":1}}`)
+	ticket := b.do(t, "POST", "/v1/drops/q/queue", pass(t, "a"), "").body["ticket"].(string)
+	events := readEvents(openStream(t, b, "q", pass(t, "a"), ticket))
+	<-events
+	select {
+	case _, open := <-events:
+		if !open {
+			t.Fatal("the stream ended at the server's timeouts")
+		}
+	case <-time.After(time.Second):
 	}
 }
 
