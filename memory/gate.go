@@ -1,6 +1,7 @@
-// Package memory implements the in-process gate: the embedded default, where
-// one dibs process hands out the slots of its drops from memory and rebuilds
-// them from the record when it starts.
+// Package memory implements the in-process gate and waiting rooms: the
+// embedded default, where one dibs process hands out the slots of its drops
+// from memory and rebuilds them from the record when it starts, and leads
+// the waiting rooms of its queued drops.
 package memory
 
 import (
