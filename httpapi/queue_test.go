@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -165,6 +167,53 @@ func TestQueueFlow(t *testing.T) {
 	}
 	if r := b.do(t, "GET", "/v1/drops/iphone", "", ""); r.body["remaining"] != 1.0 {
 		t.Fatalf("remaining after one admitted win: %s", r.raw)
+	}
+}
+
+// TestAdmissionReplay: one admission sent a thousand times at once wins
+// once; every other claim gets that claim back.
+func TestAdmissionReplay(t *testing.T) {
+	t.Parallel()
+	b := setupRoom(t, roomSetup{})
+	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":100,"per_user_limit":5,"admission":{"mode":"queue","rate":100}}`)
+	alice := pass(t, "alice")
+	j := b.do(t, "POST", "/v1/drops/q/queue", alice, "")
+	adm := b.waitAdmitted(t, "q", alice, j.body["ticket"].(string)).body["admission"].(string)
+	const workers, each = 100, 10
+	type answer struct {
+		status int
+		claim  string
+	}
+	answers := make(chan answer, workers*each)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				key := fmt.Sprintf("k%d-%d", w, i) // a different Idempotency-Key each time changes nothing
+				r := b.do(t, "POST", "/v1/drops/q/claims", alice, "", "Dibs-Admission", adm, "Idempotency-Key", key)
+				id, _ := r.body["claim_id"].(string)
+				answers <- answer{r.status, id}
+			}
+		})
+	}
+	wg.Wait()
+	close(answers)
+	created, claims := 0, map[string]bool{}
+	for a := range answers {
+		switch a.status {
+		case http.StatusCreated:
+			created++
+		case http.StatusOK:
+		default:
+			t.Fatalf("a replay was answered %d", a.status)
+		}
+		claims[a.claim] = true
+	}
+	if created != 1 || len(claims) != 1 {
+		t.Fatalf("%d created, %d distinct claims from one admission; want 1 and 1", created, len(claims))
+	}
+	if r := b.do(t, "GET", "/v1/drops/q", "", ""); r.body["remaining"] != 99.0 {
+		t.Fatalf("remaining %v, want 99", r.body["remaining"])
 	}
 }
 
