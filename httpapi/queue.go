@@ -129,8 +129,11 @@ func (s *Server) queuedDrop(r *http.Request) (*dibs.Drop, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Admission.Mode != dibs.AdmissionQueue || s.room == nil {
+	switch {
+	case d.Admission.Mode != dibs.AdmissionQueue:
 		return nil, dibs.Errorf(dibs.ECONFLICT, "Drop %s has no waiting room: claim it directly.", id)
+	case s.room == nil:
+		return nil, dibs.Errorf(dibs.EUNAVAILABLE, "This node runs no waiting rooms.")
 	}
 	return d, nil
 }
