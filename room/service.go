@@ -128,6 +128,7 @@ type snapshot struct {
 	dibs.RoomState
 	outstanding int64 // admissions alive and not yet used
 	at          time.Time
+	leader      bool // this node led the room when it read it
 }
 
 // New returns a service. Start runs its loop; the other methods work
@@ -248,12 +249,12 @@ func (s *Service) step(ctx context.Context, src Source, d *dibs.Drop, e *entry) 
 	if leader {
 		next, err := s.lead(ctx, src, d, e, st, now)
 		if err != nil {
-			s.publish(e, st, now)
+			s.publish(e, st, now, leader)
 			return err
 		}
 		st = next
 	}
-	s.publish(e, st, now)
+	s.publish(e, st, now, leader)
 	return nil
 }
 
@@ -342,8 +343,8 @@ func outstandingAt(batches []dibs.Batch, expireBefore time.Time) int64 {
 	return n
 }
 
-func (s *Service) publish(e *entry, st dibs.RoomState, now time.Time) {
-	e.snap.Store(&snapshot{RoomState: st, outstanding: outstandingAt(st.Batches, now.Add(-s.ttl)), at: now})
+func (s *Service) publish(e *entry, st dibs.RoomState, now time.Time, leader bool) {
+	e.snap.Store(&snapshot{RoomState: st, outstanding: outstandingAt(st.Batches, now.Add(-s.ttl)), at: now, leader: leader})
 	e.mu.Lock()
 	close(e.changed)
 	e.changed = make(chan struct{})
@@ -387,7 +388,7 @@ func (s *Service) snapshot(ctx context.Context, dropID string) (*snapshot, error
 	if err != nil {
 		return nil, dibs.WrapError(dibs.EUNAVAILABLE, "The waiting room is unavailable; retry shortly.", fmt.Errorf("sync room %s: %w", dropID, err))
 	}
-	s.publish(e, st, s.now())
+	s.publish(e, st, s.now(), snap != nil && snap.leader)
 	return e.snap.Load(), nil
 }
 
@@ -470,8 +471,10 @@ func (s *Service) reload(ctx context.Context, dropID string) (*snapshot, error) 
 	if err != nil {
 		return nil, dibs.WrapError(dibs.EUNAVAILABLE, "The waiting room is unavailable; retry shortly.", fmt.Errorf("sync room %s: %w", dropID, err))
 	}
-	s.publish(s.entry(dropID), st, s.now())
-	return s.entry(dropID).snap.Load(), nil
+	e := s.entry(dropID)
+	old := e.snap.Load()
+	s.publish(e, st, s.now(), old != nil && old.leader)
+	return e.snap.Load(), nil
 }
 
 // Status is where the ticket token of userID stands. Errors: ECONFLICT

@@ -57,7 +57,18 @@ func TestServeQueuedDrop(t *testing.T) {
 	if !rep.Audit.OK || rep.Totals.Wins != 20 || rep.Totals.Queue["admitted"] != 20 {
 		t.Fatalf("audit %v, %d wins, queue %v; want a pass, 20 wins, 20 admitted", rep.Err(), rep.Totals.Wins, rep.Totals.Queue)
 	}
-	res, err := http.Get(m.URL() + "/d/q")
+	res, err := http.Get(m.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{`dibs_room_served{drop="q"} 20`, `dibs_room_joined{drop="q"} `, `dibs_room_sold_out{drop="q"} 1`, `dibs_room_leader{drop="q"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	res, err = http.Get(m.URL() + "/d/q")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -170,6 +170,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.engine.Register(reg); err != nil {
 		return err
 	}
+	if err := m.room.Register(reg); err != nil {
+		return err
+	}
 	start := time.Now()
 	if err := m.engine.Open(ctx); err != nil {
 		return err
