@@ -33,6 +33,12 @@ const (
 	MaxPollAfter = 5 * time.Second
 )
 
+// expiryGrace is how long after its admissions expire a batch still keeps
+// their slots: a claim that passed the admission check just before the
+// expiry finishes within it, so the slot it takes is never promised to the
+// next person too.
+const expiryGrace = 5 * time.Second
+
 // rateTau is the time constant of the measured admission rate: how fast it
 // follows a change.
 const rateTau = 3 * time.Second
@@ -268,7 +274,7 @@ func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, 
 		return st, nil
 	}
 	opening := !now.Before(d.OpensAt)
-	expireBefore := now.Add(-s.ttl)
+	expireBefore := now.Add(-s.ttl - expiryGrace)
 	// Outstanding admissions are read before the stock: a claim in between
 	// lowers the stock after the count, which errs on admitting too few.
 	outstanding := outstandingAt(st.Batches, expireBefore)
@@ -344,7 +350,7 @@ func outstandingAt(batches []dibs.Batch, expireBefore time.Time) int64 {
 }
 
 func (s *Service) publish(e *entry, st dibs.RoomState, now time.Time, leader bool) {
-	e.snap.Store(&snapshot{RoomState: st, outstanding: outstandingAt(st.Batches, now.Add(-s.ttl)), at: now, leader: leader})
+	e.snap.Store(&snapshot{RoomState: st, outstanding: outstandingAt(st.Batches, now.Add(-s.ttl-expiryGrace)), at: now, leader: leader})
 	e.mu.Lock()
 	close(e.changed)
 	e.changed = make(chan struct{})
