@@ -269,6 +269,11 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 		return false, nil
 	}
 	delete(p.byClaim, claimID)
+	// The slot is free before its holder is forgotten: a lock-free reader
+	// that no longer sees the holder must see the slot (else a retry by the
+	// same user reads sold_out mid-release).
+	p.free = append(p.free, h.slot)
+	p.left.Add(1)
 	if v, ok := p.holders.Load(h.user); ok {
 		hr := v.(*holder)
 		hr.holds = slices.DeleteFunc(hr.holds, func(x *hold) bool { return x == h })
@@ -276,8 +281,6 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 			p.holders.Delete(h.user)
 		}
 	}
-	p.free = append(p.free, h.slot)
-	p.left.Add(1)
 	return true, nil
 }
 
