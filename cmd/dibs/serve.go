@@ -22,6 +22,7 @@ import (
 	"github.com/dibs-io/dibs/memory"
 	"github.com/dibs-io/dibs/passport"
 	"github.com/dibs-io/dibs/postgres"
+	"github.com/dibs-io/dibs/room"
 	"github.com/dibs-io/dibs/sqlite"
 )
 
@@ -37,6 +38,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
+	Room            RoomConfig
 }
 
 // MinAdminTokenLen keeps admin tokens out of guessing range.
@@ -56,6 +58,7 @@ func DefaultConfig() Config {
 			BackgroundConns: postgres.DefaultBackgroundConns,
 			ReadConns:       postgres.DefaultReadConns,
 		},
+		Room: defaultRoomConfig(),
 	}
 }
 
@@ -83,7 +86,7 @@ func (c *Config) Validate() error {
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	return nil
+	return c.validateRoom()
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
@@ -99,6 +102,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown waits for requests in flight")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+	c.roomFlags(fs)
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -110,6 +114,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.PassportSecret = os.Getenv("DIBS_PASSPORT_SECRET")
 	cfg.AdminToken = os.Getenv("DIBS_ADMIN_TOKEN")
+	cfg.Room.Secret = os.Getenv("DIBS_ROOM_SECRET")
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -142,6 +147,7 @@ type Main struct {
 	log    *slog.Logger
 	store  dibs.Store
 	engine *engine.Engine
+	room   *room.Service
 	srv    *http.Server
 	ln     net.Listener
 	served chan error
@@ -171,8 +177,14 @@ func (m *Main) Run(ctx context.Context) error {
 		reg.MustRegister(s.Collector())
 	}
 
-	m.engine = engine.New(engine.Config{Store: store, Gate: memory.NewGate(), Recorder: rec, Logger: m.log})
+	if m.room, err = openRoom(m.cfg, nil, m.log); err != nil { // the --redis wiring passes its client
+		return err
+	}
+	m.engine = engine.New(engine.Config{Store: store, Gate: memory.NewGate(), Recorder: rec, Logger: m.log, Admissions: m.room})
 	if err := m.engine.Register(reg); err != nil {
+		return err
+	}
+	if err := m.room.Register(reg); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -180,10 +192,12 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.log.Info("record loaded", "drops", len(m.engine.Drops()), "took", time.Since(start).Round(time.Millisecond))
+	m.startRoom(ctx)
 
 	api := httpapi.New(m.engine, httpapi.Config{
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
 		Gatherer: reg, Registerer: reg, Logger: m.log,
+		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
 	})
 	m.srv = &http.Server{
 		Handler:           api,
@@ -194,6 +208,7 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
 	}
+	m.srv.RegisterOnShutdown(api.CloseStreams)
 	if m.ln, err = net.Listen("tcp", m.cfg.Addr); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -243,6 +258,10 @@ func (m *Main) Close() error {
 			errs = append(errs, err)
 		}
 		m.srv = nil
+	}
+	if m.room != nil {
+		m.room.Stop()
+		m.room = nil
 	}
 	if m.engine != nil {
 		errs = append(errs, m.engine.Close())
