@@ -324,6 +324,11 @@ type ClaimRequest struct {
 	UserID         string
 	IdempotencyKey string
 	Admission      string // the waiting room's admission, for queued drops
+
+	// Waiting, if set, is called once before Claim blocks until the claim
+	// is durable: the caller may give back what it holds while it waits
+	// (the HTTP layer's share of the CPU).
+	Waiting func()
 }
 
 // Claim takes a slot for the user and returns the claim once it is durable.
@@ -374,6 +379,9 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 	// A fresh hold, or a retry of a hold whose write has not been seen to
 	// finish (in flight here, or its node died): write it. Writes are
 	// idempotent by claim id.
+	if req.Waiting != nil {
+		req.Waiting()
+	}
 	if err := e.rec.record(ctx, c, !h.Existing); err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, false, err

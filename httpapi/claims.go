@@ -33,6 +33,14 @@ var claimIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // createClaim answers 201 with a new claim once it is durable, 200 with the
 // user's existing claim, or a problem: losers never wait for the record.
 func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
+	run, err := s.claimRun.acquire(r.Context())
+	if err != nil {
+		if r.Context().Err() == nil {
+			writeError(w, r, s.log, err)
+		}
+		return
+	}
+	defer run()
 	id, err := pathDropID(r)
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -56,7 +64,10 @@ func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	adm := r.Header.Get("Dibs-Admission")
-	c, created, err := s.engine.Claim(r.Context(), engine.ClaimRequest{DropID: id, UserID: user, IdempotencyKey: key, Admission: adm})
+	c, created, err := s.engine.Claim(r.Context(), engine.ClaimRequest{
+		DropID: id, UserID: user, IdempotencyKey: key, Admission: adm,
+		Waiting: run, // a winner waiting for its group commit needs no core
+	})
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client is gone; a won claim stays won and a retry returns it

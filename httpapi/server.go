@@ -46,6 +46,11 @@ type Limits struct {
 	// Queue bounds waiting-room joins and status reads in flight, Stream
 	// the open event streams; zero takes the default.
 	Queue, Stream int
+
+	// ClaimWorkers bounds the claim handlers that run at once; the other
+	// claims in flight wait up to DefaultClaimWait for a turn, then are
+	// shed. Zero: DefaultClaimWorkers; negative: no bound.
+	ClaimWorkers int
 }
 
 // DefaultLimits suit one node on a few cores: claims are short (losers are
@@ -81,6 +86,7 @@ type Server struct {
 	mux       *http.ServeMux
 	metrics   *httpMetrics
 
+	claimRun  *runLimit
 	room      Room
 	joins     *joinLimiter
 	ipHeader  string
@@ -118,6 +124,11 @@ func New(e *engine.Engine, cfg Config) *Server {
 		cfg.Gatherer = prometheus.NewRegistry()
 	}
 
+	workers := cfg.Limits.ClaimWorkers
+	if workers == 0 {
+		workers = DefaultClaimWorkers()
+	}
+	s.claimRun = newRunLimit(workers, DefaultClaimWait, s.metrics.shed.WithLabelValues(ClassClaim))
 	claim := s.class(ClassClaim, cfg.Limits.Claim)
 	read := s.class(ClassRead, cfg.Limits.Read)
 	admin := s.class(ClassAdmin, cfg.Limits.Admin)

@@ -388,3 +388,31 @@ func FuzzClaimRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestWinnerWaitingFreesItsTurn: a winner waiting for its group commit
+// holds no claim worker, so with one worker other claims still run.
+func TestWinnerWaitingFreesItsTurn(t *testing.T) {
+	t.Parallel()
+	b := setup(t, httpapi.Limits{Claim: 8, Read: 8, Admin: 8, Ops: 8, ClaimWorkers: 1})
+	b.mustCreateDrop(t, `{"id":"open","title":"t","kind":"coupon","stock":5}`)
+	b.mustCreateDrop(t, `{"id":"gone","title":"t","kind":"coupon","stock":1}`)
+	if r := b.do(t, "POST", "/v1/drops/gone/claims", pass(t, "first"), ""); r.status != http.StatusCreated {
+		t.Fatalf("sell out: %d %s", r.status, r.raw)
+	}
+	block := make(chan struct{})
+	b.store.mu.Lock()
+	b.store.block, b.store.entered = block, make(chan struct{}, 1)
+	b.store.mu.Unlock()
+
+	won := make(chan response, 1)
+	go func() { won <- b.do(t, "POST", "/v1/drops/open/claims", pass(t, "a"), "") }()
+	<-b.store.entered // the winner waits for its commit
+
+	if r := b.do(t, "POST", "/v1/drops/gone/claims", pass(t, "b"), ""); r.status != http.StatusGone {
+		t.Fatalf("a claim while the only worker's winner waits = %d %s, want 410 at once", r.status, r.raw)
+	}
+	close(block)
+	if r := <-won; r.status != http.StatusCreated {
+		t.Fatalf("the waiting winner: %d %s", r.status, r.raw)
+	}
+}
