@@ -34,8 +34,10 @@ function request()
 end
 `
 
-// isolationResult is one round: regular traffic alone, then during a spike.
+// isolationResult is one round of one variant: regular traffic alone, then
+// during a spike.
 type isolationResult struct {
+	variant     string
 	base, spike latencies
 	spikeRPS    float64
 	spikeOut    string // wrk's status line, for the record
@@ -45,14 +47,13 @@ type isolationResult struct {
 // claim spike on the same node (TESTPLAN C1): drop reads at regularRate,
 // open-model, timed from their intended send time; the spike is wrk with
 // a new user per claim on a drop of 1,111, paced to spikeRate.
-func isolation(cfg config, regularRate, spikeRate float64) ([]isolationResult, error) {
+func isolation(cfg config, regularRate, spikeRate float64, variants []variant) ([]isolationResult, error) {
 	if err := mintTokens(cfg, "fresh.txt", "fresh-", cfg.tokens); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(cfg.dir, "spike.lua"), []byte(spikeLua), 0o644); err != nil {
 		return nil, err
 	}
-	start := dibsNode(`{"id":"d","title":"Pepero Day","kind":"coupon","stock":1111}`, nil)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
 	pause := 0.0
 	if spikeRate > 0 {
@@ -60,20 +61,42 @@ func isolation(cfg config, regularRate, spikeRate float64) ([]isolationResult, e
 	}
 	var out []isolationResult
 	for round := range cfg.rounds {
+		for _, v := range variants {
+			r, err := isolationRound(cfg, client, v, regularRate, pause)
+			if err != nil {
+				return nil, err
+			}
+			log.Printf("   round %d %-22s regular p99 %.2f ms alone, %.2f ms during a spike of %.0f claims/s (%.2f×); p99.9 %.2f / %.2f ms; errors %d / %d",
+				round+1, v.name, r.base.p99, r.spike.p99, r.spikeRPS, r.spike.p99/r.base.p99, r.base.p999, r.spike.p999, r.base.errors, r.spike.errors)
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// variant is a dibs node configuration compared in one run.
+type variant struct {
+	name string
+	args []string
+}
+
+func isolationRound(cfg config, client *http.Client, v variant, regularRate, pause float64) (isolationResult, error) {
+	start := dibsNode(`{"id":"d","title":"Pepero Day","kind":"coupon","stock":1111}`, nil, v.args...)
+	{
 		ctx, cancel := context.WithCancel(context.Background())
 		addr, err := freeAddr()
 		if err != nil {
 			cancel()
-			return nil, err
+			return isolationResult{}, err
 		}
 		stop, err := start(ctx, cfg, addr)
 		if err != nil {
 			cancel()
-			return nil, err
+			return isolationResult{}, err
 		}
 		url := "http://" + addr + "/v1/drops/d"
 		regularTraffic(ctx, client, url, regularRate, time.Second) // warm up connections
-		var r isolationResult
+		r := isolationResult{variant: v.name}
 		r.base = regularTraffic(ctx, client, url, regularRate, cfg.duration)
 
 		wrk := pinned(1, "wrk", "-t1", fmt.Sprintf("-c%d", cfg.conns), "-d"+(cfg.duration+time.Second).String(),
@@ -84,7 +107,7 @@ func isolation(cfg config, regularRate, spikeRate float64) ([]isolationResult, e
 		if err := wrk.Start(); err != nil {
 			stop()
 			cancel()
-			return nil, err
+			return isolationResult{}, err
 		}
 		time.Sleep(500 * time.Millisecond) // let the spike reach its rate
 		r.spike = regularTraffic(ctx, client, url, regularRate, cfg.duration)
@@ -97,9 +120,6 @@ func isolation(cfg config, regularRate, spikeRate float64) ([]isolationResult, e
 		}
 		stop()
 		cancel()
-		log.Printf("   round %d: regular p99 %.2f ms alone, %.2f ms during a spike of %.0f claims/s (%.2f×); p99.9 %.2f / %.2f ms; errors %d / %d",
-			round+1, r.base.p99, r.spike.p99, r.spikeRPS, r.spike.p99/r.base.p99, r.base.p999, r.spike.p999, r.base.errors, r.spike.errors)
-		out = append(out, r)
+		return r, nil
 	}
-	return out, nil
 }

@@ -91,7 +91,10 @@ func run(cfg config) error {
 	}
 
 	if cfg.only == "isolation" {
-		_, err := isolation(cfg, cfg.regularRate, cfg.spikeRate)
+		_, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{
+			{"claim workers (default)", nil},
+			{"no claim-worker bound", []string{"--claim-workers", "-1"}},
+		})
 		return err
 	}
 	var results []result
