@@ -482,8 +482,13 @@ func (g *Gate) Holds(ctx context.Context, dropID string, fn func(dibs.Hold) erro
 	if err != nil {
 		return err
 	}
-	g.metrics.call(opHolds)
-	built, err := g.client.Do(ctx, g.client.B().Hexists().Key(dr.keys[0]).Field("built").Build()).AsBool()
+	do := func(cmd rueidis.Completed) rueidis.RedisResult {
+		cctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
+		defer cancel()
+		g.metrics.call(opHolds)
+		return g.client.Do(cctx, cmd)
+	}
+	built, err := do(g.client.B().Hexists().Key(dr.keys[0]).Field("built").Build()).AsBool()
 	if err != nil {
 		return unavailable(ctx, "holds", err)
 	}
@@ -493,8 +498,7 @@ func (g *Gate) Holds(ctx context.Context, dropID string, fn func(dibs.Hold) erro
 	}
 	var cursor uint64
 	for {
-		g.metrics.call(opHolds)
-		e, err := g.client.Do(ctx, g.client.B().Hscan().Key(dr.keys[1]).Cursor(cursor).Count(500).Build()).AsScanEntry()
+		e, err := do(g.client.B().Hscan().Key(dr.keys[1]).Cursor(cursor).Count(500).Build()).AsScanEntry()
 		if err != nil {
 			return unavailable(ctx, "holds", err)
 		}
@@ -565,8 +569,10 @@ func (g *Gate) Restore(ctx context.Context, c *dibs.Claim) (bool, error) {
 
 // Ping reports whether the primary answers.
 func (g *Gate) Ping(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
+	defer cancel()
 	g.metrics.call(opPing)
-	return unavailable(ctx, "ping", g.client.Do(ctx, g.client.B().Ping().Build()).Error())
+	return unavailable(ctx, "ping", g.client.Do(cctx, g.client.B().Ping().Build()).Error())
 }
 
 // stamp is t in unix microseconds, the unit of every time the scripts see.

@@ -134,7 +134,9 @@ func (g *Gate) loadRoster(ctx context.Context, dr *drop, build string, n int64) 
 	for off := r.n; off < n; off += rosterChunk {
 		end := min(off+rosterChunk, n)
 		g.metrics.call(opRoster)
-		s, err := g.client.Do(ctx, g.client.B().Getrange().Key(dr.keys[5]).Start(off*rosterEntry).End(end*rosterEntry-1).Build()).ToString()
+		cctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
+		s, err := g.client.Do(cctx, g.client.B().Getrange().Key(dr.keys[5]).Start(off*rosterEntry).End(end*rosterEntry-1).Build()).ToString()
+		cancel()
 		if err != nil {
 			return nil, unavailable(ctx, "roster", err)
 		}

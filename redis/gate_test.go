@@ -37,7 +37,8 @@ func NewPrefix(tb testing.TB, c rueidis.Client) string {
 }
 
 func deleteKeys(c rueidis.Client, prefix string) {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	var cursor uint64
 	for {
 		e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(prefix+"*").Count(1000).Build()).AsScanEntry()
