@@ -19,6 +19,7 @@ const (
 	// that took it.
 	DefaultReconcileGrace = 30 * time.Second
 	DefaultReconcileSoon  = 100 * time.Millisecond
+	DefaultFullEvery      = 20
 )
 
 // ReconcilerConfig tunes a Reconciler. Zero values take the defaults.
@@ -31,6 +32,10 @@ type ReconcilerConfig struct {
 	// Soon is how long after the record refused a claim the reconciler
 	// looks at its drop: conflicts come in bursts, one pass answers them.
 	Soon time.Duration
+	// FullEvery: a periodic pass over a drop whose gate and record hold as
+	// many claims as each other is skipped, except every FullEvery-th
+	// interval. A full pass reads every hold and every claim of the drop.
+	FullEvery int
 	// Logger is the engine's if nil.
 	Logger *slog.Logger
 }
@@ -44,9 +49,10 @@ type ReconcilerConfig struct {
 //     it) is restored, and holds in its way are dropped;
 //   - a drop whose gate state is missing is rebuilt from the record.
 //
-// It passes over every drop each Interval, and over a drop soon after the
-// record refused a claim of it. Every node may run one; their work is
-// idempotent.
+// It passes over every open drop each Interval (skipping, most of the time,
+// a drop whose gate and record count as many claims), and over a drop soon
+// after the record refused a claim of it. Every node may run one; their
+// work is idempotent.
 type Reconciler struct {
 	e   *Engine
 	cfg ReconcilerConfig
@@ -73,6 +79,9 @@ func NewReconciler(e *Engine, cfg ReconcilerConfig) *Reconciler {
 	}
 	if cfg.Soon <= 0 {
 		cfg.Soon = DefaultReconcileSoon
+	}
+	if cfg.FullEvery <= 0 {
+		cfg.FullEvery = DefaultFullEvery
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -115,12 +124,17 @@ func (r *Reconciler) loop(ctx context.Context, done chan struct{}) {
 	defer tick.Stop()
 	dirty := map[string]bool{}
 	var soon <-chan time.Time
-	for {
+	for n := 1; ; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			full := n%r.cfg.FullEvery == 0
+			n++
 			for _, d := range r.e.Drops() {
+				if d.Status == dibs.StatusClosed || (!full && r.agrees(ctx, d)) {
+					continue
+				}
 				r.pass(ctx, d.ID)
 			}
 		case id := <-r.e.conflicts:
@@ -136,6 +150,17 @@ func (r *Reconciler) loop(ctx context.Context, done chan struct{}) {
 			clear(dirty)
 		}
 	}
+}
+
+// agrees reports whether the gate holds as many slots of d as the record
+// has active claims: two cheap counts instead of reading every claim.
+func (r *Reconciler) agrees(ctx context.Context, d *dibs.Drop) bool {
+	left, err := r.e.gate.Remaining(ctx, d.ID)
+	if err != nil {
+		return false
+	}
+	counts, err := r.e.store.CountClaims(ctx, d.ID)
+	return err == nil && d.Stock-left == counts.Active()
 }
 
 // pass reconciles one drop and logs what it did or why it could not.

@@ -19,7 +19,6 @@ import (
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
-	"github.com/dibs-io/dibs/memory"
 	"github.com/dibs-io/dibs/passport"
 	"github.com/dibs-io/dibs/sqlite"
 )
@@ -34,6 +33,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
+	Redis           RedisConfig
 }
 
 // MinAdminTokenLen keeps admin tokens out of guessing range.
@@ -69,6 +69,9 @@ func (c *Config) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return errors.New("--log-format must be json or text")
 	}
+	if err := c.Redis.Validate(); err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -85,6 +88,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown waits for requests in flight")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+	c.Redis.flags(fs)
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -127,6 +131,7 @@ type Main struct {
 	cfg    Config
 	log    *slog.Logger
 	store  dibs.Store
+	gate   *gateService
 	engine *engine.Engine
 	srv    *http.Server
 	ln     net.Listener
@@ -157,7 +162,10 @@ func (m *Main) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	m.engine = engine.New(engine.Config{Store: store, Gate: memory.NewGate(), Logger: m.log})
+	if m.gate, err = openGate(m.cfg.Redis, reg, m.log); err != nil {
+		return err
+	}
+	m.engine = engine.New(engine.Config{Store: store, Gate: m.gate.gate, Logger: m.log})
 	if err := m.engine.Register(reg); err != nil {
 		return err
 	}
@@ -166,6 +174,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.log.Info("record loaded", "drops", len(m.engine.Drops()), "took", time.Since(start).Round(time.Millisecond))
+	m.gate.start(m.engine)
 
 	api := httpapi.New(m.engine, httpapi.Config{
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
@@ -208,9 +217,16 @@ func (m *Main) Close() error {
 		}
 		m.srv = nil
 	}
+	if m.gate != nil {
+		m.gate.stopWork() // reconciler and refresh, before the engine they use
+	}
 	if m.engine != nil {
 		errs = append(errs, m.engine.Close())
 		m.engine = nil
+	}
+	if m.gate != nil {
+		m.gate.close() // after the engine: its last commits confirm holds
+		m.gate = nil
 	}
 	if m.store != nil {
 		errs = append(errs, m.store.Close())
