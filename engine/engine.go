@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/dibs-io/dibs"
 )
 
@@ -117,9 +119,13 @@ func New(cfg Config) *Engine {
 	return e
 }
 
-// NewClaimID returns a random, unguessable claim id: 128 bits in lower-case
-// base32.
-func NewClaimID() string { return strings.ToLower(rand.Text()) }
+// NewClaimID returns a claim id: a ULID in lower case, 48 bits of
+// milliseconds then 80 random bits from crypto/rand. The time prefix makes
+// the record's id index grow at its end instead of everywhere (fewer pages
+// written per commit); the random part keeps ids unguessable.
+func NewClaimID() string {
+	return strings.ToLower(ulid.MustNew(ulid.Now(), rand.Reader).String())
+}
 
 // Open loads every drop from the record, rebuilds the gate from the active
 // claims, and starts the recorder.
@@ -332,7 +338,7 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 	outcome := outcomeError
 	defer func() {
 		ent.outcomes[outcome].Add(1)
-		e.metrics.claimLatency.WithLabelValues(outcomeNames[outcome]).Observe(time.Since(start).Seconds())
+		e.metrics.claimLatencyBy[outcome].Observe(time.Since(start).Seconds())
 	}()
 
 	d := ent.drop.Load()

@@ -62,6 +62,11 @@ func setup(t *testing.T) *bundle {
 
 func open(t *testing.T, path string, opts ...func(*engine.Config, *faultyStore)) *bundle {
 	t.Helper()
+	return openTB(t, path, opts...)
+}
+
+func openTB(t testing.TB, path string, opts ...func(*engine.Config, *faultyStore)) *bundle {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)

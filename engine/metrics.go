@@ -12,6 +12,7 @@ import (
 // the hot path only bumps atomic counters it keeps anyway.
 type Metrics struct {
 	claimLatency     *prometheus.HistogramVec
+	claimLatencyBy   [len(outcomeNames)]prometheus.Observer // resolved once: no label lookup per claim
 	recorderBatch    prometheus.Histogram
 	recorderCommit   prometheus.Histogram
 	recorderFailures prometheus.Counter
@@ -26,7 +27,7 @@ type Metrics struct {
 
 // NewMetrics makes the engine's collectors. Register them with Register.
 func NewMetrics() *Metrics {
-	return &Metrics{
+	m := &Metrics{
 		claimLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "dibs_claim_duration_seconds",
 			Help:    "Time to decide a claim, from gate to durable record, by outcome.",
@@ -71,6 +72,10 @@ func NewMetrics() *Metrics {
 			Help: "Reconciler passes that could not finish (gate or record unavailable).",
 		}),
 	}
+	for i, name := range outcomeNames {
+		m.claimLatencyBy[i] = m.claimLatency.WithLabelValues(name)
+	}
+	return m
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {

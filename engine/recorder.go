@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/dibs-io/dibs"
 )
 
-// Group-commit defaults: a batch closes when it holds MaxBatch claims or
-// Linger after its first claim arrived, whichever comes first.
+// Group-commit defaults: a batch closes when it holds MaxBatch claims,
+// Linger after its first claim arrived, or as soon as no more claims are
+// waiting, whichever comes first. Under load, claims pile up during each
+// commit and the next batch takes them all.
 const (
 	DefaultMaxBatch   = 512
 	DefaultLinger     = time.Millisecond
@@ -170,9 +173,21 @@ func (r *recorder) loop() {
 			select {
 			case p := <-r.queue:
 				batch = append(batch, p)
+				continue
+			default:
+			}
+			// Nothing waiting: let claims already on their way arrive, and
+			// commit if none did. Waiting out the linger here would only
+			// add latency; claims that come during the commit batch anyway.
+			runtime.Gosched()
+			select {
+			case p := <-r.queue:
+				batch = append(batch, p)
 			case <-timer.C:
 				break fill
 			case <-r.stop:
+				break fill
+			default:
 				break fill
 			}
 		}

@@ -92,9 +92,38 @@ func writeProblem(w http.ResponseWriter, status int, code, detail string) {
 		h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(Problem{
-		Type: ProblemType(code), Title: http.StatusText(status), Status: status, Detail: detail, Code: code,
-	})
+	w.Write(appendProblem(make([]byte, 0, 256), status, code, detail))
+}
+
+// appendProblem appends the problem+json body: the same bytes
+// json.Marshal(Problem{...}) gives, without reflection, because losers of a
+// spike get this answer tens of thousands of times a second.
+func appendProblem(b []byte, status int, code, detail string) []byte {
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, ProblemType(code))
+	b = append(b, `,"title":`...)
+	b = appendJSONString(b, http.StatusText(status))
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, `,"detail":`...)
+	b = appendJSONString(b, detail)
+	b = append(b, `,"code":`...)
+	b = appendJSONString(b, code)
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c >= 0x80 {
+			q, _ := json.Marshal(s) // rare: anything to escape
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // writeJSON answers with v as JSON.

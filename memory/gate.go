@@ -32,9 +32,10 @@ func NewGate() *Gate {
 }
 
 type pool struct {
-	drop   atomic.Pointer[dibs.Drop]
-	status atomic.Pointer[dibs.Status]
-	left   atomic.Int64 // free slots: read without the lock
+	soldOut error // the same answer for every loser: built once
+	drop    atomic.Pointer[dibs.Drop]
+	status  atomic.Pointer[dibs.Status]
+	left    atomic.Int64 // free slots: read without the lock
 
 	// holders maps user id to *holder. Written under mu, read without it on
 	// the sold-out path: a user is stored before the last slot goes, so a
@@ -96,7 +97,7 @@ func (g *Gate) Prepare(ctx context.Context, d *dibs.Drop, scan dibs.ScanFunc) er
 		return nil
 	}
 
-	p = &pool{next: 1, byClaim: make(map[string]*hold)}
+	p = &pool{next: 1, byClaim: make(map[string]*hold), soldOut: dibs.Errorf(dibs.ESOLDOUT, "drop %s is sold out", d.ID)}
 	p.drop.Store(&dc)
 	p.setStatus(dc.Status)
 	if err := p.rebuild(ctx, d.Stock, scan); err != nil {
@@ -174,7 +175,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 			return dibs.Hold{}, err
 		}
 		if p.left.Load() <= 0 {
-			return dibs.Hold{}, dibs.Errorf(dibs.ESOLDOUT, "drop %s is sold out", d.ID)
+			return dibs.Hold{}, p.soldOut
 		}
 	}
 
@@ -195,7 +196,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 		return dibs.Hold{}, dibs.Errorf(dibs.ELIMIT, "you hold %d claims of drop %s, the most allowed", len(hr.holds), d.ID)
 	}
 	if p.left.Load() <= 0 {
-		return dibs.Hold{}, dibs.Errorf(dibs.ESOLDOUT, "drop %s is sold out", d.ID)
+		return dibs.Hold{}, p.soldOut
 	}
 	if hr == nil {
 		hr = p.holder(r.UserID) // stored before the slot is taken, see holders

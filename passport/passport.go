@@ -27,6 +27,9 @@ const MaxTokenLen = 4096
 type Verifier struct {
 	secret []byte
 	parser *jwt.Parser
+	leeway time.Duration
+	now    func() time.Time
+	cache  *cache // nil: no cache
 }
 
 // Options tune a Verifier. The zero value checks signature, algorithm and
@@ -36,6 +39,9 @@ type Options struct {
 	Issuer   string // if set, iss must match
 	Audience string // if set, aud must contain it
 	Now      func() time.Time
+	// CacheSize bounds the verified passports remembered (DefaultCacheSize
+	// if zero; negative: no cache).
+	CacheSize int
 }
 
 // NewVerifier returns a verifier for passports signed with secret.
@@ -58,10 +64,18 @@ func NewVerifier(secret []byte, o Options) (*Verifier, error) {
 	if o.Audience != "" {
 		opts = append(opts, jwt.WithAudience(o.Audience))
 	}
-	if o.Now != nil {
-		opts = append(opts, jwt.WithTimeFunc(o.Now))
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	return &Verifier{secret: secret, parser: jwt.NewParser(opts...)}, nil
+	opts = append(opts, jwt.WithTimeFunc(o.Now))
+	v := &Verifier{secret: secret, parser: jwt.NewParser(opts...), leeway: o.Leeway, now: o.Now}
+	switch {
+	case o.CacheSize == 0:
+		v.cache = newCache(DefaultCacheSize)
+	case o.CacheSize > 0:
+		v.cache = newCache(o.CacheSize)
+	}
+	return v, nil
 }
 
 // Verify returns the user id (sub) of a valid passport. Every failure is an
@@ -73,6 +87,11 @@ func (v *Verifier) Verify(token string) (string, error) {
 	if len(token) > MaxTokenLen {
 		return "", dibs.Errorf(dibs.EUNAUTHORIZED, "The passport is longer than %d bytes.", MaxTokenLen)
 	}
+	if v.cache != nil {
+		if user, ok := v.cache.get(token, v.now()); ok {
+			return user, nil
+		}
+	}
 	var claims jwt.RegisteredClaims
 	_, err := v.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return v.secret, nil })
 	if err != nil {
@@ -80,6 +99,9 @@ func (v *Verifier) Verify(token string) (string, error) {
 	}
 	if !dibs.ValidUserID(claims.Subject) {
 		return "", dibs.Errorf(dibs.EUNAUTHORIZED, "The passport's sub must be 1 to %d printable bytes.", dibs.MaxUserIDLen)
+	}
+	if v.cache != nil {
+		v.cache.put(token, claims.Subject, claims.ExpiresAt.Add(v.leeway))
 	}
 	return claims.Subject, nil
 }

@@ -124,3 +124,27 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestCacheHonoursExpiry: a remembered passport stops working when it
+// expires, as an unremembered one would.
+func TestCacheHonoursExpiry(t *testing.T) {
+	t.Parallel()
+	clock := now
+	v, err := passport.NewVerifier(secret, passport.Options{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := passport.Issue(secret, "dave", now, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // verify, then hit the cache
+		if user, err := v.Verify(tok); err != nil || user != "dave" {
+			t.Fatalf("Verify = %q, %v", user, err)
+		}
+	}
+	clock = now.Add(time.Minute + passport.DefaultLeeway + time.Second)
+	if _, err := v.Verify(tok); dibs.ErrorCode(err) != dibs.EUNAUTHORIZED {
+		t.Fatalf("expired passport from the cache: %v, want unauthorized", err)
+	}
+}

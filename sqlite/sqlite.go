@@ -31,10 +31,18 @@ var migrations embed.FS
 // ReadConns is the size of the read pool.
 const ReadConns = 4
 
+// CheckpointEvery is how often the WAL is copied back into the database
+// file, off the commit path.
+const CheckpointEvery = 500 * time.Millisecond
+
 // Store is the SQLite system of record. Safe for concurrent use.
 type Store struct {
-	db   *sql.DB // the single writer connection
-	read *sql.DB
+	db      *sql.DB // the single writer connection
+	read    *sql.DB
+	inserts insertStmts
+
+	stop chan struct{}
+	done chan struct{}
 }
 
 // Open opens (creating if needed) the database file at path, applies
@@ -57,6 +65,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.inserts.prepare(ctx, db); err != nil {
+		s.inserts.close()
+		db.Close()
+		return nil, err
+	}
 	read, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		db.Close()
@@ -65,7 +78,29 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	read.SetMaxOpenConns(ReadConns)
 	read.SetMaxIdleConns(ReadConns)
 	s.read = read
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go s.checkpointer()
 	return s, nil
+}
+
+// checkpointer copies committed WAL frames into the database file in the
+// background (PASSIVE: it never blocks the writer), so that commits do not
+// pay for checkpoints and the WAL does not grow without bound.
+func (s *Store) checkpointer() {
+	defer close(s.done)
+	t := time.NewTicker(CheckpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			var busy, frames, done int
+			if err := s.read.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &done); err != nil {
+				continue // the next tick tries again; Ping reports a store that is gone
+			}
+		}
+	}
 }
 
 func dsn(path string, readOnly bool) string {
@@ -74,6 +109,10 @@ func dsn(path string, readOnly bool) string {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "cache_size(-65536)") // 64 MiB per connection: index pages stay in memory
+	q.Add("_pragma", "mmap_size(268435456)")
+	// Checkpoints run in the background (checkpointer), not inside a commit.
+	q.Add("_pragma", "wal_autocheckpoint(0)")
 	q.Set("_txlock", "immediate")
 	if readOnly {
 		q.Set("_query_only", "1")
@@ -125,8 +164,18 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes both pools.
+// Close stops the checkpointer, checkpoints what is left, and closes both
+// pools. Safe to call twice.
 func (s *Store) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	<-s.done
+	s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	s.inserts.close()
 	return errors.Join(s.read.Close(), s.db.Close())
 }
 

@@ -5,6 +5,7 @@
 //	dibs demo     run the whole event on this machine and check it
 //	dibs load     fire a spike at any dibs server and audit the winners
 //	dibs pgsim    run a payment-gateway simulator
+//	dibs passport print a passport for trying the API by hand
 //	dibs version  print the version
 package main
 
@@ -52,6 +53,7 @@ Usage:
   dibs demo [flags]     run a whole event on this machine and check every invariant
   dibs load [flags]     fire a spike at a drop on any dibs server and audit it
   dibs pgsim [flags]    run a payment-gateway simulator (docs/payments.md)
+  dibs passport USER    print a passport for USER signed with DIBS_PASSPORT_SECRET
   dibs version          print the version
 
 Every flag may also be set as an environment variable DIBS_<FLAG>,
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runLoad(ctx, rest, stdout, stderr)
 	case "pgsim":
 		return runPgsim(ctx, rest, stdout, stderr)
+	case "passport":
+		return runPassport(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "dibs", versionString())
 		return nil

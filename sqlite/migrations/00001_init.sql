@@ -32,7 +32,7 @@ CREATE TABLE claims (
     updated_at      INTEGER NOT NULL,
     hold_expires_at INTEGER,
     coupon_code     TEXT
-) STRICT;
+) STRICT, WITHOUT ROWID; -- clustered by the time-ordered id: one B-tree fewer per claim
 
 CREATE UNIQUE INDEX claims_active_slot ON claims (drop_id, slot)
     WHERE state IN ('held', 'confirmed', 'paid');
@@ -46,8 +46,7 @@ CREATE INDEX claims_drop_state ON claims (drop_id, state);
 -- +goose StatementBegin
 CREATE TRIGGER claims_within_drop BEFORE INSERT ON claims
 WHEN NEW.slot < 1 OR NEW.nth < 1
-  OR NEW.slot > (SELECT stock FROM drops WHERE id = NEW.drop_id)
-  OR NEW.nth > (SELECT per_user_limit FROM drops WHERE id = NEW.drop_id)
+  OR NOT EXISTS (SELECT 1 FROM drops WHERE id = NEW.drop_id AND NEW.slot <= stock AND NEW.nth <= per_user_limit)
 BEGIN
     SELECT RAISE(IGNORE);
 END;

@@ -1,0 +1,58 @@
+# dibs: make help lists the targets.
+
+GO       ?= go
+FUZZTIME ?= 3s
+
+# Integration tests run against the real services on this machine.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
+export TEST_DATABASE_URL TEST_REDIS_URL
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: test
+test: fmt-check vet ## what CI runs: gofmt, vet, race tests, short fuzz runs
+	$(GO) test -race -timeout 8m ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+.PHONY: vet
+vet: ## go vet
+	$(GO) vet ./...
+
+.PHONY: fmt-check
+fmt-check: ## fail if gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME (make fuzz FUZZTIME=1h for the long run)
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg > /dev/null || exit 1; \
+		done; \
+	done
+
+.PHONY: bench
+bench: ## measure dibs against the reference servers and rewrite docs/benchmarks.md
+	$(GO) run ./bench/run
+
+.PHONY: gobench
+gobench: ## Go benchmarks (gate, recorder, handlers)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: soak
+soak: ## TESTPLAN B1 in full: kill -9 the node every 2 s, 300 times
+	DIBS_SOAK_KILLS=300 $(GO) test -run Kill9 -timeout 30m -v ./cmd/dibs/
+
+.PHONY: demo
+demo: ## the whole event on this machine
+	$(GO) run ./cmd/dibs demo
+
+.PHONY: build
+build: ## build bin/dibs
+	$(GO) build -o bin/dibs ./cmd/dibs

@@ -1,0 +1,391 @@
+// Command run measures dibs against reference servers and writes the
+// results into docs/benchmarks.md.
+//
+// Each scenario pairs a reference with dibs, runs them alternately (A B A B
+// …) with the same client (wrk, same connections, same script) and reports
+// the median requests/s of each and their ratio. Servers are pinned to one
+// core and the client to the other when taskset is available, so the
+// figures are ratios measured in one run on the same machine.
+//
+//	go run ./bench/run [-rounds 3] [-duration 5s] [-only soldout] [-write docs/benchmarks.md]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dibs-io/dibs/passport"
+)
+
+const (
+	secret = "bench-passport-secret-0123456789abcdef"
+	admin  = "bench-admin-token-0123456789"
+)
+
+type config struct {
+	rounds   int
+	duration time.Duration
+	conns    int
+	only     string
+	write    string
+	tokens   int
+	dir      string // scratch: binaries, token files, data
+}
+
+func main() {
+	cfg := config{}
+	flag.IntVar(&cfg.rounds, "rounds", 3, "A B rounds per scenario; medians are reported")
+	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of one measurement")
+	flag.IntVar(&cfg.conns, "conns", 64, "client connections")
+	flag.StringVar(&cfg.only, "only", "", "run only the scenarios whose name contains this")
+	flag.StringVar(&cfg.write, "write", "docs/benchmarks.md", "file whose generated section is rewritten (empty: print only)")
+	flag.IntVar(&cfg.tokens, "tokens", 600_000, "distinct passports minted for scenarios that need a new user per request")
+	flag.Parse()
+	log.SetFlags(0)
+	if err := run(cfg); err != nil {
+		log.Fatal("bench: ", err)
+	}
+}
+
+func run(cfg config) error {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk is needed (Debian: apt-get install wrk)")
+	}
+	dir, err := os.MkdirTemp("", "dibs-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg.dir = dir
+	log.Printf("building into %s", dir)
+	for _, b := range []struct{ name, pkg string }{{"dibs", "./cmd/dibs"}, {"ceiling", "./bench/ceiling"}, {"naivepg", "./bench/naivepg"}} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg).CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "claims.lua"), []byte(claimsLua), 0o644); err != nil {
+		return err
+	}
+
+	var results []result
+	for _, sc := range scenarios {
+		if cfg.only != "" && !strings.Contains(sc.name, cfg.only) {
+			continue
+		}
+		log.Printf("== %s", sc.name)
+		r, err := measure(cfg, sc)
+		if err != nil {
+			return fmt.Errorf("%s: %w", sc.name, err)
+		}
+		results = append(results, r)
+		log.Printf("   %s %.0f req/s, %s %.0f req/s: %.2f×", sc.ref.name, r.ref, sc.dibs.name, r.dibs, r.dibs/r.ref)
+	}
+	table := render(cfg, results)
+	fmt.Print(table)
+	if cfg.write == "" || cfg.only != "" {
+		return nil
+	}
+	return rewriteSection(cfg.write, "core", table)
+}
+
+// target is one side of a scenario: how to start it and what to send.
+type target struct {
+	name   string
+	start  func(ctx context.Context, cfg config, addr string) (stop func(), err error)
+	tokens string // token file for the wrk script, relative to cfg.dir
+	path   string
+}
+
+type scenario struct {
+	name      string
+	what      string // the sentence under the table
+	ref, dibs target
+	want      float64 // the budget: dibs/ref at least this
+}
+
+type result struct {
+	sc        scenario
+	ref, dibs float64 // median requests/s
+	refRuns   []float64
+	dibsRuns  []float64
+}
+
+func measure(cfg config, sc scenario) (result, error) {
+	r := result{sc: sc}
+	for round := range cfg.rounds {
+		for _, side := range []*target{&sc.ref, &sc.dibs} {
+			rps, err := once(cfg, *side)
+			if err != nil {
+				return r, fmt.Errorf("%s round %d: %w", side.name, round+1, err)
+			}
+			if side == &sc.ref {
+				r.refRuns = append(r.refRuns, rps)
+			} else {
+				r.dibsRuns = append(r.dibsRuns, rps)
+			}
+			log.Printf("   round %d %-28s %8.0f req/s", round+1, side.name, rps)
+		}
+	}
+	r.ref, r.dibs = median(r.refRuns), median(r.dibsRuns)
+	return r, nil
+}
+
+// once starts a fresh server, runs wrk against it, and stops the server.
+func once(cfg config, t target) (float64, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, err := freeAddr()
+	if err != nil {
+		return 0, err
+	}
+	stop, err := t.start(ctx, cfg, addr)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	args := []string{"-t1", fmt.Sprintf("-c%d", cfg.conns), "-d" + cfg.duration.String(), "-s", filepath.Join(cfg.dir, "claims.lua"),
+		"http://" + addr + t.path, "--", filepath.Join(cfg.dir, t.tokens)}
+	out, err := pinned(1, "wrk", args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("wrk said:\n%s", out)
+	}
+	if bytes.Contains(out, []byte("Socket errors")) {
+		log.Printf("   wrk: %s", bytes.TrimSpace(regexp.MustCompile(`Socket errors.*`).Find(out)))
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// pinned runs name on the given CPU when taskset exists.
+func pinned(cpu int, name string, args ...string) *exec.Cmd {
+	if _, err := exec.LookPath("taskset"); err == nil {
+		return exec.Command("taskset", append([]string{"-c", strconv.Itoa(cpu), name}, args...)...)
+	}
+	return exec.Command(name, args...)
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startProcess runs a server pinned to CPU 0 with one P and waits until it
+// answers on addr.
+func startProcess(ctx context.Context, addr string, env []string, name string, args ...string) (func(), error) {
+	cmd := pinned(0, name, args...)
+	cmd.Env = append(append(os.Environ(), "GOMAXPROCS=1"), env...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, fmt.Errorf("%s did not listen on %s:\n%s", name, addr, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mintTokens writes n passports for users prefix0..prefix(n-1), one a line,
+// unless the file exists.
+func mintTokens(cfg config, file, prefix string, n int) error {
+	path := filepath.Join(cfg.dir, file)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	now := time.Now()
+	for i := range n {
+		tok, err := passport.Issue([]byte(secret), prefix+strconv.Itoa(i), now, 3*time.Hour)
+		if err != nil {
+			return err
+		}
+		w.WriteString(tok)
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// dibsNode starts `dibs serve` on a fresh data directory with one drop,
+// prepared by prepare (e.g. sold out).
+func dibsNode(dropJSON string, prepare func(url string) error, extra ...string) func(ctx context.Context, cfg config, addr string) (func(), error) {
+	return func(ctx context.Context, cfg config, addr string) (func(), error) {
+		data, err := os.MkdirTemp(cfg.dir, "data-")
+		if err != nil {
+			return nil, err
+		}
+		args := append([]string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}, extra...)
+		stop, err := startProcess(ctx, addr, []string{"DIBS_PASSPORT_SECRET=" + secret, "DIBS_ADMIN_TOKEN=" + admin}, filepath.Join(cfg.dir, "dibs"), args...)
+		if err != nil {
+			return nil, err
+		}
+		url := "http://" + addr
+		if err := post(url+"/v1/admin/drops", admin, dropJSON, http.StatusCreated); err != nil {
+			stop()
+			return nil, err
+		}
+		if prepare != nil {
+			if err := prepare(url); err != nil {
+				stop()
+				return nil, err
+			}
+		}
+		return func() { stop(); os.RemoveAll(data) }, nil
+	}
+}
+
+func ceiling(ctx context.Context, cfg config, addr string) (func(), error) {
+	return startProcess(ctx, addr, nil, filepath.Join(cfg.dir, "ceiling"), "--addr", addr)
+}
+
+// naivePG starts the naive PostgreSQL design with stock units, on the
+// database of TEST_DATABASE_URL (default: the local test database).
+func naivePG(stock int64) func(ctx context.Context, cfg config, addr string) (func(), error) {
+	return func(ctx context.Context, cfg config, addr string) (func(), error) {
+		url := os.Getenv("TEST_DATABASE_URL")
+		if url == "" {
+			url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+		}
+		return startProcess(ctx, addr, []string{"DIBS_PASSPORT_SECRET=" + secret}, filepath.Join(cfg.dir, "naivepg"),
+			"--addr", addr, "--postgres", url, "--schema", "bench_naive", "--stock", strconv.FormatInt(stock, 10))
+	}
+}
+
+func post(url, bearer, body string, want int) error {
+	req, err := http.NewRequest("POST", url, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != want {
+		b, _ := io.ReadAll(res.Body)
+		return fmt.Errorf("POST %s: %d %s", url, res.StatusCode, b)
+	}
+	return nil
+}
+
+// claimsLua cycles through the passports in the file given after "--",
+// one per request, each connection from its own place in the list.
+const claimsLua = `
+local tokens = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do tokens[#tokens+1] = line end
+  i = math.random(#tokens)
+end
+function request()
+  i = i % #tokens + 1
+  return wrk.format("POST", nil, {["Authorization"] = "Bearer " .. tokens[i]}, nil)
+end
+`
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func render(cfg config, rs []result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured with `make bench` (`go run ./bench/run`): %d rounds of %s each, reference and dibs alternating, wrk with %d connections on one core, the server alone on the other (`GOMAXPROCS=1`). Medians.\n\n",
+		cfg.rounds, cfg.duration, cfg.conns)
+	b.WriteString("| scenario | reference | dibs ÷ reference | budget | runs (reference / dibs, req/s) |\n|---|---|---|---|---|\n")
+	for _, r := range rs {
+		verdict := "met"
+		if r.dibs/r.ref < r.sc.want {
+			verdict = "**missed**"
+		}
+		fmt.Fprintf(&b, "| %s | %s | **%.2f×** | ≥ %.1f× (%s) | %s / %s |\n", r.sc.name, r.sc.ref.name, r.dibs/r.ref, r.sc.want, verdict, runs(r.refRuns), runs(r.dibsRuns))
+	}
+	b.WriteString("\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "- **%s**: %s\n", r.sc.name, r.sc.what)
+	}
+	return b.String()
+}
+
+func runs(xs []float64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.FormatFloat(x, 'f', 0, 64)
+	}
+	return strings.Join(s, ", ")
+}
+
+// rewriteSection replaces the text between <!-- bench:NAME --> and
+// <!-- /bench:NAME --> in path, appending the section if it is missing.
+func rewriteSection(path, name, body string) error {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	begin, end := "<!-- bench:"+name+" -->", "<!-- /bench:"+name+" -->"
+	s := string(old)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	block := begin + "\n" + body + end
+	if i < 0 || j < i {
+		s = strings.TrimRight(s, "\n") + "\n\n" + block + "\n"
+	} else {
+		s = s[:i] + block + s[j+len(end):]
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}

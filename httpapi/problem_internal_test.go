@@ -1,0 +1,28 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+)
+
+// FuzzAppendProblem: the hand-written problem body is byte for byte what
+// encoding/json writes.
+func FuzzAppendProblem(f *testing.F) {
+	for _, s := range []string{"", "drop d is sold out", `quote " and \ back`, "<tag>&", "tab\tnewline\n", "ünïcode ☃", "\x00\x7f", "\xff invalid"} {
+		f.Add(410, "sold_out", s)
+	}
+	f.Fuzz(func(t *testing.T, status int, code, detail string) {
+		if status < 100 || status > 999 {
+			return
+		}
+		want, err := json.Marshal(Problem{Type: ProblemType(code), Title: http.StatusText(status), Status: status, Detail: detail, Code: code})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendProblem(nil, status, code, detail)
+		if string(got) != string(want)+"\n" {
+			t.Fatalf("appendProblem = %s\njson.Marshal   = %s", got, want)
+		}
+	})
+}
