@@ -106,6 +106,30 @@ func (s *script) run(ctx context.Context, c Client, evalOnly bool, keys []string
 	return c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
 }
 
+// fail is unavailable, and also suspects the primary when err says the
+// connection broke, timed out, or reached a server that is not (or not
+// yet) a usable primary: the next claims wait for an identity check.
+func (g *Gate) fail(ctx context.Context, op string, err error) error {
+	if err == nil || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
+		return unavailable(ctx, op, err)
+	}
+	rerr, isRedis := rueidis.IsRedisErr(err)
+	if g.watching.Load() && (!isRedis || rerr.IsLoading() || hasCode(rerr, "READONLY") || hasCode(rerr, "MASTERDOWN")) {
+		if g.suspect.CompareAndSwap(false, true) {
+			g.log.Warn("redis call failed; claims wait until the primary is checked", "op", op, "err", err)
+		}
+		g.checkSoon()
+	}
+	return unavailable(ctx, op, err)
+}
+
+// hasCode reports whether a Redis error reply starts with code, the
+// protocol's error code (READONLY, MASTERDOWN, ...).
+func hasCode(err *rueidis.RedisError, code string) bool {
+	s := err.Error()
+	return len(s) > len(code) && s[:len(code)] == code && s[len(code)] == ' '
+}
+
 // unavailable translates a failed Redis call into a dibs error. The caller's
 // own cancellation passes through unchanged; anything else (Redis down, a
 // timeout, a read-only replica where the primary was, out of memory) is

@@ -146,12 +146,18 @@ type Gate struct {
 
 	host     atomic.Pointer[string] // run id of the primary; "" unknown
 	fenceOff atomic.Bool            // a Cluster: no single run id to check
+	// suspect is set when a call fails as a lost or wrong primary would
+	// make it fail, and cleared when the primary's identity is checked:
+	// until then claims answer EUNAVAILABLE rather than risk a stale state.
+	suspect atomic.Bool
+	recheck chan struct{} // wakes the identity check
 
-	ctx     context.Context // background work: rebuilds, roster loads
-	cancel  context.CancelFunc
-	bg      sync.WaitGroup
-	started atomic.Bool
-	running atomic.Bool // the poll and the listener run: caching is safe
+	ctx      context.Context // background work: rebuilds, roster loads
+	cancel   context.CancelFunc
+	bg       sync.WaitGroup
+	started  atomic.Bool
+	running  atomic.Bool // the poll and the listener run: caching is safe
+	watching atomic.Bool // the identity check runs: suspicion gets cleared
 }
 
 // drop is what a node knows of one drop.
@@ -165,6 +171,10 @@ type drop struct {
 	scan     atomic.Pointer[dibs.ScanFunc]
 
 	rebuildMu sync.Mutex
+	// fenced: the primary changed since the drop was last seen built on
+	// it; no claim until it is rebuilt (or found rebuilt) there.
+	fenced    atomic.Bool
+	reprepare atomic.Bool // a background Prepare of a fenced drop runs
 
 	// The sold-out cache. mu orders installs against invalidations: an
 	// answer learnt before an invalidation is never installed after it.
@@ -185,6 +195,7 @@ func NewGate(client Client, opts GateOptions) *Gate {
 		log:     opts.Logger,
 		metrics: newGateMetrics(),
 		drops:   make(map[string]*drop),
+		recheck: make(chan struct{}, 1),
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	empty := ""
@@ -252,7 +263,7 @@ func (g *Gate) exec(ctx context.Context, op op, s *script, dr *drop, args ...str
 	g.metrics.call(op)
 	r := s.run(cctx, g.client, g.opts.Reference, dr.keys, args...)
 	if err := r.Error(); err != nil {
-		return r, unavailable(ctx, s.name, err)
+		return r, g.fail(ctx, s.name, err)
 	}
 	return r, nil
 }
@@ -296,6 +307,7 @@ func (g *Gate) Prepare(ctx context.Context, d *dibs.Drop, scan dibs.ScanFunc) er
 			if s, err := reply[2].ToString(); err == nil {
 				dr.setStatus(dibs.Status(s))
 			}
+			dr.fenced.Store(false)
 			return nil
 		}
 		g.log.Warn("drop state was built on another redis server; rebuilding it from the record", "drop", d.ID, "built_on", host, "primary", *g.host.Load())
@@ -316,6 +328,15 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 		}
 		g.metrics.soldOutLocal.Inc()
 		return dibs.Hold{}, soldOutError(dr.id)
+	}
+
+	if g.suspect.Load() {
+		g.checkSoon()
+		return dibs.Hold{}, rebuilding(dr.id)
+	}
+	if dr.fenced.Load() {
+		g.unfence(dr)
+		return dibs.Hold{}, rebuilding(dr.id)
 	}
 
 	epoch := dr.epoch.Load()
@@ -462,7 +483,7 @@ func (g *Gate) Remaining(ctx context.Context, dropID string) (int64, error) {
 	g.metrics.call(opRemaining)
 	vals, err := g.client.Do(cctx, g.client.B().Hmget().Key(dr.keys[0]).Field("built", "left").Build()).ToArray()
 	if err != nil {
-		return 0, unavailable(ctx, "remaining", err)
+		return 0, g.fail(ctx, "remaining", err)
 	}
 	if len(vals) != 2 || vals[0].IsNil() {
 		g.rebuildLater(dr)
@@ -490,7 +511,7 @@ func (g *Gate) Holds(ctx context.Context, dropID string, fn func(dibs.Hold) erro
 	}
 	built, err := do(g.client.B().Hexists().Key(dr.keys[0]).Field("built").Build()).AsBool()
 	if err != nil {
-		return unavailable(ctx, "holds", err)
+		return g.fail(ctx, "holds", err)
 	}
 	if !built {
 		g.rebuildLater(dr)
@@ -500,7 +521,7 @@ func (g *Gate) Holds(ctx context.Context, dropID string, fn func(dibs.Hold) erro
 	for {
 		e, err := do(g.client.B().Hscan().Key(dr.keys[1]).Cursor(cursor).Count(500).Build()).AsScanEntry()
 		if err != nil {
-			return unavailable(ctx, "holds", err)
+			return g.fail(ctx, "holds", err)
 		}
 		for i := 0; i+1 < len(e.Elements); i += 2 {
 			var hs []wireHold
@@ -572,7 +593,7 @@ func (g *Gate) Ping(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
 	g.metrics.call(opPing)
-	return unavailable(ctx, "ping", g.client.Do(cctx, g.client.B().Ping().Build()).Error())
+	return g.fail(ctx, "ping", g.client.Do(cctx, g.client.B().Ping().Build()).Error())
 }
 
 // stamp is t in unix microseconds, the unit of every time the scripts see.

@@ -138,7 +138,7 @@ func (g *Gate) loadRoster(ctx context.Context, dr *drop, build string, n int64) 
 		s, err := g.client.Do(cctx, g.client.B().Getrange().Key(dr.keys[5]).Start(off*rosterEntry).End(end*rosterEntry-1).Build()).ToString()
 		cancel()
 		if err != nil {
-			return nil, unavailable(ctx, "roster", err)
+			return nil, g.fail(ctx, "roster", err)
 		}
 		if int64(len(s)) != (end-off)*rosterEntry {
 			return nil, fmt.Errorf("roster of drop %s is shorter than announced: rebuilt meanwhile", dr.id)
@@ -194,7 +194,7 @@ func (g *Gate) Start(ctx context.Context) error {
 	})
 	g.bg.Go(func() { g.listen(ctx) })
 	g.bg.Go(func() { g.every(ctx, g.opts.PollInterval, g.poll) })
-	g.bg.Go(func() { g.every(ctx, g.opts.IdentityInterval, func(ctx context.Context) { g.fetchIdentity(ctx) }) })
+	g.bg.Go(func() { g.watchIdentity(ctx) })
 	return nil
 }
 
@@ -299,6 +299,47 @@ func (g *Gate) poll(ctx context.Context) {
 	}
 }
 
+// checkSoon wakes the identity check.
+func (g *Gate) checkSoon() {
+	select {
+	case g.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// watchIdentity checks the primary's identity every IdentityInterval, and
+// at once (then every 20ms until it succeeds) after a call failed.
+func (g *Gate) watchIdentity(ctx context.Context) {
+	g.watching.Store(true)
+	defer func() {
+		g.watching.Store(false)
+		g.suspect.Store(false)
+	}()
+	t := time.NewTicker(g.opts.IdentityInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.recheck:
+		}
+		for ctx.Err() == nil {
+			_, err := g.fetchIdentity(ctx)
+			if err == nil {
+				if g.suspect.CompareAndSwap(true, false) {
+					g.log.Info("redis primary checked; claims go on")
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
 // identity is the run id of the primary, fetched if not known yet; "" in a
 // Cluster, where no single server holds every drop.
 func (g *Gate) identity(ctx context.Context) string {
@@ -345,16 +386,30 @@ func (g *Gate) fetchIdentity(ctx context.Context) (string, error) {
 // again.
 func (g *Gate) newPrimary(old, host string) {
 	g.log.Warn("redis primary changed (a restart or a failover); rebuilding drops from the record", "was", old, "now", host)
-	g.invalidateAll()
-	for _, dr := range g.all() {
-		g.bg.Go(func() {
-			ctx, cancel := context.WithTimeout(g.ctx, 10*g.opts.LockTTL)
-			defer cancel()
-			if err := g.Prepare(ctx, dr.settings.Load(), *dr.scan.Load()); err != nil && g.ctx.Err() == nil {
-				g.log.Error("recheck drop after a new primary", "drop", dr.id, "err", err)
-			}
-		})
+	drops := g.all()
+	for _, dr := range drops {
+		dr.fenced.Store(true)
+		dr.invalidate()
 	}
+	for _, dr := range drops {
+		g.unfence(dr)
+	}
+}
+
+// unfence prepares a fenced drop again in the background: rebuilt from the
+// record, unless it was built on the new primary already.
+func (g *Gate) unfence(dr *drop) {
+	if !dr.reprepare.CompareAndSwap(false, true) {
+		return
+	}
+	g.bg.Go(func() {
+		defer dr.reprepare.Store(false)
+		ctx, cancel := context.WithTimeout(g.ctx, 10*g.opts.LockTTL)
+		defer cancel()
+		if err := g.Prepare(ctx, dr.settings.Load(), *dr.scan.Load()); err != nil && g.ctx.Err() == nil {
+			g.log.Error("prepare drop on a new primary", "drop", dr.id, "err", err)
+		}
+	})
 }
 
 // stale reports whether a drop built on host must be rebuilt: it was built

@@ -57,7 +57,7 @@ func (g *Gate) rebuild(ctx context.Context, dr *drop, wait bool) error {
 	if isNil(err) {
 		return nil // another node rebuilds; claims wait for its "built"
 	} else if err != nil {
-		return unavailable(ctx, "rebuild lock", err)
+		return g.fail(ctx, "rebuild lock", err)
 	}
 	done := false
 	defer func() {
@@ -75,6 +75,7 @@ func (g *Gate) rebuild(ctx context.Context, dr *drop, wait bool) error {
 		return errLockLost
 	case n == 2:
 		done = true // built on this server meanwhile
+		dr.fenced.Store(false)
 		return nil
 	}
 
@@ -146,6 +147,7 @@ func (g *Gate) rebuild(ctx context.Context, dr *drop, wait bool) error {
 		return fmt.Errorf("rebuild drop %s: %w", dr.id, errLockLost)
 	}
 	done = true
+	dr.fenced.Store(false)
 	dr.invalidate()
 	g.log.Info("drop rebuilt from the record", "drop", dr.id, "claims", claims, "took", time.Since(start).Round(time.Millisecond))
 	return nil
