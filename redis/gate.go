@@ -165,6 +165,7 @@ type drop struct {
 	id      string
 	keys    []string // state users claims slots free roster lock
 	channel string
+	soldOut error // the same answer for every loser: built once
 
 	settings atomic.Pointer[dibs.Drop]   // the newest the record gave us
 	status   atomic.Pointer[dibs.Status] // the newest heard of
@@ -238,7 +239,7 @@ func (g *Gate) register(d *dibs.Drop, scan dibs.ScanFunc) *drop {
 	defer g.mu.Unlock()
 	dr := g.drops[d.ID]
 	if dr == nil {
-		dr = &drop{id: d.ID, channel: g.key(d.ID, "events")}
+		dr = &drop{id: d.ID, channel: g.key(d.ID, "events"), soldOut: dibs.Errorf(dibs.ESOLDOUT, "drop %s is sold out", d.ID)}
 		for _, name := range []string{"state", "users", "claims", "slots", "free", "roster", "lock"} {
 			dr.keys = append(dr.keys, g.key(d.ID, name))
 		}
@@ -327,7 +328,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 			return dibs.Hold{}, err
 		}
 		g.metrics.soldOutLocal.Inc()
-		return dibs.Hold{}, soldOutError(dr.id)
+		return dibs.Hold{}, dr.soldOut
 	}
 
 	if g.suspect.Load() {
@@ -356,7 +357,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 		if len(reply) == 4 {
 			g.learnSoldOut(dr, epoch, reply)
 		}
-		return dibs.Hold{}, soldOutError(dr.id)
+		return dibs.Hold{}, dr.soldOut
 	case "limit":
 		n, _ := reply[1].AsInt64()
 		return dibs.Hold{}, dibs.Errorf(dibs.ELIMIT, "you hold %d claims of drop %s, the most allowed", n, dr.id)
@@ -371,10 +372,6 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 		return dibs.Hold{}, rebuilding(dr.id)
 	}
 	return dibs.Hold{}, badReply("reserve", fmt.Errorf("unknown answer %q", kind))
-}
-
-func soldOutError(dropID string) error {
-	return dibs.Errorf(dibs.ESOLDOUT, "drop %s is sold out", dropID)
 }
 
 func badReply(op string, err error) error {
