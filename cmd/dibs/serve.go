@@ -20,6 +20,7 @@ import (
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
 	"github.com/dibs-io/dibs/passport"
+	"github.com/dibs-io/dibs/postgres"
 	"github.com/dibs-io/dibs/sqlite"
 )
 
@@ -27,6 +28,8 @@ import (
 type Config struct {
 	Addr            string
 	Data            string // directory of the embedded record
+	Postgres        string // URL of the PostgreSQL record; empty: SQLite under Data
+	PostgresOptions postgres.Options
 	PassportSecret  string
 	AdminToken      string
 	Limits          httpapi.Limits
@@ -48,6 +51,11 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 15 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "json",
+		PostgresOptions: postgres.Options{
+			RecordConns:     postgres.DefaultRecordConns,
+			BackgroundConns: postgres.DefaultBackgroundConns,
+			ReadConns:       postgres.DefaultReadConns,
+		},
 	}
 }
 
@@ -64,6 +72,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("DIBS_ADMIN_TOKEN must be set to at least %d bytes", MinAdminTokenLen)
 	case c.Limits.Claim < 1 || c.Limits.Read < 1 || c.Limits.Admin < 1 || c.Limits.Ops < 1:
 		return errors.New("in-flight limits must be at least 1")
+	case c.PostgresOptions.RecordConns < 1 || c.PostgresOptions.BackgroundConns < 1 || c.PostgresOptions.ReadConns < 1:
+		return errors.New("--postgres-*-conns must be at least 1")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("--shutdown-timeout must be positive")
 	case c.LogFormat != "json" && c.LogFormat != "text":
@@ -82,6 +92,10 @@ func (c *Config) Validate() error {
 func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address")
 	fs.StringVar(&c.Data, "data", c.Data, "directory of the embedded record (SQLite)")
+	fs.StringVar(&c.Postgres, "postgres", c.Postgres, "PostgreSQL URL of the record, instead of SQLite under --data")
+	fs.IntVar(&c.PostgresOptions.RecordConns, "postgres-record-conns", c.PostgresOptions.RecordConns, "PostgreSQL connections that record claims, one group commit each")
+	fs.IntVar(&c.PostgresOptions.BackgroundConns, "postgres-background-conns", c.PostgresOptions.BackgroundConns, "PostgreSQL connections for background work")
+	fs.IntVar(&c.PostgresOptions.ReadConns, "postgres-read-conns", c.PostgresOptions.ReadConns, "PostgreSQL connections for reads and admin writes")
 	fs.IntVar(&c.Limits.Claim, "claim-inflight", c.Limits.Claim, "claim requests in flight before shedding with 503")
 	fs.IntVar(&c.Limits.Read, "read-inflight", c.Limits.Read, "public read requests in flight before shedding")
 	fs.IntVar(&c.Limits.Admin, "admin-inflight", c.Limits.Admin, "admin requests in flight before shedding")
@@ -146,10 +160,7 @@ func NewMain(cfg Config, log *slog.Logger) *Main {
 // Run opens the record, rebuilds the gate from it, and starts serving. It
 // returns once the listener is up; Close stops everything.
 func (m *Main) Run(ctx context.Context) error {
-	if err := os.MkdirAll(m.cfg.Data, 0o750); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	store, err := sqlite.Open(ctx, filepath.Join(m.cfg.Data, "dibs.db"))
+	store, rec, err := openStore(ctx, m.cfg)
 	if err != nil {
 		return err
 	}
@@ -161,11 +172,14 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s, ok := store.(interface{ Collector() prometheus.Collector }); ok {
+		reg.MustRegister(s.Collector())
+	}
 
 	if m.gate, err = openGate(m.cfg.Redis, reg, m.log); err != nil {
 		return err
 	}
-	m.engine = engine.New(engine.Config{Store: store, Gate: m.gate.gate, Logger: m.log})
+	m.engine = engine.New(engine.Config{Store: store, Gate: m.gate.gate, Recorder: rec, Logger: m.log})
 	if err := m.engine.Register(reg); err != nil {
 		return err
 	}
@@ -196,6 +210,28 @@ func (m *Main) Run(ctx context.Context) error {
 	go func() { m.served <- m.srv.Serve(m.ln) }()
 	m.log.Info("listening", "addr", m.ln.Addr().String(), "data", m.cfg.Data, "version", versionString())
 	return nil
+}
+
+// openStore opens the record, PostgreSQL when --postgres is set, else the
+// SQLite file under --data, with the recorder settings that suit it.
+// SQLite serialises writers: one commit at a time. PostgreSQL commits in
+// parallel: one committer per recording connection (docs/benchmarks.md).
+func openStore(ctx context.Context, cfg Config) (dibs.Store, engine.RecorderConfig, error) {
+	if cfg.Postgres != "" {
+		s, err := postgres.Open(ctx, cfg.Postgres, cfg.PostgresOptions)
+		if err != nil {
+			return nil, engine.RecorderConfig{}, err
+		}
+		return s, engine.RecorderConfig{Committers: cfg.PostgresOptions.RecordConns}, nil
+	}
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return nil, engine.RecorderConfig{}, fmt.Errorf("data directory: %w", err)
+	}
+	s, err := sqlite.Open(ctx, filepath.Join(cfg.Data, "dibs.db"))
+	if err != nil {
+		return nil, engine.RecorderConfig{}, err
+	}
+	return s, engine.RecorderConfig{Committers: 1}, nil
 }
 
 // URL is the base URL the node serves on.
