@@ -122,9 +122,9 @@ func TestRedisNodeSpike(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.Audit.OK || rep.Totals.Wins != 111 {
+	if !rep.Audit.OK { // among its checks: exactly the stock won, every acknowledged winner recorded
 		b, _ := json.MarshalIndent(rep.Audit, "", "  ")
-		t.Fatalf("wins %d, audit:\n%s", rep.Totals.Wins, b)
+		t.Fatalf("audit:\n%s", b)
 	}
 	before := metric(t, m.URL(), "dibs_gate_redis_calls_total", `op="reserve"`)
 	for i := range 200 {
