@@ -108,13 +108,14 @@ func (s *script) run(ctx context.Context, c Client, evalOnly bool, keys []string
 
 // fail is unavailable, and also suspects the primary when err says the
 // connection broke, timed out, or reached a server that is not (or not
-// yet) a usable primary: the next claims wait for an identity check.
+// yet, or no longer) a usable primary: the next claims wait for an
+// identity check.
 func (g *Gate) fail(ctx context.Context, op string, err error) error {
 	if err == nil || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
 		return unavailable(ctx, op, err)
 	}
 	rerr, isRedis := rueidis.IsRedisErr(err)
-	if g.watching.Load() && (!isRedis || rerr.IsLoading() || hasCode(rerr, "READONLY") || hasCode(rerr, "MASTERDOWN")) {
+	if g.watching.Load() && (!isRedis || rerr.IsLoading() || hasCode(rerr, "READONLY") || hasCode(rerr, "MASTERDOWN") || hasCode(rerr, "NOREPLICAS")) {
 		if g.suspect.CompareAndSwap(false, true) {
 			g.log.Warn("redis call failed; claims wait until the primary is checked", "op", op, "err", err)
 		}

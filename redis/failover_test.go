@@ -193,3 +193,74 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 	t.Logf("%d acknowledged winners during the spike; the first claim sent after the failover won %s after it",
 		len(acked), time.Duration(resumedIn.Load()).Round(time.Millisecond))
 }
+
+// TestPartitionedPrimaryFailsClosed is TESTPLAN B4 on one node: the
+// primary runs with min-replicas-to-write 1, and its link to the replica
+// stalls (a partition). Within the lag allowed, the primary refuses writes
+// and claims answer EUNAVAILABLE: the minority side fails closed, and no
+// claim is acknowledged without its record. When the link heals, claims go
+// on.
+func TestPartitionedPrimaryFailsClosed(t *testing.T) {
+	t.Parallel()
+	testenv.RedisURL(t)
+	ctx := context.Background()
+	primary := redisserver.Start(t, "--repl-diskless-sync-delay", "0", "--min-replicas-to-write", "1", "--min-replicas-max-lag", "1")
+	link := redisserver.StartLag(t, primary.Addr(), 0)
+	redisserver.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(link.Port()))
+	pc := MustClient(t, primary.URL())
+	waitFor(t, "a good replica", func() bool {
+		info, _ := pc.Do(ctx, pc.B().Info().Section("replication").Build()).ToString()
+		return strings.Contains(info, "min_slaves_good_slaves:1")
+	})
+
+	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "dibs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	gate := MustGate(t, pc, redis.GateOptions{Prefix: "dibs:", Timeout: time.Second})
+	e := engine.New(engine.Config{Store: store, Gate: gate})
+	if err := e.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if err := e.CreateDrop(ctx, &dibs.Drop{ID: "d", Title: "d", Kind: dibs.KindCoupon, Stock: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]string{}
+	claim := func(user string) error {
+		c, _, err := e.Claim(ctx, engine.ClaimRequest{DropID: "d", UserID: user})
+		if err == nil {
+			acked[user] = c.ID
+		}
+		return err
+	}
+	if err := claim("before"); err != nil {
+		t.Fatal(err)
+	}
+
+	link.Stall()
+	i := 0
+	took := waitFor(t, "claims fail closed", func() bool {
+		i++
+		err := claim(fmt.Sprintf("during%d", i))
+		if err != nil && dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+			t.Fatalf("claim during the partition: %v", err)
+		}
+		return err != nil
+	})
+	t.Logf("claims failed closed %s into the partition", took.Round(time.Millisecond))
+	for range 20 {
+		if err := claim(fmt.Sprintf("closed%d", i)); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+			t.Fatalf("claim on the isolated primary = %v, want unavailable", err)
+		}
+	}
+
+	link.Heal()
+	waitFor(t, "claims after the partition heals", func() bool { return claim("after") == nil })
+	for user, id := range acked {
+		if c, err := store.FindClaim(ctx, id); err != nil || c.UserID != user || !c.State.Active() {
+			t.Fatalf("acknowledged claim %s of %s: %+v, %v", id, user, c, err)
+		}
+	}
+}

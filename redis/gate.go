@@ -296,7 +296,7 @@ func (g *Gate) Prepare(ctx context.Context, d *dibs.Drop, scan dibs.ScanFunc) er
 	r, err := g.exec(ctx, opPrepare, settingsScript, dr,
 		stamp(cur.UpdatedAt), strconv.Itoa(cur.PerUserLimit), stamp(cur.OpensAt), micros(cur.ClosesAt), string(cur.Status), dr.channel)
 	if err != nil {
-		return fmt.Errorf("prepare drop %s: %w", d.ID, err)
+		return err
 	}
 	reply, err := r.ToArray()
 	if err != nil || len(reply) == 0 {
@@ -333,7 +333,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 
 	if g.suspect.Load() {
 		g.checkSoon()
-		return dibs.Hold{}, rebuilding(dr.id)
+		return dibs.Hold{}, dibs.Errorf(dibs.EUNAVAILABLE, "The gate is checking its Redis primary; please retry.")
 	}
 	if dr.fenced.Load() {
 		g.unfence(dr)

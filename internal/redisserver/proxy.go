@@ -1,7 +1,6 @@
 package redisserver
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -10,15 +9,18 @@ import (
 
 // Lag is a TCP proxy to a server that holds back everything the server
 // sends for a delay, as a slow replication link does: point a replica's
-// --replicaof at it and the replica runs that far behind its primary.
+// --replicaof at it and the replica runs that far behind its primary. It
+// can also stall both ways (a partition: bytes wait, connections stay up)
+// and cut the link.
 type Lag struct {
 	ln     net.Listener
 	target string
 	delay  time.Duration
 
-	mu    sync.Mutex
-	conns []net.Conn
-	cut   bool
+	mu      sync.Mutex
+	conns   []net.Conn
+	cut     bool
+	stalled bool
 }
 
 // StartLag proxies to target with delay on the way back, until tb ends.
@@ -51,13 +53,14 @@ func (l *Lag) accept() {
 		l.mu.Lock()
 		l.conns = append(l.conns, c, s)
 		l.mu.Unlock()
-		go func() { io.Copy(s, c); s.Close() }()
-		go l.delayed(c, s)
+		go l.forward(s, c, 0)
+		go l.forward(c, s, l.delay)
 	}
 }
 
-// delayed copies from src to dst, each chunk delay after it was read.
-func (l *Lag) delayed(dst, src net.Conn) {
+// forward copies from src to dst, each chunk delay after it was read, and
+// none while the link is stalled.
+func (l *Lag) forward(dst, src net.Conn, delay time.Duration) {
 	type chunk struct {
 		at   time.Time
 		data []byte
@@ -69,7 +72,7 @@ func (l *Lag) delayed(dst, src net.Conn) {
 			buf := make([]byte, 32<<10)
 			n, err := src.Read(buf)
 			if n > 0 {
-				ch <- chunk{time.Now().Add(l.delay), buf[:n]}
+				ch <- chunk{time.Now().Add(delay), buf[:n]}
 			}
 			if err != nil {
 				return
@@ -78,10 +81,10 @@ func (l *Lag) delayed(dst, src net.Conn) {
 	}()
 	for c := range ch {
 		time.Sleep(time.Until(c.at))
-		l.mu.Lock()
-		cut := l.cut
-		l.mu.Unlock()
-		if cut {
+		for l.is(&l.stalled) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if l.is(&l.cut) {
 			break
 		}
 		if _, err := dst.Write(c.data); err != nil {
@@ -91,12 +94,29 @@ func (l *Lag) delayed(dst, src net.Conn) {
 	dst.Close()
 }
 
+func (l *Lag) is(flag *bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return *flag
+}
+
+// Stall holds every byte both ways until Heal, as a partition does; the
+// connections stay open.
+func (l *Lag) Stall() { l.set(&l.stalled, true) }
+
+// Heal lets the held bytes through and ends the stall.
+func (l *Lag) Heal() { l.set(&l.stalled, false) }
+
+func (l *Lag) set(flag *bool, v bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*flag = v
+}
+
 // Cut breaks the link at once: whatever the server sent that has not come
 // out yet is lost, as it is when a primary dies with its replica behind.
 func (l *Lag) Cut() {
-	l.mu.Lock()
-	l.cut = true
-	l.mu.Unlock()
+	l.set(&l.cut, true)
 	l.close()
 }
 
