@@ -222,7 +222,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, dropID string) (ReconcileRes
 
 	cutoff := e.now().Add(-r.cfg.Grace)
 	for id, h := range holds {
-		if _, ok := active[id]; ok || h.CreatedAt.After(cutoff) {
+		// Young holds, and holds this node is still writing (a recorder
+		// backed up past the grace period), may yet be recorded.
+		if _, ok := active[id]; ok || h.CreatedAt.After(cutoff) || e.rec.writing(id) {
 			continue
 		}
 		// Recorded since the scan (a retry finished the write)? Then it stays.

@@ -270,6 +270,13 @@ func (r *recorder) commit(batch []*pending) {
 	}
 }
 
+// writing reports whether a write of the claim is queued or in flight here.
+func (r *recorder) writing(claimID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pending[claimID] != nil
+}
+
 // refuse gives back the slot of a fresh claim that was never queued.
 // Callers hold r.mu.
 func (r *recorder) refuse(c *dibs.Claim, fresh bool) {
