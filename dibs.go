@@ -274,3 +274,19 @@ type ClaimCounts struct {
 
 // Active is the number of claims holding a slot.
 func (c ClaimCounts) Active() int64 { return c.Held + c.Confirmed + c.Paid }
+
+// Add counts n more claims in state s; unknown states are ignored.
+func (c *ClaimCounts) Add(s ClaimState, n int64) {
+	switch s {
+	case ClaimHeld:
+		c.Held += n
+	case ClaimConfirmed:
+		c.Confirmed += n
+	case ClaimPaid:
+		c.Paid += n
+	case ClaimReleased:
+		c.Released += n
+	case ClaimExpired:
+		c.Expired += n
+	}
+}

@@ -31,12 +31,29 @@ type Config struct {
 	Logger   *slog.Logger     // discards if nil
 	Now      func() time.Time // time.Now if nil
 	NewID    func() string    // NewClaimID if nil
+
+	// Admissions guards the claims of queued drops; without it they are
+	// refused.
+	Admissions Admissions
+}
+
+// Admissions guards the claims of queued drops. The waiting room
+// (room.Service) implements it.
+type Admissions interface {
+	// Check verifies the admission userID presents to claim d at now.
+	// Errors: EADMISSIONREQUIRED, EADMISSIONINVALID, EUNAVAILABLE.
+	Check(ctx context.Context, d *dibs.Drop, userID, admission string, now time.Time) (dibs.Pass, error)
+	// Used records that a pass won a new claim.
+	Used(ctx context.Context, p dibs.Pass)
+	// Released tells that n slots of a drop came back to the gate.
+	Released(ctx context.Context, dropID string, n int)
 }
 
 // Engine runs the drops of one dibs process. Safe for concurrent use.
 type Engine struct {
 	store   dibs.Store
 	gate    dibs.Gate
+	admit   Admissions
 	rec     *recorder
 	metrics *Metrics
 	log     *slog.Logger
@@ -98,7 +115,7 @@ func outcomeOf(err error) int {
 // New returns an engine. Call Open before use and Close after.
 func New(cfg Config) *Engine {
 	e := &Engine{
-		store: cfg.Store, gate: cfg.Gate, metrics: cfg.Metrics, log: cfg.Logger,
+		store: cfg.Store, gate: cfg.Gate, admit: cfg.Admissions, metrics: cfg.Metrics, log: cfg.Logger,
 		now: cfg.Now, newID: cfg.NewID,
 		drops:     make(map[string]*entry),
 		conflicts: make(chan string, 256),
@@ -321,6 +338,7 @@ type ClaimRequest struct {
 	DropID         string
 	UserID         string
 	IdempotencyKey string
+	Admission      string // the waiting room's admission, for queued drops
 }
 
 // Claim takes a slot for the user and returns the claim once it is durable.
@@ -329,6 +347,10 @@ type ClaimRequest struct {
 // Losers are answered from the gate alone: ESOLDOUT, ELIMIT, ECLOSED,
 // ENOTOPEN, EPAUSED, ENOTFOUND. EUNAVAILABLE or EOVERLOADED mean the claim
 // could not be recorded: nothing was won, retry later.
+//
+// A queued drop takes claims with a valid admission only
+// (EADMISSIONREQUIRED, EADMISSIONINVALID), and the admission is the
+// claim's idempotency key: every claim with it gets the same claim back.
 func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, created bool, err error) {
 	start := time.Now()
 	ent, err := e.entry(req.DropID)
@@ -343,6 +365,15 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 
 	d := ent.drop.Load()
 	now := e.now().UTC().Truncate(time.Microsecond)
+	var pass *dibs.Pass
+	if d.Admission.Mode == dibs.AdmissionQueue {
+		p, err := e.checkAdmission(ctx, d, req, now)
+		if err != nil {
+			outcome = outcomeOf(err)
+			return nil, false, err
+		}
+		pass, req.IdempotencyKey = &p, p.ClaimKey()
+	}
 	h, err := e.gate.Reserve(ctx, dibs.ReserveRequest{
 		Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, ClaimID: e.newID(), Now: now,
 	})
@@ -369,8 +400,22 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 		outcome = outcomeExisting
 		return c, false, nil
 	}
+	if pass != nil {
+		e.admit.Used(ctx, *pass)
+	}
 	outcome = outcomeWon
 	return c, true, nil
+}
+
+// checkAdmission verifies the admission of a claim on a queued drop.
+func (e *Engine) checkAdmission(ctx context.Context, d *dibs.Drop, req ClaimRequest, now time.Time) (dibs.Pass, error) {
+	switch {
+	case req.Admission == "":
+		return dibs.Pass{}, dibs.Errorf(dibs.EADMISSIONREQUIRED, "Drop %s admits claims from its waiting room only: join the queue and claim with the admission it gives you (Dibs-Admission header).", d.ID)
+	case e.admit == nil:
+		return dibs.Pass{}, dibs.Errorf(dibs.EADMISSIONINVALID, "Drop %s queues, but this node has no waiting room.", d.ID)
+	}
+	return e.admit.Check(ctx, d, req.UserID, req.Admission, now)
 }
 
 // claimOf is the claim a hold stands for.
@@ -403,7 +448,7 @@ func (e *Engine) failed(ctx context.Context, claims []*dibs.Claim, definite bool
 		return
 	}
 	for _, c := range claims {
-		if _, err := e.gate.Release(ctx, c.DropID, c.ID); err != nil {
+		if _, err := e.ReleaseSlot(ctx, c.DropID, c.ID); err != nil {
 			e.log.Error("release slot after failed write", "drop", c.DropID, "claim", c.ID, "err", err)
 		}
 	}
@@ -416,6 +461,18 @@ func (e *Engine) conflict(dropID string) {
 	case e.conflicts <- dropID:
 	default:
 	}
+}
+
+// ReleaseSlot returns the slot of the hold claimID to the gate and tells
+// the waiting room, which admits one more person in its place. It reports
+// false if the gate has no such hold. Whatever gives a slot back (a failed
+// write, a declined payment, an expired hold) goes through here.
+func (e *Engine) ReleaseSlot(ctx context.Context, dropID, claimID string) (bool, error) {
+	ok, err := e.gate.Release(ctx, dropID, claimID)
+	if ok && e.admit != nil {
+		e.admit.Released(ctx, dropID, 1)
+	}
+	return ok, err
 }
 
 func claimIDsByDrop(claims []*dibs.Claim) map[string][]string {

@@ -235,7 +235,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, dropID string) (ReconcileRes
 		case err != nil && dibs.ErrorCode(err) != dibs.ENOTFOUND:
 			return res, fmt.Errorf("find claim %s: %w", id, err)
 		}
-		ok, err := e.gate.Release(ctx, dropID, id)
+		ok, err := e.ReleaseSlot(ctx, dropID, id) // the waiting room admits one more in its place
 		if err != nil {
 			return res, fmt.Errorf("release claim %s: %w", id, err)
 		}

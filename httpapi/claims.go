@@ -55,7 +55,8 @@ func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, dibs.Errorf(dibs.EINVALID, "Idempotency-Key must be 1 to %d printable bytes.", dibs.MaxIdempotencyKey))
 		return
 	}
-	c, created, err := s.engine.Claim(r.Context(), engine.ClaimRequest{DropID: id, UserID: user, IdempotencyKey: key})
+	adm := r.Header.Get("Dibs-Admission")
+	c, created, err := s.engine.Claim(r.Context(), engine.ClaimRequest{DropID: id, UserID: user, IdempotencyKey: key, Admission: adm})
 	if err != nil {
 		if r.Context().Err() != nil {
 			return // the client is gone; a won claim stays won and a retry returns it

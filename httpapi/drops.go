@@ -217,11 +217,16 @@ func (s *Server) publicDrop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := v.Drop
-	w.Header().Set("Cache-Control", "public, max-age=1")
-	writeJSON(w, http.StatusOK, publicDropJSON{
+	out := publicDropJSON{
 		ID: d.ID, Title: d.Title, Kind: d.Kind, State: v.State, OpensAt: d.OpensAt, ClosesAt: timePtr(d.ClosesAt),
 		Stock: d.Stock, Remaining: v.Remaining, Admission: d.Admission.Mode,
-	})
+	}
+	w.Header().Set("Cache-Control", "public, max-age=1")
+	if q := s.publicQueue(r, d); q != nil {
+		writeJSON(w, http.StatusOK, queuedDropJSON{out, q})
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // winnerJSON is one line of the winners export.

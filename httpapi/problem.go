@@ -85,7 +85,7 @@ func writeProblem(w http.ResponseWriter, status int, code, detail string) {
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
-	if s, ok := retryAfter[code]; ok {
+	if s, ok := retryAfter[code]; ok && h.Get("Retry-After") == "" {
 		h.Set("Retry-After", strconv.Itoa(s))
 	}
 	if status == http.StatusUnauthorized {

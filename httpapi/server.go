@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,14 +32,25 @@ const (
 	ClassOps   = "ops"
 )
 
+// Route classes of the waiting room: its joins and status reads, and its
+// event streams (long-lived, so they never take the others' places).
+const (
+	ClassQueue  = "queue"
+	ClassStream = "stream"
+)
+
 // Limits bound the requests in flight per class.
 type Limits struct {
 	Claim, Read, Admin, Ops int
+
+	// Queue bounds waiting-room joins and status reads in flight, Stream
+	// the open event streams; zero takes the default.
+	Queue, Stream int
 }
 
 // DefaultLimits suit one node on a few cores: claims are short (losers are
 // answered from memory, winners wait about one group commit).
-var DefaultLimits = Limits{Claim: 4096, Read: 1024, Admin: 64, Ops: 64}
+var DefaultLimits = Limits{Claim: 4096, Read: 1024, Admin: 64, Ops: 64, Queue: 4096, Stream: 10_000}
 
 // Config is what a Server needs besides the engine.
 type Config struct {
@@ -48,6 +60,16 @@ type Config struct {
 	Gatherer   prometheus.Gatherer   // what /metrics exposes
 	Registerer prometheus.Registerer // where the server's own metrics go; none if nil
 	Logger     *slog.Logger
+
+	// Room serves the waiting rooms of queued drops; without it their
+	// queue endpoints answer 409.
+	Room Room
+	// Joins bounds waiting-room joins per client address.
+	Joins JoinLimit
+	// ClientIPHeader names the header a trusted proxy puts the client's
+	// address in (e.g. X-Forwarded-For, whose last entry is taken); empty:
+	// the connection's address.
+	ClientIPHeader string
 }
 
 // Server is the HTTP API. It is an http.Handler.
@@ -58,6 +80,12 @@ type Server struct {
 	log       *slog.Logger
 	mux       *http.ServeMux
 	metrics   *httpMetrics
+
+	room      Room
+	joins     *joinLimiter
+	ipHeader  string
+	closing   chan struct{} // closed by CloseStreams
+	closeOnce sync.Once
 }
 
 // New returns the API over e.
@@ -69,12 +97,22 @@ func New(e *engine.Engine, cfg Config) *Server {
 		log:       cfg.Logger,
 		mux:       http.NewServeMux(),
 		metrics:   newHTTPMetrics(cfg.Registerer),
+		room:      cfg.Room,
+		joins:     newJoinLimiter(cfg.Joins),
+		ipHeader:  cfg.ClientIPHeader,
+		closing:   make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Limits == (Limits{}) {
 		cfg.Limits = DefaultLimits
+	}
+	if cfg.Limits.Queue == 0 {
+		cfg.Limits.Queue = DefaultLimits.Queue
+	}
+	if cfg.Limits.Stream == 0 {
+		cfg.Limits.Stream = DefaultLimits.Stream
 	}
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.NewRegistry()
@@ -84,6 +122,8 @@ func New(e *engine.Engine, cfg Config) *Server {
 	read := s.class(ClassRead, cfg.Limits.Read)
 	admin := s.class(ClassAdmin, cfg.Limits.Admin)
 	ops := s.class(ClassOps, cfg.Limits.Ops)
+	queue := s.class(ClassQueue, cfg.Limits.Queue)
+	stream := s.class(ClassStream, cfg.Limits.Stream)
 	adminOnly := func(h http.HandlerFunc) http.Handler { return admin(s.requireAdmin(h)) }
 
 	s.mux.Handle("POST /v1/admin/drops", adminOnly(s.createDrop))
@@ -98,6 +138,13 @@ func New(e *engine.Engine, cfg Config) *Server {
 	s.mux.Handle("POST /v1/drops/{id}/claims", claim(http.HandlerFunc(s.createClaim)))
 	s.mux.Handle("GET /v1/claims/{id}", read(http.HandlerFunc(s.getClaim)))
 
+	s.mux.Handle("POST /v1/drops/{id}/queue", queue(http.HandlerFunc(s.joinQueue)))
+	s.mux.Handle("GET /v1/drops/{id}/queue", read(http.HandlerFunc(s.queueInfo)))
+	s.mux.Handle("GET /v1/drops/{id}/queue/{ticket}", queue(http.HandlerFunc(s.queueStatus)))
+	s.mux.Handle("GET /v1/drops/{id}/queue/{ticket}/events", stream(http.HandlerFunc(s.queueEvents)))
+	s.mux.Handle("GET /d/{id}", read(http.HandlerFunc(s.page)))
+	s.mux.Handle("GET /assets/", read(assets()))
+
 	s.mux.Handle("GET /healthz", ops(http.HandlerFunc(s.healthz)))
 	s.mux.Handle("GET /readyz", ops(http.HandlerFunc(s.readyz)))
 	s.mux.Handle("GET /metrics", ops(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
@@ -107,6 +154,10 @@ func New(e *engine.Engine, cfg Config) *Server {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// CloseStreams ends every event stream, so that a graceful shutdown need
+// not wait for them (http.Server.RegisterOnShutdown). Safe to call twice.
+func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // notFound answers requests no route matches with problem+json: 405 with
 // Allow when the path exists under other methods, 404 otherwise.

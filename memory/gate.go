@@ -1,6 +1,7 @@
-// Package memory implements the in-process gate: the embedded default, where
-// one dibs process hands out the slots of its drops from memory and rebuilds
-// them from the record when it starts.
+// Package memory implements the in-process gate and waiting rooms: the
+// embedded default, where one dibs process hands out the slots of its drops
+// from memory and rebuilds them from the record when it starts, and leads
+// the waiting rooms of its queued drops.
 package memory
 
 import (
@@ -269,9 +270,12 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 	if h == nil {
 		return false, nil
 	}
-	p.drop1(h)
+	// The slot is free before its holder is forgotten: a lock-free reader
+	// that no longer sees the holder must see the slot (else a retry by the
+	// same user reads sold_out mid-release).
 	p.free = append(p.free, h.slot)
 	p.left.Add(1)
+	p.drop1(h)
 	return true, nil
 }
 

@@ -266,18 +266,7 @@ func (s *Store) CountClaims(ctx context.Context, dropID string) (dibs.ClaimCount
 		if err := rows.Scan(&state, &count); err != nil {
 			return n, fmt.Errorf("count claims: %w", err)
 		}
-		switch dibs.ClaimState(state) {
-		case dibs.ClaimHeld:
-			n.Held = count
-		case dibs.ClaimConfirmed:
-			n.Confirmed = count
-		case dibs.ClaimPaid:
-			n.Paid = count
-		case dibs.ClaimReleased:
-			n.Released = count
-		case dibs.ClaimExpired:
-			n.Expired = count
-		}
+		n.Add(dibs.ClaimState(state), count)
 	}
 	if err := rows.Err(); err != nil {
 		return n, fmt.Errorf("count claims: %w", s.failed(ctx, err))

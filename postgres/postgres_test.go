@@ -304,8 +304,11 @@ func cutOff(t *testing.T, dbURL, app, pattern string) <-chan error {
 	go func() {
 		for range 500 {
 			var n int
+			// Only a backend inside pg_sleep: cut earlier, the statement would
+			// not yet have done what the test waits for (taken the sequence's
+			// first value), and the retry would sleep instead.
 			err := watch.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-				WHERE application_name = $1 AND query LIKE $2 AND state = 'active'`, app, pattern).Scan(&n)
+				WHERE application_name = $1 AND query LIKE $2 AND state = 'active' AND wait_event = 'PgSleep'`, app, pattern).Scan(&n)
 			if err != nil || n > 0 {
 				killed <- err
 				return

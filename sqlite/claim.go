@@ -169,18 +169,7 @@ func (s *Store) CountClaims(ctx context.Context, dropID string) (dibs.ClaimCount
 		if err := rows.Scan(&state, &count); err != nil {
 			return n, fmt.Errorf("count claims: %w", err)
 		}
-		switch dibs.ClaimState(state) {
-		case dibs.ClaimHeld:
-			n.Held = count
-		case dibs.ClaimConfirmed:
-			n.Confirmed = count
-		case dibs.ClaimPaid:
-			n.Paid = count
-		case dibs.ClaimReleased:
-			n.Released = count
-		case dibs.ClaimExpired:
-			n.Expired = count
-		}
+		n.Add(dibs.ClaimState(state), count)
 	}
 	return n, translate(rows.Err())
 }

@@ -46,6 +46,8 @@ type config struct {
 	write    string
 	tokens   int
 	dir      string // scratch: binaries, token files, data
+
+	regularRate, spikeRate float64
 }
 
 func main() {
@@ -56,8 +58,13 @@ func main() {
 	flag.StringVar(&cfg.only, "only", "", "run only the scenarios whose name contains this")
 	flag.StringVar(&cfg.write, "write", "docs/benchmarks.md", "file whose generated sections are rewritten, each only if all its scenarios ran (empty: print only)")
 	flag.IntVar(&cfg.tokens, "tokens", 600_000, "distinct passports minted for scenarios that need a new user per request")
+	flag.Float64Var(&cfg.regularRate, "regular-rate", 500, "isolation: regular drop reads per second")
+	flag.Float64Var(&cfg.spikeRate, "spike-rate", 0, "isolation: claims per second of the spike (0: as fast as the client goes)")
 	flag.Parse()
 	log.SetFlags(0)
+	if err := pinSelf(); err != nil {
+		log.Fatal("bench: ", err)
+	}
 	if err := run(cfg); err != nil {
 		log.Fatal("bench: ", err)
 	}
@@ -84,6 +91,10 @@ func run(cfg config) error {
 	}
 
 	defer runCleanups()
+	if cfg.only == "isolation" {
+		_, err := isolation(cfg, cfg.regularRate, cfg.spikeRate)
+		return err
+	}
 	var results []result
 	for _, sc := range scenarios {
 		if cfg.only != "" && !strings.Contains(sc.name, cfg.only) {
@@ -260,6 +271,34 @@ func scrape(url, sample string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s/metrics has no %s", url, sample)
+}
+
+// pinSelf runs this program again on CPU 1 (the client's core) when
+// taskset exists, so its regular-traffic client never takes the server's
+// core. It returns only in the pinned copy, or where taskset is missing.
+func pinSelf() error {
+	if os.Getenv("DIBS_BENCH_PINNED") != "" {
+		return nil
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := pinned(1, self, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), "DIBS_BENCH_PINNED=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			os.Exit(exit.ExitCode())
+		}
+		return err
+	}
+	os.Exit(0)
+	return nil
 }
 
 // pinned runs name on the given CPU when taskset exists.

@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
@@ -53,6 +55,8 @@ func (c *RedisConfig) Validate() error {
 		return errors.New("--refresh must be positive")
 	case c.ReconcileInterval < 0 || c.ReconcileGrace < 0:
 		return errors.New("--reconcile-interval and --reconcile-grace must not be negative")
+	case strings.ContainsAny(c.Prefix, "{}"):
+		return errors.New("--redis-prefix must not contain braces: a drop's keys share the hash tag {drop:ID}")
 	}
 	return nil
 }
@@ -65,6 +69,7 @@ type gateService struct {
 	log    *slog.Logger
 	gate   dibs.Gate
 	redis  *redis.Gate
+	client rueidis.Client // the primary-only client, for the waiting rooms too; nil in memory
 	closer func()
 
 	rec    *engine.Reconciler
@@ -87,7 +92,7 @@ func openGate(cfg RedisConfig, reg prometheus.Registerer, log *slog.Logger) (*ga
 		client.Close()
 		return nil, fmt.Errorf("register gate metrics: %w", err)
 	}
-	s.gate, s.closer = s.redis, client.Close
+	s.gate, s.client, s.closer = s.redis, client, client.Close
 	return s, nil
 }
 

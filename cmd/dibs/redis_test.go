@@ -20,19 +20,11 @@ import (
 	"github.com/dibs-io/dibs/passport"
 )
 
-const (
-	testPassportSecret = "a-passport-secret-of-32-bytes-or-more"
-	testAdminToken     = "an-admin-token-long-enough"
-)
-
 // mustMain runs a node on a free port with cfg's gate settings and a fresh
 // data directory unless cfg names one.
 func mustMain(t *testing.T, mod func(*Config)) *Main {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Data = t.TempDir()
-	cfg.PassportSecret, cfg.AdminToken = testPassportSecret, testAdminToken
+	cfg := testConfig(t)
 	cfg.Redis.flags(nopFlags())
 	mod(&cfg)
 	if err := cfg.Validate(); err != nil {

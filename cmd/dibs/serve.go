@@ -21,6 +21,7 @@ import (
 	"github.com/dibs-io/dibs/httpapi"
 	"github.com/dibs-io/dibs/passport"
 	"github.com/dibs-io/dibs/postgres"
+	"github.com/dibs-io/dibs/room"
 	"github.com/dibs-io/dibs/sqlite"
 )
 
@@ -36,6 +37,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
+	Room            RoomConfig
 	Redis           RedisConfig
 }
 
@@ -56,6 +58,7 @@ func DefaultConfig() Config {
 			BackgroundConns: postgres.DefaultBackgroundConns,
 			ReadConns:       postgres.DefaultReadConns,
 		},
+		Room: defaultRoomConfig(),
 	}
 }
 
@@ -86,7 +89,7 @@ func (c *Config) Validate() error {
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	return nil
+	return c.validateRoom()
 }
 
 func (c *Config) flags(fs *flag.FlagSet) {
@@ -102,6 +105,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown waits for requests in flight")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
+	c.roomFlags(fs)
 	c.Redis.flags(fs)
 }
 
@@ -114,6 +118,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.PassportSecret = os.Getenv("DIBS_PASSPORT_SECRET")
 	cfg.AdminToken = os.Getenv("DIBS_ADMIN_TOKEN")
+	cfg.Room.Secret = os.Getenv("DIBS_ROOM_SECRET")
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -147,6 +152,7 @@ type Main struct {
 	store  dibs.Store
 	gate   *gateService
 	engine *engine.Engine
+	room   *room.Service
 	srv    *http.Server
 	ln     net.Listener
 	served chan error
@@ -179,8 +185,14 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.gate, err = openGate(m.cfg.Redis, reg, m.log); err != nil {
 		return err
 	}
-	m.engine = engine.New(engine.Config{Store: store, Gate: m.gate.gate, Recorder: rec, Logger: m.log})
+	if m.room, err = openRoom(m.cfg, m.gate.client, m.log); err != nil {
+		return err
+	}
+	m.engine = engine.New(engine.Config{Store: store, Gate: m.gate.gate, Recorder: rec, Logger: m.log, Admissions: m.room})
 	if err := m.engine.Register(reg); err != nil {
+		return err
+	}
+	if err := m.room.Register(reg); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -188,11 +200,13 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.log.Info("record loaded", "drops", len(m.engine.Drops()), "took", time.Since(start).Round(time.Millisecond))
+	m.startRoom(ctx)
 	m.gate.start(m.engine)
 
 	api := httpapi.New(m.engine, httpapi.Config{
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
 		Gatherer: reg, Registerer: reg, Logger: m.log,
+		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
 	})
 	m.srv = &http.Server{
 		Handler:           api,
@@ -203,6 +217,7 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
 	}
+	m.srv.RegisterOnShutdown(api.CloseStreams)
 	if m.ln, err = net.Listen("tcp", m.cfg.Addr); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -252,6 +267,10 @@ func (m *Main) Close() error {
 			errs = append(errs, err)
 		}
 		m.srv = nil
+	}
+	if m.room != nil {
+		m.room.Stop()
+		m.room = nil
 	}
 	if m.gate != nil {
 		m.gate.stopWork() // reconciler and refresh, before the engine they use

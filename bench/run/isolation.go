@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// spikeLua is claimsLua paced: each connection waits args[2] milliseconds
+// before each request, so 64 connections send about 64000/args[2] claims a
+// second while the server keeps up.
+const spikeLua = `
+local tokens = {}
+local i = 0
+local pause = 0
+function init(args)
+  for line in io.lines(args[1]) do tokens[#tokens+1] = line end
+  i = math.random(#tokens)
+  pause = tonumber(args[2]) or 0
+end
+function delay()
+  return pause
+end
+function request()
+  i = i % #tokens + 1
+  return wrk.format("POST", nil, {["Authorization"] = "Bearer " .. tokens[i]}, nil)
+end
+`
+
+// isolationResult is one round: regular traffic alone, then during a spike.
+type isolationResult struct {
+	base, spike latencies
+	spikeRPS    float64
+	spikeOut    string // wrk's status line, for the record
+}
+
+// isolation measures the regular service's latency without and with a
+// claim spike on the same node (TESTPLAN C1): drop reads at regularRate,
+// open-model, timed from their intended send time; the spike is wrk with
+// a new user per claim on a drop of 1,111, paced to spikeRate.
+func isolation(cfg config, regularRate, spikeRate float64) ([]isolationResult, error) {
+	if err := mintTokens(cfg, "fresh.txt", "fresh-", cfg.tokens); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(cfg.dir, "spike.lua"), []byte(spikeLua), 0o644); err != nil {
+		return nil, err
+	}
+	start := dibsNode(`{"id":"d","title":"Pepero Day","kind":"coupon","stock":1111}`, nil)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
+	pause := 0.0
+	if spikeRate > 0 {
+		pause = 1000 * float64(cfg.conns) / spikeRate
+	}
+	var out []isolationResult
+	for round := range cfg.rounds {
+		ctx, cancel := context.WithCancel(context.Background())
+		addr, err := freeAddr()
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		stop, err := start(ctx, cfg, addr)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		url := "http://" + addr + "/v1/drops/d"
+		regularTraffic(ctx, client, url, regularRate, time.Second) // warm up connections
+		var r isolationResult
+		r.base = regularTraffic(ctx, client, url, regularRate, cfg.duration)
+
+		wrk := pinned(1, "wrk", "-t1", fmt.Sprintf("-c%d", cfg.conns), "-d"+(cfg.duration+time.Second).String(),
+			"-s", filepath.Join(cfg.dir, "spike.lua"), "http://"+addr+"/v1/drops/d/claims", "--",
+			filepath.Join(cfg.dir, "fresh.txt"), strconv.FormatFloat(pause, 'f', 3, 64))
+		var wrkOut strings.Builder
+		wrk.Stdout, wrk.Stderr = &wrkOut, &wrkOut
+		if err := wrk.Start(); err != nil {
+			stop()
+			cancel()
+			return nil, err
+		}
+		time.Sleep(500 * time.Millisecond) // let the spike reach its rate
+		r.spike = regularTraffic(ctx, client, url, regularRate, cfg.duration)
+		wrk.Wait()
+		if m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindStringSubmatch(wrkOut.String()); m != nil {
+			r.spikeRPS, _ = strconv.ParseFloat(m[1], 64)
+		}
+		if m := regexp.MustCompile(`Non-2xx or 3xx responses: \d+`).FindString(wrkOut.String()); m != "" {
+			r.spikeOut = m
+		}
+		stop()
+		cancel()
+		log.Printf("   round %d: regular p99 %.2f ms alone, %.2f ms during a spike of %.0f claims/s (%.2f×); p99.9 %.2f / %.2f ms; errors %d / %d",
+			round+1, r.base.p99, r.spike.p99, r.spikeRPS, r.spike.p99/r.base.p99, r.base.p999, r.spike.p999, r.base.errors, r.spike.errors)
+		out = append(out, r)
+	}
+	return out, nil
+}

@@ -1,0 +1,151 @@
+package httpapi_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/testenv"
+)
+
+var updateImages = flag.Bool("update-images", false, "write the page's screenshots to docs/img")
+
+// chromium returns the path of a headless-capable Chromium, or skips the
+// test (fails it under CI).
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("DIBS_CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if testenv.CI() {
+		t.Fatal("Chromium is not installed (set DIBS_CHROMIUM to its path)")
+	}
+	t.Skip("Chromium is not installed")
+	return ""
+}
+
+// browser starts a headless Chromium with a fresh profile and no network
+// of its own, and returns a tab's context.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(390, 844),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)); err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+	return ctx
+}
+
+// shoot opens url, waits for the page to show view, checks the text of the
+// given elements, and saves a screenshot as room-<name>.png in the test's
+// directory (and in docs/img with -update-images).
+func shoot(t *testing.T, ctx context.Context, url, view, name string, want map[string]string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`body[data-view=%q] [data-for=%q]`, view, view))),
+	); err != nil {
+		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.view + ": " + document.body.innerText`))
+		t.Fatalf("%s: the page did not show %q: %v (it shows %s)", name, view, err, body)
+	}
+	for sel, text := range want {
+		got, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil || !strings.Contains(got, text) {
+			t.Errorf("%s: %s reads %q (%v), want %q in it", name, sel, got, err, text)
+		}
+	}
+	if hash, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash`)); hash != "" {
+		t.Errorf("%s: the passport stayed in the address bar (%q)", name, hash)
+	}
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := "room-" + name + ".png"
+	if err := os.WriteFile(filepath.Join(t.TempDir(), file), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if *updateImages {
+		if err := os.WriteFile(filepath.Join("..", "docs", "img", file), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%s: %d bytes", file, len(png))
+}
+
+// TestPageInChromium drives the waiting room page in headless Chromium
+// through its states: the countdown, waiting in line, admitted and won
+// (the page claims by itself), sold out, and the passport form.
+func TestPageInChromium(t *testing.T) {
+	if raceEnabled {
+		t.Skip("Chromium and the race detector together are too slow for the page's timers")
+	}
+	b := setupRoom(t, roomSetup{})
+	ctx := browser(t)
+	opens := time.Now().Add(150 * time.Minute).UTC().Format(time.RFC3339)
+	b.mustCreateDrop(t, `{"id":"soon","title":"Pepero Day coupons","kind":"coupon","stock":1111,"opens_at":"`+opens+`","admission":{"mode":"queue","rate":100}}`)
+	b.mustCreateDrop(t, `{"id":"line","title":"iPhone at noon","kind":"purchase","stock":1000,"admission":{"mode":"queue","rate":2}}`)
+	b.mustCreateDrop(t, `{"id":"win","title":"iPhone at noon","kind":"purchase","stock":1000,"admission":{"mode":"queue","rate":50}}`)
+	b.mustCreateDrop(t, `{"id":"gone","title":"iPhone at noon","kind":"coupon","stock":1,"admission":{"mode":"queue","rate":50}}`)
+	page := func(drop, user string) string { return b.srv.URL + "/d/" + drop + "#passport=" + pass(t, user) }
+
+	// Ahead in line: 240 people who joined first.
+	line, err := b.engine.Drop("line")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 240 {
+		if _, err := b.room.Join(context.Background(), line, fmt.Sprintf("early%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The only slot of "gone" goes to someone else.
+	gone, _ := b.engine.Drop("gone")
+	j, err := b.room.Join(context.Background(), gone, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := b.waitAdmitted(t, "gone", pass(t, "first"), j.Ticket)
+	if r := b.do(t, "POST", "/v1/drops/gone/claims", pass(t, "first"), "", "Dibs-Admission", adm.body["admission"].(string)); r.status != 201 {
+		t.Fatalf("the first claim: %d %s", r.status, r.raw)
+	}
+	for r := b.do(t, "GET", "/v1/drops/gone/queue", "", ""); r.body["sold_out"] != true; r = b.do(t, "GET", "/v1/drops/gone/queue", "", "") {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	shoot(t, ctx, page("soon", "alice"), "countdown", "countdown", map[string]string{"#title": "Pepero Day coupons", "#clock": "02:"})
+	shoot(t, ctx, page("line", "alice"), "waiting", "waiting", map[string]string{"#position": "#2", "#eta": "m "})
+	shoot(t, ctx, page("win", "alice"), "won", "won", map[string]string{"#slot": "#1", "#won-detail": "pay before"})
+	shoot(t, ctx, page("gone", "alice"), string(dibs.QueueSoldOut), "sold-out", map[string]string{"[data-for=sold_out] h2": "Sold out"})
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`sessionStorage.clear()`)); err != nil {
+		t.Fatal(err)
+	}
+	shoot(t, ctx, b.srv.URL+"/d/win", "passport", "passport", map[string]string{"[data-for=passport] button": "Join"})
+}

@@ -1,0 +1,294 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/room"
+)
+
+// Room is the waiting room the API serves; *room.Service implements it.
+type Room interface {
+	Join(ctx context.Context, d *dibs.Drop, userID string) (room.Status, error)
+	Status(ctx context.Context, d *dibs.Drop, userID, ticket string) (room.Status, error)
+	Info(ctx context.Context, d *dibs.Drop) (room.Info, error)
+	Changed(dropID string) <-chan struct{}
+}
+
+// Streams: how long one lives at most (the client reconnects), how often
+// an idle one is pinged, how often a changing position is sent, and how
+// long one write may take before the client is given up.
+const (
+	streamLifetime  = 10 * time.Minute
+	streamHeartbeat = 15 * time.Second
+	streamEvery     = time.Second
+	streamWrite     = 10 * time.Second
+)
+
+// PermutationName names the shuffle the queue info's seed keys (room.Position).
+const PermutationName = "feistel4-sha256-v1"
+
+// ticketJSON is a waiting-room ticket's status on the wire.
+type ticketJSON struct {
+	Ticket     string          `json:"ticket,omitempty"` // on joining
+	Number     uint64          `json:"number"`
+	State      dibs.QueueState `json:"state"`
+	Position   *uint64         `json:"position"`    // null while not known (a shuffle not drawn yet) or not waiting
+	Ahead      *uint64         `json:"ahead"`       // people before you
+	ETASeconds *float64        `json:"eta_seconds"` // until admission; null when unknown
+	// PollAfterMS is when to ask again; 0 once the wait is over.
+	PollAfterMS        int64      `json:"poll_after_ms"`
+	Admission          string     `json:"admission,omitempty"`
+	AdmissionExpiresAt *time.Time `json:"admission_expires_at,omitempty"`
+	OpensAt            time.Time  `json:"opens_at"`
+	Joined             uint64     `json:"joined"`
+	Remaining          int64      `json:"remaining"`
+	ServerTime         time.Time  `json:"server_time"`
+}
+
+func newTicketJSON(d *dibs.Drop, st room.Status) ticketJSON {
+	out := ticketJSON{
+		Ticket: st.Ticket, Number: st.Number, State: st.State, PollAfterMS: st.PollAfter.Milliseconds(),
+		Admission: st.Admission, AdmissionExpiresAt: timePtr(st.Expires),
+		OpensAt: d.OpensAt, Joined: st.Joined, Remaining: max(st.Remaining, 0), ServerTime: st.Now.UTC(),
+	}
+	switch {
+	case st.State == dibs.QueueAdmitted:
+		var zero uint64
+		out.Position, out.Ahead = &zero, &zero
+	case st.State == dibs.QueueWaiting && st.Position > 0:
+		pos, ahead := st.Position, st.Ahead()
+		out.Position, out.Ahead = &pos, &ahead
+	}
+	if st.ETA >= 0 && st.ETA < math.MaxInt64 {
+		eta := math.Round(st.ETA.Seconds()*10) / 10
+		out.ETASeconds = &eta
+	}
+	return out
+}
+
+// queueInfoJSON is a room's public state: what an auditor needs.
+type queueInfoJSON struct {
+	Order       string  `json:"order"`
+	Rate        int     `json:"rate"`
+	Opened      bool    `json:"opened"`
+	PreQueue    *uint64 `json:"prequeue,omitempty"` // tickets 1..prequeue were drawn (or kept in order); set once opened
+	Joined      uint64  `json:"joined"`
+	Serving     uint64  `json:"serving"`
+	SoldOut     bool    `json:"sold_out"`
+	SeedSHA256  string  `json:"seed_sha256"`    // the commitment, public from the start
+	Seed        string  `json:"seed,omitempty"` // hex, revealed at the opening
+	Permutation string  `json:"permutation"`
+	Measured    float64 `json:"admitted_per_second"`
+}
+
+func newQueueInfoJSON(in room.Info) *queueInfoJSON {
+	out := &queueInfoJSON{
+		Order: in.Order, Rate: in.Rate, Opened: in.Opened, Joined: in.Joined, Serving: in.Serving,
+		SoldOut: in.SoldOut, SeedSHA256: in.SeedDigest, Seed: in.Seed, Permutation: PermutationName,
+		Measured: math.Round(in.Measured*100) / 100,
+	}
+	if in.Opened {
+		out.PreQueue = &in.PreQueue
+	}
+	return out
+}
+
+// queuedDropJSON is the public view of a queued drop: the drop and its
+// room's public state.
+type queuedDropJSON struct {
+	publicDropJSON
+	Queue *queueInfoJSON `json:"queue"`
+}
+
+// publicQueue is the room's public state for the drop view, or nil if d
+// has no room here or it cannot be read now (the view goes without it).
+func (s *Server) publicQueue(r *http.Request, d *dibs.Drop) *queueInfoJSON {
+	if d.Admission.Mode != dibs.AdmissionQueue || s.room == nil {
+		return nil
+	}
+	in, err := s.room.Info(r.Context(), d)
+	if err != nil {
+		return nil
+	}
+	return newQueueInfoJSON(in)
+}
+
+// queuedDrop returns the path's drop if it has a waiting room here.
+func (s *Server) queuedDrop(r *http.Request) (*dibs.Drop, error) {
+	id, err := pathDropID(r)
+	if err != nil {
+		return nil, err
+	}
+	d, err := s.engine.Drop(id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case d.Admission.Mode != dibs.AdmissionQueue:
+		return nil, dibs.Errorf(dibs.ECONFLICT, "Drop %s has no waiting room: claim it directly.", id)
+	case s.room == nil:
+		return nil, dibs.Errorf(dibs.EUNAVAILABLE, "This node runs no waiting rooms.")
+	}
+	return d, nil
+}
+
+// joinQueue answers 201 with a new ticket, or 200 with the ticket of a
+// user who had joined. Joins are limited per client address.
+func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) {
+	if wait, ok := s.joins.allow(clientKey(r, s.ipHeader), time.Now()); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeError(w, r, s.log, dibs.Errorf(dibs.ETHROTTLED, "Too many joins from your address; retry shortly."))
+		return
+	}
+	d, err := s.queuedDrop(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	user, err := s.user(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if r.ContentLength != 0 {
+		var body struct{}
+		if err := decodeJSON(w, r, &body, MaxClaimBody, true); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+	}
+	st, err := s.room.Join(r.Context(), d, user)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	status := http.StatusOK
+	if !st.Existing {
+		status = http.StatusCreated
+	}
+	w.Header().Set("Location", "/v1/drops/"+d.ID+"/queue/"+st.Ticket)
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, status, newTicketJSON(d, st))
+}
+
+// ticketStatus reads the path's ticket for the request's user.
+func (s *Server) ticketStatus(r *http.Request) (*dibs.Drop, string, room.Status, error) {
+	d, err := s.queuedDrop(r)
+	if err != nil {
+		return nil, "", room.Status{}, err
+	}
+	user, err := s.user(r)
+	if err != nil {
+		return nil, "", room.Status{}, err
+	}
+	st, err := s.room.Status(r.Context(), d, user, r.PathValue("ticket"))
+	return d, user, st, err
+}
+
+// queueStatus answers where a ticket stands.
+func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
+	d, _, st, err := s.ticketStatus(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, newTicketJSON(d, st))
+}
+
+// queueInfo answers a room's public state, the seed included once it has
+// opened.
+func (s *Server) queueInfo(w http.ResponseWriter, r *http.Request) {
+	d, err := s.queuedDrop(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	in, err := s.room.Info(r.Context(), d)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=1")
+	writeJSON(w, http.StatusOK, newQueueInfoJSON(in))
+}
+
+// queueEvents streams a ticket's status as server-sent events ("status"
+// events with the JSON of GET .../queue/{ticket}) until the wait is over
+// (admitted, sold out, closed, expired), the stream has lived
+// streamLifetime, or the server shuts down. It wakes when this node's view
+// of the room changes, once per tick for every stream together: no stream
+// reads the backend. The state is sent at once when it changes, a moving
+// position at most once a second.
+func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) {
+	d, user, st, err := s.ticketStatus(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	ticket := r.PathValue("ticket")
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // proxies must pass events on at once
+	w.WriteHeader(http.StatusOK)
+
+	send := func(b []byte) bool {
+		rc.SetWriteDeadline(time.Now().Add(streamWrite))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	event := func(st room.Status) bool {
+		data, err := json.Marshal(newTicketJSON(d, st))
+		if err != nil {
+			return false
+		}
+		return send(append(append([]byte("event: status\ndata: "), data...), "\n\n"...))
+	}
+	if !send([]byte("retry: 2000\n\n")) || !event(st) {
+		return
+	}
+	last, sentAt := st, time.Now()
+	heartbeat := time.NewTicker(streamHeartbeat)
+	defer heartbeat.Stop()
+	end := time.NewTimer(streamLifetime)
+	defer end.Stop()
+	for st.State == dibs.QueueWaiting {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.closing:
+			return
+		case <-end.C:
+			return
+		case <-heartbeat.C:
+			if !send([]byte(": ping\n\n")) {
+				return
+			}
+			continue
+		case <-s.room.Changed(d.ID):
+		}
+		if cur, err := s.engine.Drop(d.ID); err == nil {
+			d = cur // an operator may have closed or paused it
+		}
+		if st, err = s.room.Status(r.Context(), d, user, ticket); err != nil {
+			return // the client reconnects, and hears why from GET
+		}
+		moved := st.Position != last.Position && time.Since(sentAt) >= streamEvery
+		if st.State != last.State || moved {
+			if !event(st) {
+				return
+			}
+			last, sentAt = st, time.Now()
+		}
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package roomtest
+
+const raceDetector = false
