@@ -5,7 +5,8 @@ import (
 	"time"
 )
 
-// ScanFunc streams claims to fn until fn returns an error or the claims end.
+// ScanFunc streams claims to fn, in slot order, until fn returns an error or
+// the claims end.
 type ScanFunc func(ctx context.Context, fn func(*Claim) error) error
 
 // ReserveRequest asks a gate for a slot.
@@ -20,6 +21,7 @@ type ReserveRequest struct {
 // Hold is a slot a gate gave a user: new, or the user's from an earlier
 // request.
 type Hold struct {
+	UserID         string
 	ClaimID        string
 	Slot           int64
 	Nth            int
@@ -59,4 +61,18 @@ type Gate interface {
 
 	// Remaining is the number of free slots.
 	Remaining(ctx context.Context, dropID string) (int64, error)
+
+	// Holds streams the drop's holds to fn, in no particular order, until fn
+	// returns an error or the holds end. A hold taken or released during
+	// the call may or may not be seen. The reconciler compares them with
+	// the record.
+	Holds(ctx context.Context, dropID string, fn func(Hold) error) error
+
+	// Restore puts an active claim of the record back into the gate, as a
+	// durable hold of its slot, after the gate lost it (a Redis failover, a
+	// bug). Holds that stand in its way, on its slot or on its user's nth
+	// place, cannot be recorded while it is active, so they are dropped.
+	// It reports false if the gate already holds the claim. EINVALID if the
+	// slot is outside the drop or nth below 1.
+	Restore(ctx context.Context, c *Claim) (bool, error)
 }

@@ -15,6 +15,7 @@ require (
 	github.com/redis/rueidis v1.0.79
 	golang.org/x/time v0.16.0
 	modernc.org/sqlite v1.60.1
+	pgregory.net/rapid v1.3.0
 )
 
 require (

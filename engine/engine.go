@@ -62,6 +62,10 @@ type Engine struct {
 
 	mu    sync.RWMutex
 	drops map[string]*entry
+
+	// conflicts names drops whose record refused a claim the gate gave
+	// out: the gate and the record disagree, and a Reconciler looks soon.
+	conflicts chan string
 }
 
 // entry is a drop as the engine serves it, with its claim counters.
@@ -113,7 +117,8 @@ func New(cfg Config) *Engine {
 	e := &Engine{
 		store: cfg.Store, gate: cfg.Gate, admit: cfg.Admissions, metrics: cfg.Metrics, log: cfg.Logger,
 		now: cfg.Now, newID: cfg.NewID,
-		drops: make(map[string]*entry),
+		drops:     make(map[string]*entry),
+		conflicts: make(chan string, 256),
 	}
 	if e.metrics == nil {
 		e.metrics = NewMetrics()
@@ -127,7 +132,7 @@ func New(cfg Config) *Engine {
 	if e.newID == nil {
 		e.newID = NewClaimID
 	}
-	e.rec = newRecorder(cfg.Store, cfg.Recorder, recordHooks{committed: e.committed, failed: e.failed}, e.metrics, e.log)
+	e.rec = newRecorder(cfg.Store, cfg.Recorder, recordHooks{committed: e.committed, failed: e.failed, conflict: e.conflict}, e.metrics, e.log)
 	return e
 }
 
@@ -158,37 +163,47 @@ func (e *Engine) Close() error {
 
 // Refresh loads drops from the record: new ones are prepared in the gate,
 // known ones take the record's settings and status. Other nodes' drops and
-// operator actions arrive this way.
+// operator actions arrive this way; a gate that lost a drop's state
+// rebuilds it. A drop that fails does not keep the others from refreshing.
 func (e *Engine) Refresh(ctx context.Context) error {
 	drops, err := e.store.ListDrops(ctx)
 	if err != nil {
 		return fmt.Errorf("load drops: %w", err)
 	}
+	var errs []error
 	for _, d := range drops {
 		if err := e.install(ctx, d); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// install prepares d in the gate (rebuilding it from the record if the gate
-// has no state) and serves it.
+// install serves d and prepares it in the gate (rebuilding it from the
+// record if the gate has no state). A copy of the record read before this
+// node's latest change of the drop does not undo that change. The drop is
+// served even if the gate fails: its claims then answer what the gate says
+// (EUNAVAILABLE), not "no such drop".
 func (e *Engine) install(ctx context.Context, d *dibs.Drop) error {
+	e.mu.Lock()
+	ent := e.drops[d.ID]
+	if ent == nil {
+		ent = &entry{}
+		e.drops[d.ID] = ent
+		ent.drop.Store(d)
+	} else if cur := ent.drop.Load(); d.UpdatedAt.Before(cur.UpdatedAt) {
+		d = cur
+	} else {
+		ent.drop.Store(d)
+	}
+	e.mu.Unlock()
+
 	scan := func(ctx context.Context, fn func(*dibs.Claim) error) error {
 		return e.store.ScanActiveClaims(ctx, d.ID, fn)
 	}
 	if err := e.gate.Prepare(ctx, d, scan); err != nil {
 		return fmt.Errorf("prepare drop %s: %w", d.ID, err)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ent := e.drops[d.ID]
-	if ent == nil {
-		ent = &entry{}
-		e.drops[d.ID] = ent
-	}
-	ent.drop.Store(d)
 	return nil
 }
 
@@ -447,6 +462,15 @@ func (e *Engine) failed(ctx context.Context, claims []*dibs.Claim, definite bool
 	}
 }
 
+// conflict tells a Reconciler to look at the drop soon. It never blocks:
+// with the queue full, the next periodic pass finds the drop anyway.
+func (e *Engine) conflict(dropID string) {
+	select {
+	case e.conflicts <- dropID:
+	default:
+	}
+}
+
 // ReleaseSlot returns the slot of the hold claimID to the gate and tells
 // the waiting room, which admits one more person in its place. It reports
 // false if the gate has no such hold. Whatever gives a slot back (a failed
@@ -488,10 +512,21 @@ func (e *Engine) Winners(ctx context.Context, dropID string, fn func(*dibs.Claim
 	return e.store.ScanActiveClaims(ctx, dropID, fn)
 }
 
-// Ready reports whether the engine's dependencies answer.
+// pinger is a gate with a dependency of its own to check (Redis).
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Ready reports whether the engine's dependencies answer: the record, and
+// the gate if it lives outside the process.
 func (e *Engine) Ready(ctx context.Context) error {
 	if err := e.store.Ping(ctx); err != nil {
 		return fmt.Errorf("store: %w", err)
+	}
+	if p, ok := e.gate.(pinger); ok {
+		if err := p.Ping(ctx); err != nil {
+			return fmt.Errorf("gate: %w", err)
+		}
 	}
 	return nil
 }

@@ -16,12 +16,21 @@ import (
 	"github.com/dibs-io/dibs/sqlite"
 )
 
-// faultyStore fails RecordClaims on demand.
+// faultyStore fails RecordClaims on demand, and lists drops from a stale
+// snapshot when given one.
 type faultyStore struct {
 	dibs.Store
 	fail   atomic.Pointer[error]
 	writes atomic.Int64
 	block  chan struct{} // if set, writes wait for it to close
+	stale  atomic.Pointer[[]*dibs.Drop]
+}
+
+func (s *faultyStore) ListDrops(ctx context.Context) ([]*dibs.Drop, error) {
+	if ds := s.stale.Load(); ds != nil {
+		return *ds, nil
+	}
+	return s.Store.ListDrops(ctx)
 }
 
 func (s *faultyStore) RecordClaims(ctx context.Context, claims []*dibs.Claim) ([]error, error) {

@@ -18,6 +18,11 @@ type Metrics struct {
 	recorderFailures prometheus.Counter
 	recorderRejected prometheus.Counter
 	recordConflicts  prometheus.Counter
+
+	reconcilePasses   prometheus.Counter
+	reconcileReleased prometheus.Counter
+	reconcileRestored prometheus.Counter
+	reconcileErrors   prometheus.Counter
 }
 
 // NewMetrics makes the engine's collectors. Register them with Register.
@@ -50,6 +55,22 @@ func NewMetrics() *Metrics {
 			Name: "dibs_record_conflicts_total",
 			Help: "Claims the gate gave out that the record refused (slot or user place already taken). Should stay 0.",
 		}),
+		reconcilePasses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dibs_reconcile_passes_total",
+			Help: "Passes of the reconciler over a drop.",
+		}),
+		reconcileReleased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dibs_reconcile_released_total",
+			Help: "Gate holds with no record, past the grace period, whose slots the reconciler returned.",
+		}),
+		reconcileRestored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dibs_reconcile_restored_total",
+			Help: "Active claims of the record the gate had lost, put back by the reconciler.",
+		}),
+		reconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dibs_reconcile_errors_total",
+			Help: "Reconciler passes that could not finish (gate or record unavailable).",
+		}),
 	}
 	for i, name := range outcomeNames {
 		m.claimLatencyBy[i] = m.claimLatency.WithLabelValues(name)
@@ -58,7 +79,8 @@ func NewMetrics() *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.claimLatency, m.recorderBatch, m.recorderCommit, m.recorderFailures, m.recorderRejected, m.recordConflicts}
+	return []prometheus.Collector{m.claimLatency, m.recorderBatch, m.recorderCommit, m.recorderFailures, m.recorderRejected, m.recordConflicts,
+		m.reconcilePasses, m.reconcileReleased, m.reconcileRestored, m.reconcileErrors}
 }
 
 var (

@@ -51,11 +51,13 @@ func (c *RecorderConfig) setDefaults() {
 }
 
 // recordHooks run inside the recorder after a batch, before its waiters
-// wake: committed claims, and claims whose write failed (with whether the
-// failure is known to have left nothing behind).
+// wake: committed claims, claims whose write failed (with whether the
+// failure is known to have left nothing behind), and drops whose record
+// refused a claim the gate gave out.
 type recordHooks struct {
 	committed func(ctx context.Context, claims []*dibs.Claim)
 	failed    func(ctx context.Context, claims []*dibs.Claim, definite bool)
+	conflict  func(dropID string)
 }
 
 // recorder batches concurrent claim writes into one transaction each (group
@@ -253,6 +255,9 @@ func (r *recorder) commit(batch []*pending) {
 			}
 			r.metrics.recordConflicts.Inc()
 			r.log.Error("record refused a claim the gate gave out", "claim", p.claim.ID, "drop", p.claim.DropID, "slot", p.claim.Slot, "err", p.err)
+			if r.hooks.conflict != nil {
+				r.hooks.conflict(p.claim.DropID)
+			}
 			p.err = dibs.WrapError(dibs.EUNAVAILABLE, "Your claim could not be recorded; please retry.", fmt.Errorf("record: %w", p.err))
 		}
 		r.hooks.committed(ctx, ok)
@@ -263,6 +268,13 @@ func (r *recorder) commit(batch []*pending) {
 	for _, p := range batch {
 		close(p.done)
 	}
+}
+
+// writing reports whether a write of the claim is queued or in flight here.
+func (r *recorder) writing(claimID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pending[claimID] != nil
 }
 
 // refuse gives back the slot of a fresh claim that was never queued.

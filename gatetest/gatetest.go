@@ -6,10 +6,13 @@ package gatetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,6 +39,8 @@ func Run(t *testing.T, newGate Factory) {
 	t.Run("Rebuild", func(t *testing.T) { t.Parallel(); testRebuild(t, newGate(t)) })
 	t.Run("HugeDrop", func(t *testing.T) { t.Parallel(); testHugeDrop(t, newGate(t)) })
 	t.Run("UnknownDrop", func(t *testing.T) { t.Parallel(); testUnknownDrop(t, newGate(t)) })
+	t.Run("Holds", func(t *testing.T) { t.Parallel(); testHolds(t, newGate(t)) })
+	t.Run("Restore", func(t *testing.T) { t.Parallel(); testRestore(t, newGate(t)) })
 	t.Run("Linearizable", func(t *testing.T) { t.Parallel(); testLinearizable(t, newGate(t)) })
 }
 
@@ -176,8 +181,8 @@ func testRetry(t *testing.T, g dibs.Gate) {
 	d := NewDrop(10, 1)
 	MustPrepare(t, g, d)
 	first := mustReserve(t, g, d, "alice", "")
-	if first.Existing || first.Nth != 1 {
-		t.Fatalf("first = %+v, want new hold nth 1", first)
+	if first.Existing || first.Nth != 1 || first.UserID != "alice" {
+		t.Fatalf("first = %+v, want alice's new hold nth 1", first)
 	}
 	for _, key := range []string{"", "k1", "k2"} { // limit 1: any retry gets the claim
 		again := mustReserve(t, g, d, "alice", key)
@@ -439,6 +444,149 @@ func testUnknownDrop(t *testing.T, g dibs.Gate) {
 	wantCode(t, err, dibs.ENOTFOUND)
 	_, err = g.Remaining(context.Background(), d.ID)
 	wantCode(t, err, dibs.ENOTFOUND)
+	err = g.Holds(context.Background(), d.ID, func(dibs.Hold) error { return nil })
+	wantCode(t, err, dibs.ENOTFOUND)
+}
+
+// MustHolds returns the drop's holds by claim id.
+func MustHolds(tb testing.TB, g dibs.Gate, dropID string) map[string]dibs.Hold {
+	tb.Helper()
+	out := map[string]dibs.Hold{}
+	err := g.Holds(context.Background(), dropID, func(h dibs.Hold) error {
+		out[h.ClaimID] = h
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("holds of %s: %v", dropID, err)
+	}
+	return out
+}
+
+func testHolds(t *testing.T, g dibs.Gate) {
+	ctx := context.Background()
+	d := NewDrop(50, 2)
+	MustPrepare(t, g, d)
+	if hs := MustHolds(t, g, d.ID); len(hs) != 0 {
+		t.Fatalf("holds of a fresh drop = %v", hs)
+	}
+	want := map[string]dibs.Hold{}
+	for i := range 30 {
+		h := mustReserve(t, g, d, fmt.Sprintf("u%d", i%20), fmt.Sprintf("k%d", i))
+		want[h.ClaimID] = h
+	}
+	var gone []string
+	for id := range want {
+		if len(gone) < 5 {
+			gone = append(gone, id)
+		}
+	}
+	for _, id := range gone {
+		if ok, err := g.Release(ctx, d.ID, id); !ok || err != nil {
+			t.Fatalf("release %s = %v, %v", id, ok, err)
+		}
+		delete(want, id)
+	}
+	confirmed := slices.Collect(maps.Keys(want))[:10]
+	if err := g.Confirm(ctx, d.ID, confirmed...); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range confirmed {
+		h := want[id]
+		h.Durable = true
+		want[id] = h
+	}
+
+	got := MustHolds(t, g, d.ID)
+	if len(got) != len(want) {
+		t.Fatalf("%d holds listed, want %d", len(got), len(want))
+	}
+	for id, w := range want {
+		h := got[id]
+		if h.UserID != w.UserID || h.Slot != w.Slot || h.Nth != w.Nth || h.IdempotencyKey != w.IdempotencyKey ||
+			!h.CreatedAt.Equal(w.CreatedAt) || h.Durable != w.Durable {
+			t.Fatalf("hold %s listed as %+v, want %+v", id, h, w)
+		}
+	}
+
+	stop := errors.New("stop")
+	n := 0
+	err := g.Holds(ctx, d.ID, func(dibs.Hold) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("holds after fn failed: err %v after %d calls, want stop after 1", err, n)
+	}
+}
+
+// testRestore: the record's claims come back into the gate, pushing out the
+// holds in their way, and the books balance after each.
+func testRestore(t *testing.T, g dibs.Gate) {
+	ctx := context.Background()
+	d := NewDrop(6, 2)
+	MustPrepare(t, g, d)
+	a := mustReserve(t, g, d, "a", "") // slot 1
+	b := mustReserve(t, g, d, "b", "") // slot 2
+
+	restore := func(c *dibs.Claim) bool {
+		t.Helper()
+		c.DropID, c.State, c.CreatedAt = d.ID, dibs.ClaimConfirmed, epoch
+		ok, err := g.Restore(ctx, c)
+		if err != nil {
+			t.Fatalf("restore %+v: %v", c, err)
+		}
+		return ok
+	}
+
+	// A claim already held is left alone.
+	if restore(&dibs.Claim{ID: a.ClaimID, UserID: "a", Slot: a.Slot, Nth: 1}) {
+		t.Fatal("restore of a held claim reported a change")
+	}
+	// A free slot beyond the counter: taken, the ones below stay free.
+	if !restore(&dibs.Claim{ID: "r5", UserID: "e", Slot: 5, Nth: 1, IdempotencyKey: "ke"}) {
+		t.Fatal("restore r5 reported no change")
+	}
+	mustRemaining(t, g, d, 3)
+	if h := mustReserve(t, g, d, "e", "ke"); !h.Existing || h.ClaimID != "r5" || !h.Durable || h.Slot != 5 {
+		t.Fatalf("e after restore = %+v, want existing durable r5 on slot 5", h)
+	}
+	// A slot held by another hold: that hold goes.
+	if !restore(&dibs.Claim{ID: "r2", UserID: "x", Slot: b.Slot, Nth: 1}) {
+		t.Fatal("restore r2 reported no change")
+	}
+	hs := MustHolds(t, g, d.ID)
+	if _, ok := hs[b.ClaimID]; ok || hs["r2"].Slot != b.Slot || hs["r2"].UserID != "x" {
+		t.Fatalf("after restoring r2 over b: %v", hs)
+	}
+	mustRemaining(t, g, d, 3)
+	// The user's nth place held by another claim: that claim goes and its
+	// slot comes back.
+	if !restore(&dibs.Claim{ID: "r1", UserID: "a", Slot: 6, Nth: 1}) {
+		t.Fatal("restore r1 reported no change")
+	}
+	hs = MustHolds(t, g, d.ID)
+	if _, ok := hs[a.ClaimID]; ok || hs["r1"].Slot != 6 {
+		t.Fatalf("after restoring r1 over a's nth: %v", hs)
+	}
+	mustRemaining(t, g, d, 3) // slots 1, 3, 4 free
+	free := map[int64]bool{}
+	for _, u := range []string{"p", "q", "r"} {
+		free[mustReserve(t, g, d, u, "").Slot] = true
+	}
+	if !free[1] || !free[3] || !free[4] {
+		t.Fatalf("slots left after restores = %v, want 1, 3, 4", free)
+	}
+	_, err := reserve(g, d, "s", "")
+	wantCode(t, err, dibs.ESOLDOUT)
+	if got := len(MustHolds(t, g, d.ID)); got != 6 {
+		t.Fatalf("%d holds, want 6", got)
+	}
+
+	for _, c := range []*dibs.Claim{
+		{ID: "bad1", DropID: d.ID, UserID: "z", Slot: 0, Nth: 1},
+		{ID: "bad2", DropID: d.ID, UserID: "z", Slot: 7, Nth: 1},
+		{ID: "bad3", DropID: d.ID, UserID: "z", Slot: 3, Nth: 0},
+	} {
+		_, err := g.Restore(ctx, c)
+		wantCode(t, err, dibs.EINVALID)
+	}
 }
 
 // testLinearizable records concurrent reserve/release histories over 200

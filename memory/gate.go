@@ -65,6 +65,7 @@ type hold struct {
 
 func (h *hold) toHold(existing bool) dibs.Hold {
 	return dibs.Hold{
+		UserID:         h.user,
 		ClaimID:        h.claimID,
 		Slot:           h.slot,
 		Nth:            h.nth,
@@ -269,12 +270,18 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 	if h == nil {
 		return false, nil
 	}
-	delete(p.byClaim, claimID)
 	// The slot is free before its holder is forgotten: a lock-free reader
 	// that no longer sees the holder must see the slot (else a retry by the
 	// same user reads sold_out mid-release).
 	p.free = append(p.free, h.slot)
 	p.left.Add(1)
+	p.drop1(h)
+	return true, nil
+}
+
+// drop1 forgets the hold h. Callers hold p.mu and see to its slot.
+func (p *pool) drop1(h *hold) {
+	delete(p.byClaim, h.claimID)
 	if v, ok := p.holders.Load(h.user); ok {
 		hr := v.(*holder)
 		hr.holds = slices.DeleteFunc(hr.holds, func(x *hold) bool { return x == h })
@@ -282,7 +289,6 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 			p.holders.Delete(h.user)
 		}
 	}
-	return true, nil
 }
 
 // SetStatus implements dibs.Gate.
@@ -302,4 +308,86 @@ func (g *Gate) Remaining(ctx context.Context, dropID string) (int64, error) {
 		return 0, err
 	}
 	return p.left.Load(), nil
+}
+
+// Holds implements dibs.Gate.
+func (g *Gate) Holds(ctx context.Context, dropID string, fn func(dibs.Hold) error) error {
+	p, err := g.pool(dropID)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	hs := make([]dibs.Hold, 0, len(p.byClaim))
+	for _, h := range p.byClaim {
+		hs = append(hs, h.toHold(false))
+	}
+	p.mu.Unlock()
+	for _, h := range hs {
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Restore implements dibs.Gate.
+func (g *Gate) Restore(ctx context.Context, c *dibs.Claim) (bool, error) {
+	p, err := g.pool(c.DropID)
+	if err != nil {
+		return false, err
+	}
+	d := p.drop.Load()
+	if c.Slot < 1 || c.Slot > d.Stock || c.Nth < 1 {
+		return false, dibs.Errorf(dibs.EINVALID, "claim %s: slot %d or nth %d outside drop %s", c.ID, c.Slot, c.Nth, d.ID)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byClaim[c.ID] != nil {
+		return false, nil
+	}
+
+	// The holds in the way: the one on the slot, then the user's on the
+	// same nth. Rare enough (a failover) that a scan is fine.
+	var onSlot, onNth *hold
+	for _, h := range p.byClaim {
+		if h.slot == c.Slot {
+			onSlot = h
+		}
+	}
+	if v, ok := p.holders.Load(c.UserID); ok {
+		for _, h := range v.(*holder).holds {
+			if h.nth == c.Nth && h != onSlot {
+				onNth = h
+			}
+		}
+	}
+	for _, h := range []*hold{onSlot, onNth} {
+		if h == nil {
+			continue
+		}
+		p.drop1(h)
+		if h.slot != c.Slot {
+			p.free = append(p.free, h.slot)
+		}
+	}
+
+	switch {
+	case onSlot != nil: // the slot passes straight from the evicted hold
+	case c.Slot >= p.next:
+		for s := p.next; s < c.Slot; s++ {
+			p.free = append(p.free, s)
+		}
+		p.next = c.Slot + 1
+	default:
+		if i := slices.Index(p.free, c.Slot); i >= 0 {
+			p.free = slices.Delete(p.free, i, i+1)
+		}
+	}
+
+	h := &hold{user: c.UserID, claimID: c.ID, key: c.IdempotencyKey, slot: c.Slot, nth: c.Nth, created: c.CreatedAt, durable: true}
+	hr := p.holder(c.UserID)
+	hr.holds = append(hr.holds, h)
+	p.byClaim[h.claimID] = h
+	p.left.Store(max(d.Stock-int64(len(p.byClaim)), 0))
+	return true, nil
 }

@@ -56,7 +56,7 @@ func main() {
 	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of one measurement")
 	flag.IntVar(&cfg.conns, "conns", 64, "client connections")
 	flag.StringVar(&cfg.only, "only", "", "run only the scenarios whose name contains this")
-	flag.StringVar(&cfg.write, "write", "docs/benchmarks.md", "file whose generated section is rewritten (empty: print only)")
+	flag.StringVar(&cfg.write, "write", "docs/benchmarks.md", "file whose generated sections are rewritten, each only if all its scenarios ran (empty: print only)")
 	flag.IntVar(&cfg.tokens, "tokens", 600_000, "distinct passports minted for scenarios that need a new user per request")
 	flag.Float64Var(&cfg.regularRate, "regular-rate", 500, "isolation: regular drop reads per second")
 	flag.Float64Var(&cfg.spikeRate, "spike-rate", 0, "isolation: claims per second of the spike (0: as fast as the client goes)")
@@ -81,7 +81,7 @@ func run(cfg config) error {
 	defer os.RemoveAll(dir)
 	cfg.dir = dir
 	log.Printf("building into %s", dir)
-	for _, b := range []struct{ name, pkg string }{{"dibs", "./cmd/dibs"}, {"ceiling", "./bench/ceiling"}, {"naivepg", "./bench/naivepg"}} {
+	for _, b := range []struct{ name, pkg string }{{"dibs", "./cmd/dibs"}, {"ceiling", "./bench/ceiling"}, {"naivepg", "./bench/naivepg"}, {"redisref", "./bench/redisref"}} {
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg).CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
 		}
@@ -90,6 +90,7 @@ func run(cfg config) error {
 		return err
 	}
 
+	defer runCleanups()
 	if cfg.only == "isolation" {
 		_, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{
 			{"claim workers (default)", nil},
@@ -110,12 +111,43 @@ func run(cfg config) error {
 		results = append(results, r)
 		log.Printf("   %s %.0f req/s, %s %.0f req/s: %.2f×", sc.ref.name, r.ref, sc.dibs.name, r.dibs, r.dibs/r.ref)
 	}
-	table := render(cfg, results)
-	fmt.Print(table)
-	if cfg.write == "" || cfg.only != "" {
-		return nil
+	// Each section of docs/benchmarks.md is rewritten from its own
+	// scenarios, and only when all of them ran.
+	var sections []string
+	total := map[string]int{}
+	for _, sc := range scenarios {
+		if total[sc.sectionName()]++; total[sc.sectionName()] == 1 {
+			sections = append(sections, sc.sectionName())
+		}
 	}
-	return rewriteSection(cfg.write, "core", table)
+	for _, name := range sections {
+		var rs []result
+		for _, r := range results {
+			if r.sc.sectionName() == name {
+				rs = append(rs, r)
+			}
+		}
+		if len(rs) == 0 {
+			continue
+		}
+		table := render(cfg, name, rs)
+		fmt.Print(table)
+		if cfg.write != "" && len(rs) == total[name] {
+			if err := rewriteSection(cfg.write, name, table); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cleanups run when the whole run ends (servers shared by scenarios).
+var cleanups []func()
+
+func runCleanups() {
+	for _, f := range slices.Backward(cleanups) {
+		f()
+	}
 }
 
 // target is one side of a scenario: how to start it and what to send.
@@ -124,6 +156,10 @@ type target struct {
 	start  func(ctx context.Context, cfg config, addr string) (stop func(), err error)
 	tokens string // token file for the wrk script, relative to cfg.dir
 	path   string
+	// metric, if set, is a sample of the target's /metrics (name and
+	// labels, e.g. `dibs_gate_redis_calls_total{op="reserve"}`) read before
+	// and after each measurement; the result reports how much it grew.
+	metric string
 }
 
 type scenario struct {
@@ -131,20 +167,29 @@ type scenario struct {
 	what      string // the sentence under the table
 	ref, dibs target
 	want      float64 // the budget: dibs/ref at least this
+	section   string  // of docs/benchmarks.md; "" is "core"
+}
+
+func (sc scenario) sectionName() string {
+	if sc.section == "" {
+		return "core"
+	}
+	return sc.section
 }
 
 type result struct {
-	sc        scenario
-	ref, dibs float64 // median requests/s
-	refRuns   []float64
-	dibsRuns  []float64
+	sc         scenario
+	ref, dibs  float64 // median requests/s
+	refRuns    []float64
+	dibsRuns   []float64
+	dibsMetric []float64 // growth of sc.dibs.metric during each dibs run
 }
 
 func measure(cfg config, sc scenario) (result, error) {
 	r := result{sc: sc}
 	for round := range cfg.rounds {
 		for _, side := range []*target{&sc.ref, &sc.dibs} {
-			rps, err := once(cfg, *side)
+			rps, grew, err := once(cfg, *side)
 			if err != nil {
 				return r, fmt.Errorf("%s round %d: %w", side.name, round+1, err)
 			}
@@ -152,6 +197,10 @@ func measure(cfg config, sc scenario) (result, error) {
 				r.refRuns = append(r.refRuns, rps)
 			} else {
 				r.dibsRuns = append(r.dibsRuns, rps)
+				if side.metric != "" {
+					r.dibsMetric = append(r.dibsMetric, grew)
+					log.Printf("   %s grew by %.0f", side.metric, grew)
+				}
 			}
 			log.Printf("   round %d %-28s %8.0f req/s", round+1, side.name, rps)
 		}
@@ -161,18 +210,38 @@ func measure(cfg config, sc scenario) (result, error) {
 }
 
 // once starts a fresh server, runs wrk against it, and stops the server.
-func once(cfg config, t target) (float64, error) {
+// It returns the requests/s and how much t.metric grew meanwhile.
+func once(cfg config, t target) (rps, grew float64, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addr, err := freeAddr()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	stop, err := t.start(ctx, cfg, addr)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer stop()
+	var before float64
+	if t.metric != "" {
+		if before, err = scrape("http://"+addr, t.metric); err != nil {
+			return 0, 0, err
+		}
+		defer func() {
+			if after, serr := scrape("http://"+addr, t.metric); serr == nil {
+				grew = after - before
+			} else if err == nil {
+				err = serr
+			}
+		}()
+	}
+	rps, err = wrk(cfg, t, addr)
+	return rps, 0, err
+}
+
+// wrk runs the client against t on addr and returns its requests/s.
+func wrk(cfg config, t target, addr string) (float64, error) {
 	args := []string{"-t1", fmt.Sprintf("-c%d", cfg.conns), "-d" + cfg.duration.String(), "-s", filepath.Join(cfg.dir, "claims.lua"),
 		"http://" + addr + t.path, "--", filepath.Join(cfg.dir, t.tokens)}
 	out, err := pinned(1, "wrk", args...).CombinedOutput()
@@ -187,6 +256,24 @@ func once(cfg config, t target) (float64, error) {
 		log.Printf("   wrk: %s", bytes.TrimSpace(regexp.MustCompile(`Socket errors.*`).Find(out)))
 	}
 	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// scrape reads one sample of a server's /metrics: the line that starts
+// with sample.
+func scrape(url, sample string) (float64, error) {
+	res, err := http.Get(url + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s/metrics has no %s", url, sample)
 }
 
 // pinSelf runs this program again on CPU 1 (the client's core) when
@@ -300,12 +387,21 @@ func mintTokens(cfg config, file, prefix string, n int) error {
 // prepared by prepare (e.g. sold out).
 func dibsNode(dropJSON string, prepare func(url string) error, extra ...string) func(ctx context.Context, cfg config, addr string) (func(), error) {
 	return func(ctx context.Context, cfg config, addr string) (func(), error) {
+		bin := filepath.Join(cfg.dir, "dibs")
+		return server(dropJSON, prepare, bin, append([]string{"serve", "--log-level", "warn"}, extra...)...)(ctx, cfg, addr)
+	}
+}
+
+// server starts bin with args plus --addr and a fresh --data directory,
+// creates one drop through the admin API and prepares it.
+func server(dropJSON string, prepare func(url string) error, bin string, args ...string) func(ctx context.Context, cfg config, addr string) (func(), error) {
+	return func(ctx context.Context, cfg config, addr string) (func(), error) {
 		data, err := os.MkdirTemp(cfg.dir, "data-")
 		if err != nil {
 			return nil, err
 		}
-		args := append([]string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}, extra...)
-		stop, err := startProcess(ctx, addr, []string{"DIBS_PASSPORT_SECRET=" + secret, "DIBS_ADMIN_TOKEN=" + admin}, filepath.Join(cfg.dir, "dibs"), args...)
+		args := append(slices.Clone(args), "--addr", addr, "--data", data)
+		stop, err := startProcess(ctx, addr, []string{"DIBS_PASSPORT_SECRET=" + secret, "DIBS_ADMIN_TOKEN=" + admin}, bin, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -386,10 +482,10 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func render(cfg config, rs []result) string {
+func render(cfg config, section string, rs []result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured with `make bench` (`go run ./bench/run`): %d rounds of %s each, reference and dibs alternating, wrk with %d connections on one core, the server alone on the other (`GOMAXPROCS=1`). Medians.\n\n",
-		cfg.rounds, cfg.duration, cfg.conns)
+	fmt.Fprintf(&b, "Measured with `make bench` (`go run ./bench/run`): %d rounds of %s each, reference and dibs alternating, wrk with %d connections on one core, the server alone on the other (`GOMAXPROCS=1`)%s. Medians.\n\n",
+		cfg.rounds, cfg.duration, cfg.conns, sectionSetup[section])
 	b.WriteString("| scenario | reference | dibs ÷ reference | budget | runs (reference / dibs, req/s) |\n|---|---|---|---|---|\n")
 	for _, r := range rs {
 		verdict := "met"
@@ -400,10 +496,17 @@ func render(cfg config, rs []result) string {
 	}
 	b.WriteString("\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "- **%s**: %s\n", r.sc.name, r.sc.what)
+		fmt.Fprintf(&b, "- **%s**: %s", r.sc.name, r.sc.what)
+		if len(r.dibsMetric) > 0 {
+			fmt.Fprintf(&b, " `%s` grew by %s during the dibs runs.", r.sc.dibs.metric, runs(r.dibsMetric))
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
+
+// sectionSetup completes the setup sentence of a section.
+var sectionSetup = map[string]string{}
 
 func runs(xs []float64) string {
 	s := make([]string, len(xs))

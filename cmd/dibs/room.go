@@ -67,7 +67,7 @@ func (c *Config) validateRoom() error {
 func openRoom(cfg Config, client rueidis.Client, log *slog.Logger) (*room.Service, error) {
 	var backend dibs.Room = memory.NewRoom()
 	if client != nil {
-		r, err := redis.NewRoom(client, redis.RoomOptions{})
+		r, err := redis.NewRoom(client, redis.RoomOptions{Prefix: cfg.Redis.Prefix})
 		if err != nil {
 			return nil, err
 		}

@@ -19,7 +19,6 @@ import (
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
-	"github.com/dibs-io/dibs/memory"
 	"github.com/dibs-io/dibs/passport"
 	"github.com/dibs-io/dibs/postgres"
 	"github.com/dibs-io/dibs/room"
@@ -39,6 +38,7 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	Room            RoomConfig
+	Redis           RedisConfig
 }
 
 // MinAdminTokenLen keeps admin tokens out of guessing range.
@@ -82,6 +82,9 @@ func (c *Config) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return errors.New("--log-format must be json or text")
 	}
+	if err := c.Redis.Validate(); err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -104,6 +107,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
 	c.roomFlags(fs)
+	c.Redis.flags(fs)
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -147,6 +151,7 @@ type Main struct {
 	cfg    Config
 	log    *slog.Logger
 	store  dibs.Store
+	gate   *gateService
 	engine *engine.Engine
 	room   *room.Service
 	srv    *http.Server
@@ -178,10 +183,13 @@ func (m *Main) Run(ctx context.Context) error {
 		reg.MustRegister(s.Collector())
 	}
 
-	if m.room, err = openRoom(m.cfg, nil, m.log); err != nil { // the --redis wiring passes its client
+	if m.gate, err = openGate(m.cfg.Redis, reg, m.log); err != nil {
 		return err
 	}
-	m.engine = engine.New(engine.Config{Store: store, Gate: memory.NewGate(), Recorder: rec, Logger: m.log, Admissions: m.room})
+	if m.room, err = openRoom(m.cfg, m.gate.client, m.log); err != nil {
+		return err
+	}
+	m.engine = engine.New(engine.Config{Store: store, Gate: m.gate.gate, Recorder: rec, Logger: m.log, Admissions: m.room})
 	if err := m.engine.Register(reg); err != nil {
 		return err
 	}
@@ -194,6 +202,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.log.Info("record loaded", "drops", len(m.engine.Drops()), "took", time.Since(start).Round(time.Millisecond))
 	m.startRoom(ctx)
+	m.gate.start(m.engine)
 
 	api := httpapi.New(m.engine, httpapi.Config{
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
@@ -264,9 +273,16 @@ func (m *Main) Close() error {
 		m.room.Stop()
 		m.room = nil
 	}
+	if m.gate != nil {
+		m.gate.stopWork() // reconciler and refresh, before the engine they use
+	}
 	if m.engine != nil {
 		errs = append(errs, m.engine.Close())
 		m.engine = nil
+	}
+	if m.gate != nil {
+		m.gate.close() // after the engine: its last commits confirm holds
+		m.gate = nil
 	}
 	if m.store != nil {
 		errs = append(errs, m.store.Close())

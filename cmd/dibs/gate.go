@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/memory"
+	"github.com/dibs-io/dibs/redis"
+)
+
+// RedisConfig selects the gate: in memory (the default, one node) or on
+// Redis, shared by every node of a deployment.
+type RedisConfig struct {
+	URL    string // --redis: empty for the in-memory gate
+	Prefix string // --redis-prefix: keys of this deployment
+	// Refresh is how often a node reloads drops from the record, so that
+	// drops and operator actions of other nodes reach it.
+	Refresh time.Duration
+	// ReconcileInterval and ReconcileGrace tune the reconciler.
+	ReconcileInterval time.Duration
+	ReconcileGrace    time.Duration
+}
+
+// DefaultRedisPrefix is the key prefix of a deployment that sets none.
+const DefaultRedisPrefix = "dibs:"
+
+func (c *RedisConfig) flags(fs *flag.FlagSet) {
+	if c.Prefix == "" {
+		c.Prefix = DefaultRedisPrefix
+	}
+	if c.Refresh == 0 {
+		c.Refresh = 500 * time.Millisecond
+	}
+	fs.StringVar(&c.URL, "redis", c.URL, "Redis primary for the gate, shared by every node: redis://host:6379/0, or sentinels with ?master_set=NAME (default: in memory, one node)")
+	fs.StringVar(&c.Prefix, "redis-prefix", c.Prefix, "prefix of every Redis key, to share one Redis between deployments")
+	fs.DurationVar(&c.Refresh, "refresh", c.Refresh, "how often a node reloads drops and their status from the record (with --redis)")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", engine.DefaultReconcileInterval, "how often the gate is reconciled with the record")
+	fs.DurationVar(&c.ReconcileGrace, "reconcile-grace", engine.DefaultReconcileGrace, "how old a gate hold with no record must be before its slot goes back")
+}
+
+// Validate reports the first thing wrong with c.
+func (c *RedisConfig) Validate() error {
+	switch {
+	case c.URL != "" && c.Refresh <= 0:
+		return errors.New("--refresh must be positive")
+	case c.ReconcileInterval < 0 || c.ReconcileGrace < 0:
+		return errors.New("--reconcile-interval and --reconcile-grace must not be negative")
+	case strings.ContainsAny(c.Prefix, "{}"):
+		return errors.New("--redis-prefix must not contain braces: a drop's keys share the hash tag {drop:ID}")
+	}
+	return nil
+}
+
+// gateService is the gate of a node and the work that keeps it right: the
+// reconciler always; with Redis, the gate's own background work and a
+// periodic refresh of drops from the record.
+type gateService struct {
+	cfg    RedisConfig
+	log    *slog.Logger
+	gate   dibs.Gate
+	redis  *redis.Gate
+	client rueidis.Client // the primary-only client, for the waiting rooms too; nil in memory
+	closer func()
+
+	rec    *engine.Reconciler
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func openGate(cfg RedisConfig, reg prometheus.Registerer, log *slog.Logger) (*gateService, error) {
+	s := &gateService{cfg: cfg, log: log}
+	if cfg.URL == "" {
+		s.gate = memory.NewGate()
+		return s, nil
+	}
+	client, err := redis.NewClient(cfg.URL, redis.ClientOptions{})
+	if err != nil {
+		return nil, err
+	}
+	s.redis = redis.NewGate(client, redis.GateOptions{Prefix: cfg.Prefix, Logger: log})
+	if err := reg.Register(s.redis); err != nil {
+		client.Close()
+		return nil, fmt.Errorf("register gate metrics: %w", err)
+	}
+	s.gate, s.client, s.closer = s.redis, client, client.Close
+	return s, nil
+}
+
+// start runs the background work against e.
+func (s *gateService) start(e *engine.Engine) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	s.rec = engine.NewReconciler(e, engine.ReconcilerConfig{Interval: s.cfg.ReconcileInterval, Grace: s.cfg.ReconcileGrace, Logger: s.log})
+	s.rec.Start(ctx)
+	if s.redis == nil {
+		close(s.done)
+		return
+	}
+	s.redis.Start(ctx)
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(s.cfg.Refresh)
+		defer t.Stop()
+		failing := false
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			// Logged when it starts failing and when it recovers, not twice
+			// a second through an outage.
+			switch err := e.Refresh(ctx); {
+			case err != nil && ctx.Err() == nil && !failing:
+				s.log.Warn("refresh drops from the record", "err", err)
+				failing = true
+			case err == nil && failing:
+				s.log.Info("refresh drops from the record: recovered")
+				failing = false
+			}
+		}
+	}()
+}
+
+// stopWork ends the reconciler and the refresh. Safe to call twice.
+func (s *gateService) stopWork() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.rec.Stop()
+	<-s.done
+	s.cancel = nil
+}
+
+// close stops the gate's background work and closes its connections.
+func (s *gateService) close() {
+	s.stopWork()
+	if s.redis != nil {
+		s.redis.Stop()
+	}
+	if s.closer != nil {
+		s.closer()
+	}
+}

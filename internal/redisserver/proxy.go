@@ -1,0 +1,130 @@
+package redisserver
+
+import (
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Lag is a TCP proxy to a server that holds back everything the server
+// sends for a delay, as a slow replication link does: point a replica's
+// --replicaof at it and the replica runs that far behind its primary. It
+// can also stall both ways (a partition: bytes wait, connections stay up)
+// and cut the link.
+type Lag struct {
+	ln     net.Listener
+	target string
+	delay  time.Duration
+
+	mu      sync.Mutex
+	conns   []net.Conn
+	cut     bool
+	stalled bool
+}
+
+// StartLag proxies to target with delay on the way back, until tb ends.
+func StartLag(tb testing.TB, target string, delay time.Duration) *Lag {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l := &Lag{ln: ln, target: target, delay: delay}
+	go l.accept()
+	tb.Cleanup(l.close)
+	return l
+}
+
+// Port is the port the proxy listens on.
+func (l *Lag) Port() int { return l.ln.Addr().(*net.TCPAddr).Port }
+
+func (l *Lag) accept() {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", l.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		l.mu.Lock()
+		l.conns = append(l.conns, c, s)
+		l.mu.Unlock()
+		go l.forward(s, c, 0)
+		go l.forward(c, s, l.delay)
+	}
+}
+
+// forward copies from src to dst, each chunk delay after it was read, and
+// none while the link is stalled.
+func (l *Lag) forward(dst, src net.Conn, delay time.Duration) {
+	type chunk struct {
+		at   time.Time
+		data []byte
+	}
+	ch := make(chan chunk, 1<<16)
+	go func() {
+		defer close(ch)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				ch <- chunk{time.Now().Add(delay), buf[:n]}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range ch {
+		time.Sleep(time.Until(c.at))
+		for l.is(&l.stalled) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if l.is(&l.cut) {
+			break
+		}
+		if _, err := dst.Write(c.data); err != nil {
+			break
+		}
+	}
+	dst.Close()
+}
+
+func (l *Lag) is(flag *bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return *flag
+}
+
+// Stall holds every byte both ways until Heal, as a partition does; the
+// connections stay open.
+func (l *Lag) Stall() { l.set(&l.stalled, true) }
+
+// Heal lets the held bytes through and ends the stall.
+func (l *Lag) Heal() { l.set(&l.stalled, false) }
+
+func (l *Lag) set(flag *bool, v bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*flag = v
+}
+
+// Cut breaks the link at once: whatever the server sent that has not come
+// out yet is lost, as it is when a primary dies with its replica behind.
+func (l *Lag) Cut() {
+	l.set(&l.cut, true)
+	l.close()
+}
+
+func (l *Lag) close() {
+	l.ln.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+}

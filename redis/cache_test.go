@@ -1,0 +1,268 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/gatetest"
+	"github.com/dibs-io/dibs/internal/redisserver"
+	"github.com/dibs-io/dibs/internal/testenv"
+	"github.com/dibs-io/dibs/redis"
+)
+
+var open = time.Date(2016, 11, 11, 11, 0, 0, 0, time.UTC)
+
+// twoNodes returns two gates on separate clients that share one prefix, as
+// two dibs nodes do.
+func twoNodes(t *testing.T, opts redis.GateOptions) (*redis.Gate, *redis.Gate) {
+	url := testenv.RedisURL(t)
+	ca, cb := MustClient(t, url), MustClient(t, url)
+	opts.Prefix = NewPrefix(t, ca)
+	return MustGate(t, ca, opts), MustGate(t, cb, opts)
+}
+
+func reserve(g dibs.Gate, d *dibs.Drop, user string) (dibs.Hold, error) {
+	return g.Reserve(context.Background(), dibs.ReserveRequest{Drop: d, UserID: user, ClaimID: "c-" + user + "-" + fmt.Sprint(time.Now().UnixNano()), Now: open.Add(time.Minute)})
+}
+
+// waitFor polls cond until it holds or a generous deadline passes, and
+// returns how long it took.
+func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%s: not after %s", what, time.Since(start))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// TestSoldOutLosersCostNoRedisCall: once a drop sells out, losers are
+// answered from memory (the reserve call counter stays flat), while
+// winners retrying still get their claim from Redis.
+func TestSoldOutLosersCostNoRedisCall(t *testing.T) {
+	t.Parallel()
+	g := MustGate(t, MustClient(t, testenv.RedisURL(t)), redis.GateOptions{})
+	d := gatetest.NewDrop(50, 1)
+	gatetest.MustPrepare(t, g, d)
+	winners := map[string]string{}
+	for i := range 50 {
+		u := fmt.Sprintf("w%d", i)
+		h, err := reserve(g, d, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		winners[u] = h.ClaimID
+	}
+	if _, err := reserve(g, d, "first-loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("loser = %v, want sold out", err)
+	}
+	waitFor(t, "sold-out cache", func() bool { return g.SoldOutCached(d.ID) })
+
+	before := calls(t, g, "dibs_gate_redis_calls_total", "reserve")
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				if _, err := reserve(g, d, fmt.Sprintf("l%d-%d", w, i)); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+					t.Errorf("loser: %v, want sold out", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	after := calls(t, g, "dibs_gate_redis_calls_total", "reserve")
+	local := calls(t, g, "dibs_gate_sold_out_local_total", "")
+	t.Logf("16,000 losers: %.0f reserve calls to redis, %.0f answered from memory", after-before, local)
+	if after != before {
+		t.Fatalf("losers of a sold-out drop made %.0f reserve calls to redis, want 0", after-before)
+	}
+	if left, err := g.Remaining(context.Background(), d.ID); err != nil || left != 0 {
+		t.Fatalf("remaining = %d, %v", left, err)
+	}
+
+	for u, id := range winners {
+		h, err := reserve(g, d, u)
+		if err != nil || !h.Existing || h.ClaimID != id {
+			t.Fatalf("winner %s retrying after sell-out = %+v, %v; want existing %s", u, h, err, id)
+		}
+	}
+}
+
+// TestReleaseReachesEveryNode: two nodes answer a sold-out drop's losers
+// from memory; a release on one makes both ask Redis again, and the
+// returned slot is won through the other.
+func TestReleaseReachesEveryNode(t *testing.T) {
+	t.Parallel()
+	a, b := twoNodes(t, redis.GateOptions{})
+	d := gatetest.NewDrop(2, 1)
+	gatetest.MustPrepare(t, a, d)
+	gatetest.MustPrepare(t, b, d)
+	h1, err := reserve(a, d, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reserve(b, d, "u2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []*redis.Gate{a, b} {
+		if _, err := reserve(g, d, "loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+			t.Fatalf("loser = %v", err)
+		}
+		waitFor(t, "sold-out cache", func() bool { return g.SoldOutCached(d.ID) })
+	}
+
+	if ok, err := a.Release(context.Background(), d.ID, h1.ClaimID); !ok || err != nil {
+		t.Fatalf("release = %v, %v", ok, err)
+	}
+	if a.SoldOutCached(d.ID) {
+		t.Fatal("the releasing node still answers sold out from memory")
+	}
+	took := waitFor(t, "release notice on the other node", func() bool { return !b.SoldOutCached(d.ID) })
+	t.Logf("the other node heard of the release after %s", took)
+	if h, err := reserve(b, d, "u3"); err != nil || h.Slot != h1.Slot {
+		t.Fatalf("u3 through the other node = %+v, %v; want the returned slot %d", h, err, h1.Slot)
+	}
+}
+
+// TestStatusReachesEveryNode: a pause on one node is what every node's
+// local answers say.
+func TestStatusReachesEveryNode(t *testing.T) {
+	t.Parallel()
+	a, b := twoNodes(t, redis.GateOptions{})
+	d := gatetest.NewDrop(1, 1)
+	gatetest.MustPrepare(t, a, d)
+	gatetest.MustPrepare(t, b, d)
+	if _, err := reserve(a, d, "u1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reserve(b, d, "loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("loser = %v", err)
+	}
+	waitFor(t, "sold-out cache", func() bool { return b.SoldOutCached(d.ID) })
+	if err := a.SetStatus(context.Background(), d.ID, dibs.StatusClosed); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, "close on the other node", func() bool {
+		_, err := reserve(b, d, "loser2")
+		return dibs.ErrorCode(err) == dibs.ECLOSED
+	})
+	t.Logf("the other node answered closed after %s", took)
+}
+
+// TestMissingStateIsRebuilt: when Redis loses a drop (a restart, a flush),
+// claims answer EUNAVAILABLE until the drop is rebuilt from the record, and
+// then go on from where the record is.
+func TestMissingStateIsRebuilt(t *testing.T) {
+	t.Parallel()
+	client := MustClient(t, testenv.RedisURL(t))
+	g := MustGate(t, client, redis.GateOptions{})
+	d := gatetest.NewDrop(3, 1)
+	record := []*dibs.Claim{{ID: "r1", DropID: d.ID, UserID: "a", Slot: 2, Nth: 1, State: dibs.ClaimConfirmed, CreatedAt: open}}
+	scan := func(ctx context.Context, fn func(*dibs.Claim) error) error {
+		for _, c := range record {
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := g.Prepare(context.Background(), d, scan); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reserve(g, d, "b"); err != nil {
+		t.Fatal(err)
+	}
+	// Redis forgets the drop: b's hold (never recorded) is gone with it.
+	for _, k := range []string{"state", "users", "claims", "slots", "free", "roster"} {
+		client.Do(context.Background(), client.B().Del().Key(g.Key(d.ID, k)).Build())
+	}
+	_, err := reserve(g, d, "c")
+	if dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("claim on a lost drop = %v, want unavailable", err)
+	}
+	waitFor(t, "rebuild", func() bool {
+		_, err := g.Remaining(context.Background(), d.ID)
+		return err == nil
+	})
+	if left, _ := g.Remaining(context.Background(), d.ID); left != 2 {
+		t.Fatalf("remaining after rebuild = %d, want 2", left)
+	}
+	if h, err := reserve(g, d, "a"); err != nil || h.ClaimID != "r1" || !h.Existing || !h.Durable {
+		t.Fatalf("a after rebuild = %+v, %v", h, err)
+	}
+}
+
+// TestOneNodeRebuilds: while one node holds the rebuild lock, another's
+// Prepare returns at once and its claims answer EUNAVAILABLE until the
+// drop is built.
+func TestOneNodeRebuilds(t *testing.T) {
+	t.Parallel()
+	a, b := twoNodes(t, redis.GateOptions{LoadChunk: 10})
+	d := gatetest.NewDrop(10_000, 1)
+	var record []*dibs.Claim
+	for i := range 5000 {
+		record = append(record, &dibs.Claim{ID: fmt.Sprintf("r%d", i), DropID: d.ID, UserID: fmt.Sprintf("u%d", i), Slot: int64(2*i + 1), Nth: 1, CreatedAt: open})
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := func(ctx context.Context, fn func(*dibs.Claim) error) error {
+		for i, c := range record {
+			if i == 100 {
+				close(started)
+				<-release
+			}
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Prepare(context.Background(), d, slow) }()
+	<-started
+	if err := b.Prepare(context.Background(), d, slow); err != nil {
+		t.Fatalf("prepare while another node rebuilds: %v", err)
+	}
+	if _, err := reserve(b, d, "x"); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("claim during the rebuild = %v, want unavailable", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if left, err := b.Remaining(context.Background(), d.ID); err != nil || left != 5000 {
+		t.Fatalf("remaining after the rebuild = %d, %v; want 5000", left, err)
+	}
+	if h, err := reserve(b, d, "x"); err != nil || h.Slot != 2 {
+		t.Fatalf("first claim after the rebuild = %+v, %v; want slot 2, the lowest free", h, err)
+	}
+	if h, err := reserve(b, d, "u77"); err != nil || h.ClaimID != "r77" || h.Slot != 155 {
+		t.Fatalf("u77 = %+v, %v", h, err)
+	}
+}
+
+// TestRedisDown: a gate whose Redis does not answer says EUNAVAILABLE,
+// never anything a client could take for an answer.
+func TestRedisDown(t *testing.T) {
+	t.Parallel()
+	testenv.RedisURL(t)
+	srv := redisserver.Start(t)
+	client := MustClient(t, srv.URL())
+	g := MustGate(t, client, redis.GateOptions{Prefix: "t:", Timeout: 500 * time.Millisecond})
+	d := gatetest.NewDrop(5, 1)
+	gatetest.MustPrepare(t, g, d)
+	srv.Kill(t)
+	if _, err := reserve(g, d, "a"); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("reserve with redis down = %v", err)
+	}
+	if err := g.Ping(context.Background()); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("ping with redis down = %v", err)
+	}
+}
