@@ -100,7 +100,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.PostgresOptions.BackgroundConns, "postgres-background-conns", c.PostgresOptions.BackgroundConns, "PostgreSQL connections for background work")
 	fs.IntVar(&c.PostgresOptions.ReadConns, "postgres-read-conns", c.PostgresOptions.ReadConns, "PostgreSQL connections for reads and admin writes")
 	fs.IntVar(&c.Limits.Claim, "claim-inflight", c.Limits.Claim, "claim requests in flight before shedding with 503")
-	fs.IntVar(&c.Limits.ClaimWorkers, "claim-workers", c.Limits.ClaimWorkers, "claim handlers running at once, the rest wait in line up to 20ms (0: two per core; -1: no bound)")
+	fs.IntVar(&c.Limits.ClaimWorkers, "claim-workers", c.Limits.ClaimWorkers, "claim handlers running at once; the other claims in flight wait in line (0: two per core; -1: no bound)")
 	fs.IntVar(&c.Limits.Read, "read-inflight", c.Limits.Read, "public read requests in flight before shedding")
 	fs.IntVar(&c.Limits.Admin, "admin-inflight", c.Limits.Admin, "admin requests in flight before shedding")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful shutdown waits for requests in flight")
