@@ -16,7 +16,7 @@ help: ## list the targets
 
 .PHONY: test
 test: fmt-check vet ## what CI runs: gofmt, vet, race tests, short fuzz runs
-	$(GO) test -race -timeout 8m ./...
+	$(GO) test -race -count=1 -timeout 8m ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: vet
