@@ -93,7 +93,8 @@ func run(cfg config) error {
 	defer runCleanups()
 	if cfg.only == "isolation" {
 		_, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{
-			{"claim workers (default)", nil},
+			{"defaults", nil},
+			{"GOGC 100", []string{"--gc-percent", "100"}},
 			{"no claim-worker bound", []string{"--claim-workers", "-1"}},
 		})
 		return err
@@ -277,8 +278,11 @@ func scrape(url, sample string) (float64, error) {
 }
 
 // pinSelf runs this program again on CPU 1 (the client's core) when
-// taskset exists, so its regular-traffic client never takes the server's
-// core. It returns only in the pinned copy, or where taskset is missing.
+// taskset exists, and at a real-time priority when chrt exists, so its
+// regular-traffic client neither takes the server's core nor waits behind
+// wrk for a time slice: the latencies it reports are the server's, not its
+// own queueing. The servers and wrk it starts run at normal priority
+// (pinned). It returns only in that copy, or where taskset is missing.
 func pinSelf() error {
 	if os.Getenv("DIBS_BENCH_PINNED") != "" {
 		return nil
@@ -290,7 +294,11 @@ func pinSelf() error {
 	if err != nil {
 		return err
 	}
-	cmd := pinned(1, self, os.Args[1:]...)
+	args := append([]string{self}, os.Args[1:]...)
+	if _, err := exec.LookPath("chrt"); err == nil {
+		args = append([]string{"chrt", "--fifo", "10"}, args...)
+	}
+	cmd := pinned(1, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "DIBS_BENCH_PINNED=1")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -304,8 +312,13 @@ func pinSelf() error {
 	return nil
 }
 
-// pinned runs name on the given CPU when taskset exists.
+// pinned runs name on the given CPU when taskset exists, at the normal
+// (time-sharing) priority whatever this program's own.
 func pinned(cpu int, name string, args ...string) *exec.Cmd {
+	if _, err := exec.LookPath("chrt"); err == nil && os.Getenv("DIBS_BENCH_PINNED") != "" {
+		args = append([]string{"--other", "0", name}, args...)
+		name = "chrt"
+	}
 	if _, err := exec.LookPath("taskset"); err == nil {
 		return exec.Command("taskset", append([]string{"-c", strconv.Itoa(cpu), name}, args...)...)
 	}
