@@ -14,8 +14,21 @@ type ReserveRequest struct {
 	Drop           *Drop
 	UserID         string
 	IdempotencyKey string    // optional; scoped to the user and the drop
-	ClaimID        string    // the id a new claim gets
+	ClaimID        string    // the id a new claim gets; if empty, MintClaimID makes one
 	Now            time.Time // judged against the drop's opening and closing
+
+	// MintClaimID makes the id of a new claim when ClaimID is empty. A
+	// gate calls it (through NewClaimID) only when it may create a hold, so
+	// the losers of a sold-out drop never pay for an id.
+	MintClaimID func() string
+}
+
+// NewClaimID is the id a new claim of r gets.
+func (r *ReserveRequest) NewClaimID() string {
+	if r.ClaimID == "" && r.MintClaimID != nil {
+		r.ClaimID = r.MintClaimID()
+	}
+	return r.ClaimID
 }
 
 // Hold is a slot a gate gave a user: new, or the user's from an earlier

@@ -380,7 +380,7 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 		pass, req.IdempotencyKey = &p, p.ClaimKey()
 	}
 	h, err := e.gate.Reserve(ctx, dibs.ReserveRequest{
-		Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, ClaimID: e.newID(), Now: now,
+		Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, MintClaimID: e.newID, Now: now,
 	})
 	if err != nil {
 		outcome = outcomeOf(err)

@@ -39,6 +39,7 @@ func Run(t *testing.T, newGate Factory) {
 	t.Run("Rebuild", func(t *testing.T) { t.Parallel(); testRebuild(t, newGate(t)) })
 	t.Run("HugeDrop", func(t *testing.T) { t.Parallel(); testHugeDrop(t, newGate(t)) })
 	t.Run("UnknownDrop", func(t *testing.T) { t.Parallel(); testUnknownDrop(t, newGate(t)) })
+	t.Run("MintClaimID", func(t *testing.T) { t.Parallel(); testMintClaimID(t, newGate(t)) })
 	t.Run("Holds", func(t *testing.T) { t.Parallel(); testHolds(t, newGate(t)) })
 	t.Run("Restore", func(t *testing.T) { t.Parallel(); testRestore(t, newGate(t)) })
 	t.Run("Linearizable", func(t *testing.T) { t.Parallel(); testLinearizable(t, newGate(t)) })
@@ -436,6 +437,31 @@ func testHugeDrop(t *testing.T, g dibs.Gate) {
 		t.Fatalf("slot %d outside the drop", h.Slot)
 	}
 	mustRemaining(t, g, d, dibs.MaxStock-1)
+}
+
+// testMintClaimID: a gate mints the id of a new claim through MintClaimID,
+// at most once per reserve, and a memory-fast answer (a loser after the
+// sell-out) may mint none.
+func testMintClaimID(t *testing.T, g dibs.Gate) {
+	d := NewDrop(1, 1)
+	MustPrepare(t, g, d)
+	mints := 0
+	mint := func() string { mints++; return fmt.Sprintf("minted-%d", mints) }
+	h, err := g.Reserve(context.Background(), dibs.ReserveRequest{Drop: d, UserID: "a", MintClaimID: mint, Now: epoch.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mints != 1 || h.ClaimID != "minted-1" {
+		t.Fatalf("new hold %+v after %d mints, want minted-1 after 1", h, mints)
+	}
+	for range 3 {
+		before := mints
+		_, err := g.Reserve(context.Background(), dibs.ReserveRequest{Drop: d, UserID: "loser", MintClaimID: mint, Now: epoch.Add(time.Minute)})
+		wantCode(t, err, dibs.ESOLDOUT)
+		if mints-before > 1 {
+			t.Fatalf("one reserve minted %d ids", mints-before)
+		}
+	}
 }
 
 func testUnknownDrop(t *testing.T, g dibs.Gate) {

@@ -210,7 +210,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 		slot = p.next
 		p.next++
 	}
-	h := &hold{user: r.UserID, claimID: r.ClaimID, key: r.IdempotencyKey, slot: slot, nth: hr.freeNth(), created: r.Now}
+	h := &hold{user: r.UserID, claimID: r.NewClaimID(), key: r.IdempotencyKey, slot: slot, nth: hr.freeNth(), created: r.Now}
 	hr.holds = append(hr.holds, h)
 	p.byClaim[h.claimID] = h
 	p.left.Add(-1)

@@ -341,7 +341,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	}
 
 	epoch := dr.epoch.Load()
-	res, err := g.exec(ctx, opReserve, reserveScript, dr, r.UserID, r.IdempotencyKey, r.ClaimID, stamp(r.Now))
+	res, err := g.exec(ctx, opReserve, reserveScript, dr, r.UserID, r.IdempotencyKey, r.NewClaimID(), stamp(r.Now))
 	if err != nil {
 		return dibs.Hold{}, err
 	}
