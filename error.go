@@ -57,6 +57,9 @@ func WrapError(code, message string, err error) *Error {
 // ErrorCode returns the code of the first *Error in err's chain, EINTERNAL
 // for any other error, and "" for nil.
 func ErrorCode(err error) string {
+	if e, ok := err.(*Error); ok { // the common case, without errors.As's reflection
+		return e.Code
+	}
 	var e *Error
 	if err == nil {
 		return ""
@@ -69,6 +72,9 @@ func ErrorCode(err error) string {
 // ErrorMessage returns the client-safe message of err: the message of the
 // first *Error in its chain, or a generic one.
 func ErrorMessage(err error) string {
+	if e, ok := err.(*Error); ok {
+		return e.Message
+	}
 	var e *Error
 	if err == nil {
 		return ""

@@ -83,17 +83,32 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 
 func writeProblem(w http.ResponseWriter, status int, code, detail string) {
 	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
-	if s, ok := retryAfter[code]; ok && h.Get("Retry-After") == "" {
-		h.Set("Retry-After", strconv.Itoa(s))
+	// Shared value slices (never changed after a write) spare every loser
+	// of a spike an allocation per header.
+	h["Content-Type"] = problemContentType
+	h["Cache-Control"] = noStore
+	if v, ok := retryAfterHeader[code]; ok && h.Get("Retry-After") == "" {
+		h["Retry-After"] = v
 	}
 	if status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		h["Www-Authenticate"] = invalidToken
 	}
 	w.WriteHeader(status)
 	w.Write(appendProblem(make([]byte, 0, 256), status, code, detail))
 }
+
+var (
+	problemContentType = []string{"application/problem+json"}
+	noStore            = []string{"no-store"}
+	invalidToken       = []string{`Bearer error="invalid_token"`}
+	retryAfterHeader   = func() map[string][]string {
+		m := make(map[string][]string, len(retryAfter))
+		for code, s := range retryAfter {
+			m[code] = []string{strconv.Itoa(s)}
+		}
+		return m
+	}()
+)
 
 // appendProblem appends the problem+json body: the same bytes
 // json.Marshal(Problem{...}) gives, without reflection, because losers of a
