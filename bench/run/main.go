@@ -441,10 +441,7 @@ func ceiling(ctx context.Context, cfg config, addr string) (func(), error) {
 // database of TEST_DATABASE_URL (default: the local test database).
 func naivePG(stock int64) func(ctx context.Context, cfg config, addr string) (func(), error) {
 	return func(ctx context.Context, cfg config, addr string) (func(), error) {
-		url := os.Getenv("TEST_DATABASE_URL")
-		if url == "" {
-			url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-		}
+		url := databaseURL()
 		return startProcess(ctx, addr, []string{"DIBS_PASSPORT_SECRET=" + secret}, filepath.Join(cfg.dir, "naivepg"),
 			"--addr", addr, "--postgres", url, "--schema", "bench_naive", "--stock", strconv.FormatInt(stock, 10))
 	}

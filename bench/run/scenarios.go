@@ -1,6 +1,12 @@
 package main
 
 import (
+	neturl "net/url"
+	"os"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+
 	"context"
 	"net/http"
 	"time"
@@ -29,6 +35,13 @@ var scenarios = []scenario{
 		what: "a drop of 10,000,000 coupons, a new user each request: every answer is a 201 for a claim committed to SQLite (WAL, synchronous=FULL) before the answer.",
 		ref:  target{name: "HTTP ceiling", start: withTokens("fresh.txt", "fresh-", -1, ceiling), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
 		dibs: target{name: "dibs", start: withTokens("fresh.txt", "fresh-", -1, dibsNode(`{"id":"d","title":"everyone wins","kind":"coupon","stock":10000000}`, nil)), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
+		want: 0.5,
+	},
+	{
+		name: "winning claims, PostgreSQL record",
+		what: "as above with `--postgres`: the claims are committed to PostgreSQL (synchronous_commit on) on this machine, over loopback, in a schema of their own each run.",
+		ref:  target{name: "HTTP ceiling", start: withTokens("fresh.txt", "fresh-", -1, ceiling), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
+		dibs: target{name: "dibs --postgres", start: withTokens("fresh.txt", "fresh-", -1, dibsOnPostgres(`{"id":"d","title":"everyone wins","kind":"coupon","stock":10000000}`)), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
 		want: 0.5,
 	},
 	{
@@ -61,4 +74,46 @@ func sellOut(url string) error {
 		return err
 	}
 	return post(url+"/v1/drops/d/claims", tok, "", http.StatusCreated)
+}
+
+// dibsOnPostgres starts a dibs node whose record is a fresh schema of the
+// benchmark database.
+func dibsOnPostgres(dropJSON string) func(ctx context.Context, cfg config, addr string) (func(), error) {
+	return func(ctx context.Context, cfg config, addr string) (func(), error) {
+		url := databaseURL()
+		schema := "bench_dibs_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		q, err := neturl.Parse(url)
+		if err != nil {
+			return nil, err
+		}
+		v := q.Query()
+		v.Set("search_path", schema)
+		q.RawQuery = v.Encode()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			return nil, err
+		}
+		stop, err := dibsNode(dropJSON, nil, "--postgres", q.String())(ctx, cfg, addr)
+		if err != nil {
+			return nil, err
+		}
+		return func() {
+			stop()
+			if c, err := pgx.Connect(context.Background(), url); err == nil {
+				c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+				c.Close(context.Background())
+			}
+		}, nil
+	}
+}
+
+func databaseURL() string {
+	if url := os.Getenv("TEST_DATABASE_URL"); url != "" {
+		return url
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 }
