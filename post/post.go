@@ -1,0 +1,122 @@
+// Package post is what happens after a win: coupons are issued, holds are
+// paid or expire, declined payments give their slot back, and the operator's
+// main service is told by signed webhooks. Every step is a durable job
+// (River) enqueued in the same transaction as the claim change that calls
+// for it, run at least once, with handlers made idempotent by the claim id.
+//
+// The claim row is its own outbox entry: the recorder writes a new claim with
+// its outbox flag set and nothing else, so the group commit of winners stays
+// as cheap as before; a pump then enqueues each claim's first job and clears
+// the flag in one transaction. Every later change (a payment request, a
+// settled payment, an expired hold) is a conditional update of the claim and
+// the insert of its follow-up jobs, committed together.
+//
+// The stores (sqlite, postgres) implement Store; this package holds the job
+// kinds, the workers and the limits toward each downstream.
+package post
+
+import (
+	"context"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/dibs-io/dibs"
+)
+
+// Job kinds. They are River job kinds and appear in the admin API.
+const (
+	KindIssueCoupon   = "issue_coupon"   // coupon drops: give the winner a code
+	KindChargePayment = "charge_payment" // purchase drops: charge the payment gateway
+	KindExpireHold    = "expire_hold"    // purchase drops: release an unpaid hold at its deadline
+	KindNotifyWinner  = "notify_winner"  // webhook: a coupon was issued or a hold was paid
+	KindPaymentFailed = "payment_failed" // webhook: a payment was declined, the slot released
+	KindHoldExpired   = "hold_expired"   // webhook: a hold ran out unpaid, the slot released
+)
+
+// WebhookKinds are the job kinds that call the operator's main service.
+var WebhookKinds = []string{KindNotifyWinner, KindPaymentFailed, KindHoldExpired}
+
+// ClaimRef is what every job carries: the claim it is about. Everything
+// else is read from the record when the job runs, so a job never acts on a
+// stale copy.
+type ClaimRef struct {
+	ClaimID string `json:"claim_id"`
+	DropID  string `json:"drop_id"`
+}
+
+// The arguments of each job kind (river.JobArgs).
+type (
+	IssueCouponArgs   struct{ ClaimRef }
+	ChargePaymentArgs struct{ ClaimRef }
+	ExpireHoldArgs    struct{ ClaimRef }
+	NotifyWinnerArgs  struct{ ClaimRef }
+	PaymentFailedArgs struct{ ClaimRef }
+	HoldExpiredArgs   struct{ ClaimRef }
+)
+
+func (IssueCouponArgs) Kind() string   { return KindIssueCoupon }
+func (ChargePaymentArgs) Kind() string { return KindChargePayment }
+func (ExpireHoldArgs) Kind() string    { return KindExpireHold }
+func (NotifyWinnerArgs) Kind() string  { return KindNotifyWinner }
+func (PaymentFailedArgs) Kind() string { return KindPaymentFailed }
+func (HoldExpiredArgs) Kind() string   { return KindHoldExpired }
+
+// Store is what post-processing needs of the system of record. Each method
+// that changes a claim does so with an update conditional on the claim's
+// current state and enqueues the follow-up jobs in the same transaction, so
+// a change and its consequences commit together or not at all; calling a
+// method again after it succeeded changes nothing and enqueues nothing.
+type Store interface {
+	// PumpOutbox enqueues the first job of up to limit claims whose outbox
+	// flag is set (issue_coupon for a coupon claim; expire_hold scheduled
+	// at the deadline for a hold) and clears their flags, in one
+	// transaction. It returns how many claims it handled.
+	PumpOutbox(ctx context.Context, limit int) (int, error)
+
+	// IssueCoupon gives a confirmed claim the code unless it has one, and
+	// then enqueues notify_winner. It returns the claim with its code,
+	// which is an earlier one if the claim had a code already.
+	IssueCoupon(ctx context.Context, claimID, code string, now time.Time) (*dibs.Claim, error)
+
+	// RequestPayment records that userID asked to pay the held claim and
+	// enqueues charge_payment. ENOTFOUND if the claim is not userID's;
+	// ECONFLICT if it is not held or its hold has run out. A repeated
+	// request returns the claim and enqueues nothing.
+	RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error)
+
+	// SettlePayment ends the payment of a held claim: paid moves it to
+	// paid and enqueues notify_winner; declined moves it to released and
+	// enqueues payment_failed. changed is false, and nothing is enqueued,
+	// if the claim was not held any more.
+	SettlePayment(ctx context.Context, claimID string, paid bool, now time.Time) (c *dibs.Claim, changed bool, err error)
+
+	// ExpireHold moves a held claim whose hold ran out by now and whose
+	// owner never asked to pay to expired, and enqueues hold_expired.
+	// changed is false if the claim was in any other situation.
+	ExpireHold(ctx context.Context, claimID string, now time.Time) (c *dibs.Claim, changed bool, err error)
+
+	// JobCounts counts the drop's jobs by kind and River state.
+	JobCounts(ctx context.Context, dropID string) ([]JobCount, error)
+
+	// NewJobClient returns a River client over the store's database,
+	// configured by cfg, for Runner to start.
+	NewJobClient(cfg *river.Config) (JobClient, error)
+}
+
+// JobCount is the number of a drop's jobs of one kind in one state.
+type JobCount struct {
+	Kind  string             `json:"kind"`
+	State rivertype.JobState `json:"state"`
+	Count int64              `json:"count"`
+}
+
+// JobClient is the part of a *river.Client the Runner uses, whatever the
+// database driver.
+type JobClient interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	JobList(ctx context.Context, params *river.JobListParams) (*river.JobListResult, error)
+	JobRetry(ctx context.Context, id int64) (*rivertype.JobRow, error)
+}
