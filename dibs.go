@@ -25,7 +25,9 @@ const (
 	MinHoldTTL        = time.Second
 	MaxHoldTTL        = 24 * time.Hour
 	DefaultHoldTTL    = 10 * time.Minute
-	MaxAdmissionRate  = 100_000 // admitted users per second
+	MaxAdmissionRate  = 100_000           // admitted users per second
+	MaxPrice          = 1_000_000_000_000 // in the currency's minor unit
+	DefaultCurrency   = "KRW"
 )
 
 // Kind says what winning a drop means.
@@ -88,13 +90,18 @@ type Drop struct {
 	OpensAt      time.Time
 	ClosesAt     time.Time     // zero: never closes by itself
 	HoldTTL      time.Duration // purchase drops: how long a hold waits for payment
+	Price        int64         // purchase drops: charged per claim, in the currency's minor unit; 0 is free
+	Currency     string        // purchase drops: ISO 4217 code, DefaultCurrency if empty
 	Admission    Admission
 	Status       Status
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 }
 
-var dropIDPattern = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+var (
+	dropIDPattern   = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+	currencyPattern = regexp.MustCompile(`^[A-Z]{3}$`)
+)
 
 // ValidDropID reports whether id has the form [a-z0-9-]{1,64}.
 func ValidDropID(id string) bool { return dropIDPattern.MatchString(id) }
@@ -142,6 +149,9 @@ func (d *Drop) Normalize(now time.Time) {
 	if d.Kind == KindPurchase && d.HoldTTL == 0 {
 		d.HoldTTL = DefaultHoldTTL
 	}
+	if d.Kind == KindPurchase && d.Currency == "" {
+		d.Currency = DefaultCurrency
+	}
 	if d.Status == "" {
 		d.Status = StatusActive
 	}
@@ -174,6 +184,12 @@ func (d *Drop) Validate() error {
 		return Errorf(EINVALID, "hold_ttl applies to purchase drops only")
 	case d.Kind == KindPurchase && (d.HoldTTL < MinHoldTTL || d.HoldTTL > MaxHoldTTL):
 		return Errorf(EINVALID, "hold_ttl must be between %s and %s", MinHoldTTL, MaxHoldTTL)
+	case d.Kind == KindCoupon && (d.Price != 0 || d.Currency != ""):
+		return Errorf(EINVALID, "price and currency apply to purchase drops only")
+	case d.Price < 0 || d.Price > MaxPrice:
+		return Errorf(EINVALID, "price must be between 0 and %d", int64(MaxPrice))
+	case d.Kind == KindPurchase && !currencyPattern.MatchString(d.Currency):
+		return Errorf(EINVALID, "currency must be three upper-case letters (ISO 4217)")
 	case d.Status != StatusActive && d.Status != StatusPaused && d.Status != StatusClosed:
 		return Errorf(EINVALID, "status must be active, paused or closed")
 	}
@@ -264,6 +280,7 @@ type Claim struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	HoldExpiresAt  time.Time // purchase drops only
+	PayRequestedAt time.Time // purchase drops: when the owner asked to pay
 	CouponCode     string    // coupon drops, once issued
 }
 
