@@ -63,6 +63,44 @@ func (NotifyWinnerArgs) Kind() string  { return KindNotifyWinner }
 func (PaymentFailedArgs) Kind() string { return KindPaymentFailed }
 func (HoldExpiredArgs) Kind() string   { return KindHoldExpired }
 
+// Attempts per job kind before River discards a job. A payment is never
+// abandoned while its outcome is unknown (a gateway that is down snoozes
+// the job, which costs no attempt); a webhook that still fails after
+// WebhookAttempts is discarded and listed in the admin API for a retry.
+const (
+	ChargeAttempts  = 1000
+	WebhookAttempts = 20
+	JobAttempts     = 25 // issue_coupon, expire_hold
+)
+
+// Each kind runs in a queue of its own name, so that each has its own
+// concurrency limit. A job is unique by kind and claim: enqueuing it again
+// while one exists, in any state, adds nothing.
+func insertOpts(kind string, attempts int) river.InsertOpts {
+	return river.InsertOpts{
+		Queue:       kind,
+		MaxAttempts: attempts,
+		UniqueOpts:  river.UniqueOpts{ByArgs: true},
+	}
+}
+
+func (IssueCouponArgs) InsertOpts() river.InsertOpts {
+	return insertOpts(KindIssueCoupon, JobAttempts)
+}
+func (ChargePaymentArgs) InsertOpts() river.InsertOpts {
+	return insertOpts(KindChargePayment, ChargeAttempts)
+}
+func (ExpireHoldArgs) InsertOpts() river.InsertOpts { return insertOpts(KindExpireHold, JobAttempts) }
+func (NotifyWinnerArgs) InsertOpts() river.InsertOpts {
+	return insertOpts(KindNotifyWinner, WebhookAttempts)
+}
+func (PaymentFailedArgs) InsertOpts() river.InsertOpts {
+	return insertOpts(KindPaymentFailed, WebhookAttempts)
+}
+func (HoldExpiredArgs) InsertOpts() river.InsertOpts {
+	return insertOpts(KindHoldExpired, WebhookAttempts)
+}
+
 // Store is what post-processing needs of the system of record. Each method
 // that changes a claim does so with an update conditional on the claim's
 // current state and enqueues the follow-up jobs in the same transaction, so
