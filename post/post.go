@@ -107,6 +107,10 @@ func (HoldExpiredArgs) InsertOpts() river.InsertOpts {
 // a change and its consequences commit together or not at all; calling a
 // method again after it succeeded changes nothing and enqueues nothing.
 type Store interface {
+	// FindDrop and FindClaim read the record, as in dibs.Store.
+	FindDrop(ctx context.Context, id string) (*dibs.Drop, error)
+	FindClaim(ctx context.Context, id string) (*dibs.Claim, error)
+
 	// PumpOutbox enqueues the first job of up to limit claims whose outbox
 	// flag is set (issue_coupon for a coupon claim; expire_hold scheduled
 	// at the deadline for a hold) and clears their flags, in one
