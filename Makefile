@@ -28,12 +28,23 @@ fmt-check: ## fail if gofmt would change a file
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+# A fuzz run fails when it finds an input that breaks the target, and then it
+# writes that input under testdata/fuzz/. On a busy machine Go's fuzzing
+# coordinator can also stop with "context deadline exceeded" and no input
+# (golang/go#75804); such a run is tried again, up to twice.
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME (make fuzz FUZZTIME=1h for the long run)
 	@for pkg in $$($(GO) list ./...); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg > /dev/null || exit 1; \
+			for try in 1 2 3; do \
+				echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+				before=$$(ls $$dir/testdata/fuzz/$$f 2>/dev/null | wc -l); \
+				out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) && break; \
+				after=$$(ls $$dir/testdata/fuzz/$$f 2>/dev/null | wc -l); \
+				if [ "$$after" != "$$before" ] || [ $$try = 3 ]; then echo "$$out"; exit 1; fi; \
+				echo "  the fuzzing coordinator stopped without a failing input; again"; \
+			done; \
 		done; \
 	done
 
