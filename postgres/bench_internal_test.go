@@ -111,7 +111,7 @@ func benchSchema(b *testing.B, url string) (*pgx.Conn, *dibs.Drop) {
 	}
 	b.Cleanup(func() { conn.Close(ctx) })
 	// For writeCopy: the table COPY fills, once per connection.
-	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE claims_in (LIKE claims) ON COMMIT DELETE ROWS`); err != nil {
+	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE claims_in (LIKE claims INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
 		b.Fatal(err)
 	}
 	return conn, d

@@ -15,8 +15,14 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
+// claimColumns are the columns the recorder writes. The columns
+// post-processing sets later (and the outbox flag, born set by its
+// default) are not among them, so the group commit stays as it was.
 const claimColumns = `id, drop_id, user_id, slot, nth, state, idempotency_key, created_at, updated_at,
 	hold_expires_at, coupon_code`
+
+// claimFields are the columns a claim is read from.
+const claimFields = claimColumns + `, pay_requested_at`
 
 // insertClaims writes a whole batch in one statement from one array per
 // column: one statement text whatever the batch size, so it is prepared
@@ -218,7 +224,7 @@ func claimArgs(claims []*dibs.Claim) []any {
 
 // FindClaim implements dibs.Store. It reads claims_pkey.
 func (s *Store) FindClaim(ctx context.Context, id string) (*dibs.Claim, error) {
-	c, err := scanClaim(s.read.QueryRow(ctx, `SELECT `+claimColumns+` FROM claims WHERE id = $1`, id))
+	c, err := scanClaim(s.read.QueryRow(ctx, `SELECT `+claimFields+` FROM claims WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, dibs.Errorf(dibs.ENOTFOUND, "claim %s not found", id)
 	} else if err != nil {
@@ -231,7 +237,7 @@ func (s *Store) FindClaim(ctx context.Context, id string) (*dibs.Claim, error) {
 // claims_active_slot in slot order, in one statement (one snapshot), on a
 // read connection that fn's pace holds.
 func (s *Store) ScanActiveClaims(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error {
-	rows, err := s.read.Query(ctx, `SELECT `+claimColumns+` FROM claims
+	rows, err := s.read.Query(ctx, `SELECT `+claimFields+` FROM claims
 		WHERE drop_id = $1 AND state IN ('held', 'confirmed', 'paid') ORDER BY slot`, dropID)
 	if err != nil {
 		return fmt.Errorf("scan active claims: %w", s.failed(ctx, err))
@@ -280,16 +286,16 @@ func scanClaim(row pgx.Row) (*dibs.Claim, error) {
 		state            string
 		key, coupon      pgtype.Text
 		created, updated time.Time
-		holdExpires      pgtype.Timestamptz
+		holdExpires, pay pgtype.Timestamptz
 	)
-	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon)
+	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon, &pay)
 	if err != nil {
 		return nil, err
 	}
 	c.State = dibs.ClaimState(state)
 	c.IdempotencyKey, c.CouponCode = key.String, coupon.String
 	c.CreatedAt, c.UpdatedAt = created.UTC(), updated.UTC()
-	c.HoldExpiresAt = fromNullTime(holdExpires)
+	c.HoldExpiresAt, c.PayRequestedAt = fromNullTime(holdExpires), fromNullTime(pay)
 	return &c, nil
 }
 

@@ -12,15 +12,15 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
-const dropColumns = `id, title, kind, stock, per_user_limit, opens_at, closes_at, hold_ttl_ms,
+const dropColumns = `id, title, kind, stock, per_user_limit, opens_at, closes_at, hold_ttl_ms, price, currency,
 	admission_mode, admission_rate, admission_order, status, created_at, updated_at`
 
 // CreateDrop implements dibs.Store.
 func (s *Store) CreateDrop(ctx context.Context, d *dibs.Drop) error {
 	_, err := s.read.Exec(ctx, `INSERT INTO drops (`+dropColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		d.ID, d.Title, string(d.Kind), d.Stock, d.PerUserLimit, d.OpensAt, nullTime(d.ClosesAt),
-		d.HoldTTL.Milliseconds(), d.Admission.Mode, d.Admission.Rate, d.Admission.Order, string(d.Status),
+		d.HoldTTL.Milliseconds(), d.Price, d.Currency, d.Admission.Mode, d.Admission.Rate, d.Admission.Order, string(d.Status),
 		d.CreatedAt, d.UpdatedAt)
 	if err = s.failed(ctx, err); dibs.ErrorCode(err) == dibs.ECONFLICT {
 		return dibs.WrapError(dibs.ECONFLICT, fmt.Sprintf("drop %s already exists", d.ID), err)
@@ -82,7 +82,7 @@ func scanDrop(row pgx.Row) (*dibs.Drop, error) {
 		closes                  pgtype.Timestamptz
 		holdTTL                 int64
 	)
-	err := row.Scan(&d.ID, &d.Title, &kind, &d.Stock, &d.PerUserLimit, &opens, &closes, &holdTTL,
+	err := row.Scan(&d.ID, &d.Title, &kind, &d.Stock, &d.PerUserLimit, &opens, &closes, &holdTTL, &d.Price, &d.Currency,
 		&d.Admission.Mode, &d.Admission.Rate, &d.Admission.Order, &status, &created, &updated)
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+	"github.com/riverqueue/river"
 
 	"github.com/dibs-io/dibs"
 )
@@ -43,9 +45,11 @@ const (
 
 // Options tune a Store. The zero value is valid.
 type Options struct {
-	// Schema holds the store's tables. When set, every connection's
-	// search_path is this schema alone and Open creates it if missing.
-	// When empty, the search_path of the URL applies (public by default).
+	// Schema holds the store's tables and River's. When set, every
+	// connection's search_path is this schema alone and Open creates it
+	// if missing; it must be lower-case letters, digits and underscores,
+	// since River names it unquoted. When empty, the search_path of the
+	// URL applies (public by default).
 	Schema string
 
 	// RecordConns bounds the pool that records claims: the connections
@@ -76,20 +80,30 @@ func (o *Options) setDefaults() {
 	}
 }
 
+// schemaName is a schema River's unquoted names reach as they are.
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
 // Store is the PostgreSQL system of record. Safe for concurrent use.
 type Store struct {
 	record     *pgxpool.Pool // group commits of claims
 	background *pgxpool.Pool // jobs, reconciliation
 	read       *pgxpool.Pool // reads, admin writes, migrations
+
+	schema string                // Options.Schema: River's tables live there too
+	jobs   *river.Client[pgx.Tx] // enqueues jobs in the store's transactions
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value
-// string), applies pending migrations and returns the store. It refuses to
+// string), applies pending migrations (the store's, then River's, in the
+// same schema) and returns the store. It refuses to
 // run on a connection that would acknowledge a commit before it is flushed
 // (synchronous_commit below on) and connects only to a server that takes
 // writes (target_session_attrs=read-write unless the URL says otherwise).
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	opts.setDefaults()
+	if opts.Schema != "" && !schemaName.MatchString(opts.Schema) {
+		return nil, fmt.Errorf("postgres: schema %q: want lower-case letters, digits and underscores", opts.Schema)
+	}
 	base, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -117,7 +131,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	base.AfterConnect = checkDurability
 
-	s := &Store{}
+	s := &Store{schema: opts.Schema}
 	var errs [3]error
 	s.record, errs[0] = newPool(base, "record", opts.RecordConns, opts.RecordConns)
 	s.background, errs[1] = newPool(base, "background", opts.BackgroundConns, 0)
@@ -168,6 +182,10 @@ func (s *Store) open(ctx context.Context, schema string) error {
 	if err := s.migrate(ctx); err != nil {
 		return fmt.Errorf("postgres: %w", s.failed(ctx, err))
 	}
+	var err error
+	if s.jobs, err = newInserter(s.background, schema); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
 	// A recording connection checks its durability as it connects; make
 	// one now so that a bad setting fails Open, not the first claim.
 	c, err := s.record.Acquire(ctx)
@@ -206,22 +224,18 @@ func checkDurability(ctx context.Context, c *pgx.Conn) error {
 	return nil
 }
 
-// migrate applies pending migrations while it holds an advisory lock
-// keyed by the schema, so that nodes starting at once migrate one after
-// the other and the later ones find nothing to do. The lock covers all of
-// goose's work: goose's own session locker leaves the creation of its
-// version table unguarded (HasPending runs unlocked) and, when nodes race
-// there, retries a second later. pg_advisory_lock blocks, so a waiting
+// migrate applies pending migrations, the store's and then River's, while
+// it holds an advisory lock keyed by the schema, so that nodes starting at
+// once migrate one after the other and the later ones find nothing to do.
+// The lock covers all of goose's work: goose's own session locker leaves
+// the creation of its version table unguarded (HasPending runs unlocked)
+// and, when nodes race there, retries a second later. pg_advisory_lock blocks, so a waiting
 // node goes on the moment the lock is free, and the lock belongs to the
 // session, so a node that dies while migrating releases it.
 //
-// The lock is held on a read connection; goose runs on the background
-// pool, which is idle at start-up.
+// The lock is held on a read connection; goose and River's migrator run
+// on the background pool, which is idle at start-up.
 func (s *Store) migrate(ctx context.Context) error {
-	fsys, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return err
-	}
 	conn, err := s.read.Acquire(ctx)
 	if err != nil {
 		return err
@@ -241,7 +255,20 @@ func (s *Store) migrate(ctx context.Context) error {
 			conn.Conn().Close(context.WithoutCancel(ctx))
 		}
 	}()
+	if err := s.migrateStore(ctx); err != nil {
+		return err
+	}
+	return s.migrateRiver(ctx, s.schema)
+}
 
+// migrateStore applies the store's own migrations (goose). Its database
+// handle gives its connections back to the background pool when it
+// returns.
+func (s *Store) migrateStore(ctx context.Context) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
 	db := stdlib.OpenDBFromPool(s.background)
 	defer db.Close()
 	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,

@@ -11,8 +11,14 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
+// claimColumns are the columns the recorder writes. The columns
+// post-processing sets later (and the outbox flag, born set by its
+// default) are not among them, so the group commit stays as it was.
 const claimColumns = `id, drop_id, user_id, slot, nth, state, idempotency_key, created_at, updated_at,
 	hold_expires_at, coupon_code`
+
+// claimFields are the columns a claim is read from.
+const claimFields = claimColumns + `, pay_requested_at`
 
 // RecordClaims implements dibs.Store. All claims go in one transaction: one
 // fsync for the whole batch.
@@ -125,7 +131,7 @@ func (s *Store) insertClaims(ctx context.Context, tx *sql.Tx, claims []*dibs.Cla
 
 // FindClaim implements dibs.Store.
 func (s *Store) FindClaim(ctx context.Context, id string) (*dibs.Claim, error) {
-	c, err := scanClaim(s.read.QueryRowContext(ctx, `SELECT `+claimColumns+` FROM claims WHERE id = ?`, id))
+	c, err := scanClaim(s.read.QueryRowContext(ctx, `SELECT `+claimFields+` FROM claims WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, dibs.Errorf(dibs.ENOTFOUND, "claim %s not found", id)
 	} else if err != nil {
@@ -137,7 +143,7 @@ func (s *Store) FindClaim(ctx context.Context, id string) (*dibs.Claim, error) {
 // ScanActiveClaims implements dibs.Store. It reads the partial index
 // claims_active_slot in slot order.
 func (s *Store) ScanActiveClaims(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error {
-	rows, err := s.read.QueryContext(ctx, `SELECT `+claimColumns+` FROM claims
+	rows, err := s.read.QueryContext(ctx, `SELECT `+claimFields+` FROM claims
 		WHERE drop_id = ? AND state IN ('held', 'confirmed', 'paid') ORDER BY slot`, dropID)
 	if err != nil {
 		return fmt.Errorf("scan active claims: %w", translate(err))
@@ -180,15 +186,15 @@ func scanClaim(row scanner) (*dibs.Claim, error) {
 		state            string
 		key, coupon      sql.NullString
 		created, updated int64
-		holdExpires      sql.NullInt64
+		holdExpires, pay sql.NullInt64
 	)
-	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon)
+	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon, &pay)
 	if err != nil {
 		return nil, err
 	}
 	c.State = dibs.ClaimState(state)
 	c.IdempotencyKey, c.CouponCode = key.String, coupon.String
 	c.CreatedAt, c.UpdatedAt = fromMicros(created), fromMicros(updated)
-	c.HoldExpiresAt = fromNullMicros(holdExpires)
+	c.HoldExpiresAt, c.PayRequestedAt = fromNullMicros(holdExpires), fromNullMicros(pay)
 	return &c, nil
 }

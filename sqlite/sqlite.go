@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
+	"github.com/riverqueue/river"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -40,14 +41,15 @@ type Store struct {
 	db      *sql.DB // the single writer connection
 	read    *sql.DB
 	inserts insertStmts
+	jobs    *river.Client[*sql.Tx] // enqueues jobs in the store's transactions
 
 	stop chan struct{}
 	done chan struct{}
 }
 
 // Open opens (creating if needed) the database file at path, applies
-// pending migrations, and refuses to run unless the file is in WAL mode with
-// synchronous=FULL.
+// pending migrations (the store's, then River's), and refuses to run unless
+// the file is in WAL mode with synchronous=FULL.
 func Open(ctx context.Context, path string) (*Store, error) {
 	db, err := sql.Open("sqlite", dsn(path, false))
 	if err != nil {
@@ -62,6 +64,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := migrateRiver(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if s.jobs, err = newInserter(db); err != nil {
 		db.Close()
 		return nil, err
 	}

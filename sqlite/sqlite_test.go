@@ -26,6 +26,11 @@ func TestStoreConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) dibs.Store { return MustOpen(t) })
 }
 
+func TestPostConformance(t *testing.T) {
+	t.Parallel()
+	storetest.RunPost(t, func(t *testing.T) storetest.PostStore { return MustOpen(t) })
+}
+
 func TestReopenKeepsData(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "dibs.db")

@@ -80,7 +80,7 @@ func testDrops(t *testing.T, s dibs.Store) {
 	ctx := context.Background()
 	d := &dibs.Drop{
 		ID: fmt.Sprintf("phone-%d", seq.Add(1)), Title: "1,000 phones at noon", Kind: dibs.KindPurchase, Stock: 1000, PerUserLimit: 2,
-		OpensAt: epoch, ClosesAt: epoch.Add(time.Hour), HoldTTL: 90 * time.Second,
+		OpensAt: epoch, ClosesAt: epoch.Add(time.Hour), HoldTTL: 90 * time.Second, Price: 11_000, Currency: "KRW",
 		Admission: dibs.Admission{Mode: dibs.AdmissionQueue, Rate: 500, Order: dibs.OrderFIFO},
 	}
 	d.Normalize(epoch)

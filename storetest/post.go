@@ -1,0 +1,522 @@
+package storetest
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/post"
+)
+
+// PostStore is a system of record that also serves post-processing.
+type PostStore interface {
+	dibs.Store
+	post.Store
+}
+
+// PostFactory returns a new, empty store isolated from every other test's.
+type PostFactory func(t *testing.T) PostStore
+
+// RunPost runs the conformance suite of post.Store against stores made by
+// newStore: every change of a claim happens once and enqueues its
+// follow-up job once, however often and however concurrently it is asked
+// for.
+func RunPost(t *testing.T, newStore PostFactory) {
+	t.Run("PumpEnqueuesFirstJobsOnce", func(t *testing.T) { t.Parallel(); testPump(t, newStore(t)) })
+	t.Run("IssueCouponOnce", func(t *testing.T) { t.Parallel(); testIssueCoupon(t, newStore(t)) })
+	t.Run("RequestPayment", func(t *testing.T) { t.Parallel(); testRequestPayment(t, newStore(t)) })
+	t.Run("SettlePaymentOnce", func(t *testing.T) { t.Parallel(); testSettlePayment(t, newStore(t)) })
+	t.Run("ExpireHoldOnlyWhenDueAndUnpaid", func(t *testing.T) { t.Parallel(); testExpireHold(t, newStore(t)) })
+	t.Run("EndedClaimsFreeTheirSlot", func(t *testing.T) { t.Parallel(); testEndedFree(t, newStore(t)) })
+	t.Run("ConcurrentSettleAndExpire", func(t *testing.T) { t.Parallel(); testConcurrentEnds(t, newStore(t)) })
+	t.Run("JobClientWorksJobs", func(t *testing.T) { t.Parallel(); testJobClient(t, newStore(t)) })
+}
+
+// holdTTL is the hold of the purchase drops of the suite; a hold of a
+// claim recorded at epoch runs out at deadline.
+const holdTTL = 10 * time.Minute
+
+var deadline = epoch.Add(holdTTL)
+
+// MustCreatePurchaseDrop stores a purchase drop of stock slots and
+// per-user limit, priced 11,000 KRW, whose holds last ten minutes.
+func MustCreatePurchaseDrop(tb testing.TB, s dibs.Store, stock int64, perUser int) *dibs.Drop {
+	tb.Helper()
+	d := &dibs.Drop{ID: fmt.Sprintf("p%d", seq.Add(1)), Title: "t", Kind: dibs.KindPurchase, Stock: stock, PerUserLimit: perUser,
+		OpensAt: epoch, HoldTTL: holdTTL, Price: 11_000}
+	d.Normalize(epoch)
+	if err := s.CreateDrop(context.Background(), d); err != nil {
+		tb.Fatalf("create drop: %v", err)
+	}
+	return d
+}
+
+// NewHold returns a held claim of the purchase drop d whose hold runs out
+// at deadline.
+func NewHold(d *dibs.Drop, user string, slot int64, nth int) *dibs.Claim {
+	c := NewClaim(d, user, slot, nth)
+	c.HoldExpiresAt = deadline
+	return c
+}
+
+// MustRecordAll records claims and fails tb unless every one was recorded.
+func MustRecordAll(tb testing.TB, s dibs.Store, claims ...*dibs.Claim) {
+	tb.Helper()
+	for i, err := range MustRecord(tb, s, claims...) {
+		if err != nil {
+			tb.Fatalf("claim %d: %v", i, err)
+		}
+	}
+}
+
+// MustJobCounts returns the drop's jobs counted by kind and state, as
+// "kind/state" keys.
+func MustJobCounts(tb testing.TB, s post.Store, dropID string) map[string]int64 {
+	tb.Helper()
+	counts, err := s.JobCounts(context.Background(), dropID)
+	if err != nil {
+		tb.Fatalf("job counts: %v", err)
+	}
+	sorted := slices.IsSortedFunc(counts, func(a, b post.JobCount) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.State, b.State))
+	})
+	if !sorted {
+		tb.Fatalf("job counts %v are not sorted by kind, state", counts)
+	}
+	m := make(map[string]int64, len(counts))
+	for _, c := range counts {
+		m[c.Kind+"/"+string(c.State)] = c.Count
+	}
+	return m
+}
+
+// jobsByKind sums counts (MustJobCounts) over states.
+func jobsByKind(counts map[string]int64) map[string]int64 {
+	m := make(map[string]int64)
+	for key, n := range counts {
+		kind, _, _ := strings.Cut(key, "/")
+		m[kind] += n
+	}
+	return m
+}
+
+func wantJobs(t *testing.T, s post.Store, dropID string, want map[string]int64) {
+	t.Helper()
+	if got := jobsByKind(MustJobCounts(t, s, dropID)); !maps.Equal(got, want) {
+		t.Fatalf("jobs of %s by kind = %v, want %v", dropID, got, want)
+	}
+}
+
+func mustPump(t *testing.T, s post.Store, limit, want int) {
+	t.Helper()
+	n, err := s.PumpOutbox(context.Background(), limit)
+	if err != nil {
+		t.Fatalf("pump outbox: %v", err)
+	}
+	if n != want {
+		t.Fatalf("pump outbox(%d) handled %d claims, want %d", limit, n, want)
+	}
+}
+
+func wantCode(t *testing.T, what string, err error, code string) {
+	t.Helper()
+	if got := dibs.ErrorCode(err); got != code {
+		t.Fatalf("%s: error %q (%v), want %q", what, got, err, code)
+	}
+}
+
+func mustFindClaim(t *testing.T, s dibs.Store, id string) *dibs.Claim {
+	t.Helper()
+	c, err := s.FindClaim(context.Background(), id)
+	if err != nil {
+		t.Fatalf("find claim %s: %v", id, err)
+	}
+	return c
+}
+
+// testPump: the pump enqueues one first job per flagged claim (a coupon
+// to issue, a hold's expiry scheduled at its deadline, nothing for a
+// claim that ended), clears the flags, and finds nothing the second time.
+func testPump(t *testing.T, s PostStore) {
+	coupons := MustCreateDrop(t, s, 10, 1)
+	purchases := MustCreatePurchaseDrop(t, s, 10, 1)
+	released := NewHold(purchases, "r", 3, 1)
+	released.State = dibs.ClaimReleased
+	future := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+	held := []*dibs.Claim{NewHold(purchases, "a", 1, 1), NewHold(purchases, "b", 2, 1)}
+	for _, c := range held {
+		c.HoldExpiresAt = future
+	}
+	MustRecordAll(t, s, NewClaim(coupons, "a", 1, 1), NewClaim(coupons, "b", 2, 1), NewClaim(coupons, "c", 3, 1),
+		held[0], held[1], released)
+
+	mustPump(t, s, 0, 0)
+	mustPump(t, s, 2, 2)
+	mustPump(t, s, 100, 4)
+	mustPump(t, s, 100, 0)
+	if got, want := MustJobCounts(t, s, coupons.ID), map[string]int64{"issue_coupon/available": 3}; !maps.Equal(got, want) {
+		t.Fatalf("coupon drop jobs = %v, want %v", got, want)
+	}
+	if got, want := MustJobCounts(t, s, purchases.ID), map[string]int64{"expire_hold/scheduled": 2}; !maps.Equal(got, want) {
+		t.Fatalf("purchase drop jobs = %v, want %v", got, want)
+	}
+
+	// A claim recorded later is flagged at birth; the pump finds it alone.
+	MustRecordAll(t, s, NewClaim(coupons, "d", 4, 1))
+	mustPump(t, s, 100, 1)
+	mustPump(t, s, 100, 0)
+	wantJobs(t, s, coupons.ID, map[string]int64{post.KindIssueCoupon: 4})
+	wantJobs(t, s, "nope", map[string]int64{})
+}
+
+func testIssueCoupon(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreateDrop(t, s, 10, 1)
+	c := NewClaim(d, "a", 1, 1)
+	MustRecordAll(t, s, c)
+	at := epoch.Add(time.Minute)
+
+	got, err := s.IssueCoupon(ctx, c.ID, "CODE-1", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CouponCode != "CODE-1" || !got.UpdatedAt.Equal(at) || got.State != dibs.ClaimConfirmed {
+		t.Fatalf("after issue: %+v", got)
+	}
+	// Again (the job ran twice), with another code: the first one stays.
+	got, err = s.IssueCoupon(ctx, c.ID, "CODE-2", at.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CouponCode != "CODE-1" || !got.UpdatedAt.Equal(at) {
+		t.Fatalf("after second issue: code %q updated %s, want CODE-1 and %s", got.CouponCode, got.UpdatedAt, at)
+	}
+	if found := mustFindClaim(t, s, c.ID); *found != *got {
+		t.Fatalf("found %+v\nwant  %+v", *found, *got)
+	}
+	wantJobs(t, s, d.ID, map[string]int64{post.KindNotifyWinner: 1})
+
+	// A hold is no coupon claim: it gets no code and nobody is told.
+	p := MustCreatePurchaseDrop(t, s, 10, 1)
+	h := NewHold(p, "a", 1, 1)
+	MustRecordAll(t, s, h)
+	if got, err := s.IssueCoupon(ctx, h.ID, "CODE-3", at); err != nil || got.CouponCode != "" {
+		t.Fatalf("issue to a hold = %+v, %v; want no code, no error", got, err)
+	}
+	wantJobs(t, s, p.ID, map[string]int64{})
+
+	_, err = s.IssueCoupon(ctx, "nope", "CODE-4", at)
+	wantCode(t, "issue to an unknown claim", err, dibs.ENOTFOUND)
+}
+
+func testRequestPayment(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, 10, 1)
+	c, late, released := NewHold(d, "alice", 1, 1), NewHold(d, "bob", 2, 1), NewHold(d, "carol", 3, 1)
+	released.State = dibs.ClaimReleased
+	MustRecordAll(t, s, c, late, released)
+
+	_, err := s.RequestPayment(ctx, c.ID, "mallory", epoch)
+	wantCode(t, "request by a non-owner", err, dibs.ENOTFOUND)
+	_, err = s.RequestPayment(ctx, "nope", "alice", epoch)
+	wantCode(t, "request of an unknown claim", err, dibs.ENOTFOUND)
+	_, err = s.RequestPayment(ctx, late.ID, "bob", deadline)
+	wantCode(t, "request at the deadline", err, dibs.ECONFLICT)
+	_, err = s.RequestPayment(ctx, released.ID, "carol", epoch)
+	wantCode(t, "request of a released claim", err, dibs.ECONFLICT)
+
+	at := deadline.Add(-time.Microsecond)
+	got, err := s.RequestPayment(ctx, c.ID, "alice", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.PayRequestedAt.Equal(at) || got.State != dibs.ClaimHeld {
+		t.Fatalf("after request: %+v", got)
+	}
+	// Again, even after the deadline: the first request stands.
+	for _, now := range []time.Time{at, deadline.Add(time.Hour)} {
+		again, err := s.RequestPayment(ctx, c.ID, "alice", now)
+		if err != nil {
+			t.Fatalf("repeated request at %s: %v", now, err)
+		}
+		if *again != *got {
+			t.Fatalf("repeated request = %+v\nwant %+v", *again, *got)
+		}
+	}
+	if found := mustFindClaim(t, s, c.ID); *found != *got {
+		t.Fatalf("found %+v\nwant  %+v", *found, *got)
+	}
+	wantJobs(t, s, d.ID, map[string]int64{post.KindChargePayment: 1})
+}
+
+func testSettlePayment(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, 10, 1)
+	paid, declined := NewHold(d, "a", 1, 1), NewHold(d, "b", 2, 1)
+	MustRecordAll(t, s, paid, declined)
+	at := epoch.Add(time.Minute)
+
+	steps := []struct {
+		claim       *dibs.Claim
+		paid        bool
+		wantState   dibs.ClaimState
+		wantChanged bool
+	}{
+		{paid, true, dibs.ClaimPaid, true},
+		{paid, true, dibs.ClaimPaid, false},
+		{paid, false, dibs.ClaimPaid, false},
+		{declined, false, dibs.ClaimReleased, true},
+		{declined, false, dibs.ClaimReleased, false},
+		{declined, true, dibs.ClaimReleased, false},
+	}
+	for i, st := range steps {
+		c, changed, err := s.SettlePayment(ctx, st.claim.ID, st.paid, at.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if c.ID != st.claim.ID || c.State != st.wantState || changed != st.wantChanged {
+			t.Fatalf("step %d: state %s changed %v, want %s %v", i, c.State, changed, st.wantState, st.wantChanged)
+		}
+	}
+	if got := mustFindClaim(t, s, paid.ID); got.State != dibs.ClaimPaid || !got.UpdatedAt.Equal(at) {
+		t.Fatalf("paid claim: state %s updated %s, want paid at %s", got.State, got.UpdatedAt, at)
+	}
+	wantJobs(t, s, d.ID, map[string]int64{post.KindNotifyWinner: 1, post.KindPaymentFailed: 1})
+
+	_, _, err := s.SettlePayment(ctx, "nope", true, at)
+	wantCode(t, "settle an unknown claim", err, dibs.ENOTFOUND)
+}
+
+func testExpireHold(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, 10, 1)
+	unpaid, paying, paid := NewHold(d, "a", 1, 1), NewHold(d, "b", 2, 1), NewHold(d, "c", 3, 1)
+	MustRecordAll(t, s, unpaid, paying, paid)
+	if _, err := s.RequestPayment(ctx, paying.ID, "b", epoch.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.SettlePayment(ctx, paid.ID, true, epoch.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	base := map[string]int64{post.KindChargePayment: 1, post.KindNotifyWinner: 1}
+	wantJobs(t, s, d.ID, base)
+
+	steps := []struct {
+		name        string
+		claim       *dibs.Claim
+		now         time.Time
+		wantState   dibs.ClaimState
+		wantChanged bool
+	}{
+		{"before the deadline", unpaid, deadline.Add(-time.Microsecond), dibs.ClaimHeld, false},
+		{"owner asked to pay", paying, deadline.Add(time.Hour), dibs.ClaimHeld, false},
+		{"paid", paid, deadline.Add(time.Hour), dibs.ClaimPaid, false},
+		{"at the deadline", unpaid, deadline, dibs.ClaimExpired, true},
+		{"again", unpaid, deadline.Add(time.Hour), dibs.ClaimExpired, false},
+	}
+	for _, st := range steps {
+		c, changed, err := s.ExpireHold(ctx, st.claim.ID, st.now)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if c.ID != st.claim.ID || c.State != st.wantState || changed != st.wantChanged {
+			t.Fatalf("%s: state %s changed %v, want %s %v", st.name, c.State, changed, st.wantState, st.wantChanged)
+		}
+	}
+	if got := mustFindClaim(t, s, unpaid.ID); !got.UpdatedAt.Equal(deadline) {
+		t.Fatalf("expired claim updated %s, want %s", got.UpdatedAt, deadline)
+	}
+	base[post.KindHoldExpired] = 1
+	wantJobs(t, s, d.ID, base)
+
+	_, _, err := s.ExpireHold(ctx, "nope", deadline)
+	wantCode(t, "expire an unknown claim", err, dibs.ENOTFOUND)
+}
+
+// testEndedFree: a hold that expired or whose payment was declined gives
+// its slot and its user's place back to the partial unique indexes; a paid
+// one keeps them.
+func testEndedFree(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, 3, 1)
+	expired, declined, paid := NewHold(d, "a", 1, 1), NewHold(d, "b", 2, 1), NewHold(d, "c", 3, 1)
+	MustRecordAll(t, s, expired, declined, paid)
+	if _, changed, err := s.ExpireHold(ctx, expired.ID, deadline); err != nil || !changed {
+		t.Fatalf("expire: changed %v, %v", changed, err)
+	}
+	if _, changed, err := s.SettlePayment(ctx, declined.ID, false, epoch); err != nil || !changed {
+		t.Fatalf("decline: changed %v, %v", changed, err)
+	}
+	if _, changed, err := s.SettlePayment(ctx, paid.ID, true, epoch); err != nil || !changed {
+		t.Fatalf("pay: changed %v, %v", changed, err)
+	}
+	wantResults(t, MustRecord(t, s, NewHold(d, "a", 1, 1), NewHold(d, "d", 2, 1), NewHold(d, "e", 3, 1), NewHold(d, "c", 1, 1)),
+		"", "", dibs.ECONFLICT, dibs.ECONFLICT)
+	n, err := s.CountClaims(ctx, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != (dibs.ClaimCounts{Held: 2, Paid: 1, Released: 1, Expired: 1}) {
+		t.Fatalf("counts = %+v", n)
+	}
+}
+
+// testConcurrentEnds: goroutines race to settle (paid or declined) and
+// expire the same holds; each hold ends once, in the state of the one call
+// that changed it, with that call's follow-up job alone.
+func testConcurrentEnds(t *testing.T, s PostStore) {
+	const holds, workers = 16, 8
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, holds, 1)
+	claims := make([]*dibs.Claim, holds)
+	for i := range claims {
+		claims[i] = NewHold(d, fmt.Sprint("u", i), int64(i+1), 1)
+	}
+	MustRecordAll(t, s, claims...)
+	now := deadline.Add(time.Second)
+
+	type end struct {
+		state dibs.ClaimState
+		by    int
+	}
+	var (
+		mu     sync.Mutex
+		ends   = make(map[string][]end)
+		failed error
+		wg     sync.WaitGroup
+	)
+	for w := range workers {
+		wg.Go(func() {
+			for k := range holds {
+				c := claims[(k+w*5)%holds] // each worker starts elsewhere
+				var (
+					got     *dibs.Claim
+					changed bool
+					err     error
+				)
+				switch (w + k) % 3 {
+				case 0:
+					got, changed, err = s.SettlePayment(ctx, c.ID, true, now)
+				case 1:
+					got, changed, err = s.SettlePayment(ctx, c.ID, false, now)
+				default:
+					got, changed, err = s.ExpireHold(ctx, c.ID, now)
+				}
+				mu.Lock()
+				if err != nil && failed == nil {
+					failed = err
+				}
+				if changed {
+					ends[c.ID] = append(ends[c.ID], end{got.State, w})
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	want := make(map[string]int64)
+	for _, c := range claims {
+		e := ends[c.ID]
+		if len(e) != 1 {
+			t.Fatalf("claim %s changed %d times (%v), want once", c.ID, len(e), e)
+		}
+		if got := mustFindClaim(t, s, c.ID); got.State != e[0].state {
+			t.Fatalf("claim %s is %s, but the call that changed it made it %s", c.ID, got.State, e[0].state)
+		}
+		switch e[0].state {
+		case dibs.ClaimPaid:
+			want[post.KindNotifyWinner]++
+		case dibs.ClaimReleased:
+			want[post.KindPaymentFailed]++
+		case dibs.ClaimExpired:
+			want[post.KindHoldExpired]++
+		default:
+			t.Fatalf("claim %s ended %s", c.ID, e[0].state)
+		}
+	}
+	wantJobs(t, s, d.ID, want)
+}
+
+// testJobClient: a client from NewJobClient starts, works the jobs the
+// pump enqueued (its worker issues coupons through the store, which
+// enqueues the winners' notifications in turn) and stops.
+func testJobClient(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreateDrop(t, s, 10, 1)
+	claims := []*dibs.Claim{NewClaim(d, "a", 1, 1), NewClaim(d, "b", 2, 1), NewClaim(d, "c", 3, 1)}
+	MustRecordAll(t, s, claims...)
+	mustPump(t, s, 100, len(claims))
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, job *river.Job[post.IssueCouponArgs]) error {
+		_, err := s.IssueCoupon(ctx, job.Args.ClaimID, "CODE-"+job.Args.ClaimID, time.Now())
+		return err
+	}))
+	client, err := s.NewJobClient(&river.Config{
+		Logger:            slog.New(slog.DiscardHandler),
+		Queues:            map[string]river.QueueConfig{post.KindIssueCoupon: {MaxWorkers: 2}},
+		Workers:           workers,
+		FetchCooldown:     10 * time.Millisecond,
+		FetchPollInterval: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := client.Stop(stopCtx); err != nil {
+			t.Errorf("stop job client: %v", err)
+		}
+	}
+	t.Cleanup(stop) // before the store closes
+
+	want := map[string]int64{
+		post.KindIssueCoupon + "/" + string(rivertype.JobStateCompleted):  3,
+		post.KindNotifyWinner + "/" + string(rivertype.JobStateAvailable): 3,
+	}
+	var got map[string]int64
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if got = MustJobCounts(t, s, d.ID); maps.Equal(got, want) {
+			break
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("jobs = %v, want %v", got, want)
+	}
+	stop()
+	for _, c := range claims {
+		if got := mustFindClaim(t, s, c.ID); got.CouponCode != "CODE-"+c.ID {
+			t.Fatalf("claim %s has code %q", c.ID, got.CouponCode)
+		}
+	}
+	list, err := client.JobList(ctx, river.NewJobListParams().Kinds(post.KindIssueCoupon))
+	if err != nil {
+		t.Fatalf("job list: %v", err)
+	}
+	if len(list.Jobs) != len(claims) {
+		t.Fatalf("job list has %d issue_coupon jobs, want %d", len(list.Jobs), len(claims))
+	}
+}
