@@ -1,0 +1,5 @@
+//go:build !race
+
+package post_test
+
+const defaultSeeds = 4000
