@@ -418,8 +418,11 @@ func (r *Runner) FailedWebhooks(ctx context.Context, dropID string, limit int) (
 	limit = min(limit, MaxFailedList)
 	// The drop is in the job's args, which the two databases query
 	// differently; failed webhooks are few, so they are filtered here.
+	// Ordered by "time", which for finalized states is finalized_at:
+	// River 0.31 refuses JobListOrderByFinalizedAt when every state asked
+	// for is a finalized one.
 	params := river.NewJobListParams().Kinds(WebhookKinds...).States(failedStates...).
-		OrderBy(river.JobListOrderByFinalizedAt, river.SortOrderDesc).First(100)
+		OrderBy(river.JobListOrderByTime, river.SortOrderDesc).First(100)
 	out := []FailedJob{}
 	for {
 		res, err := client.JobList(ctx, params)
