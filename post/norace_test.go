@@ -2,4 +2,9 @@
 
 package post_test
 
-const defaultSeeds = 4000
+import "time"
+
+const (
+	defaultSeeds = 4000
+	riverPoll    = 20 * time.Millisecond
+)

@@ -86,16 +86,16 @@ func newRiverStore(t *testing.T) *riverStore {
 	return &riverStore{pumpStore: newPumpStore(0, 0), driver: driver, claims: make(map[string]*dibs.Claim)}
 }
 
-// TestRunnerOnRiver runs webhook jobs on a River client over SQLite: one is
-// delivered, one is refused for good and listed as failed until an
-// operator retries it.
+// TestRunnerOnRiver runs jobs on a River client over SQLite. It is not
+// parallel: it waits on River's own timers, and runs before the
+// simulation takes every core.
 func TestRunnerOnRiver(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	s := newRiverStore(t)
 	for _, id := range []string{"c1", "c2"} {
 		s.claims[id] = &dibs.Claim{ID: id, DropID: "drop", UserID: "u-" + id, Slot: 1, State: dibs.ClaimConfirmed}
 	}
+	s.claims["c3"] = &dibs.Claim{ID: "c3", DropID: "drop", UserID: "u-c3", Slot: 2, State: dibs.ClaimHeld, PayRequestedAt: simStart}
 	var (
 		mu        sync.Mutex
 		delivered = make(map[string]int)
@@ -110,7 +110,11 @@ func TestRunnerOnRiver(t *testing.T) {
 		delivered[n.ID]++
 		return nil
 	})
-	r, err := post.NewRunner(post.Config{Store: s, Release: simGate{}, Notifier: notifier, PollInterval: 20 * time.Millisecond})
+	pg := &scriptedPayer{script: []error{payment.ErrUnavailable, payment.ErrCircuitOpen, payment.ErrOutcomeUnknown}}
+	r, err := post.NewRunner(post.Config{
+		Store: s, Release: simGate{}, Payer: pg, Notifier: notifier,
+		PollInterval: riverPoll, RetryMin: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,80 +122,111 @@ func TestRunnerOnRiver(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if err := r.Stop(stopCtx); err != nil {
 			t.Error(err)
 		}
 	})
-
 	// The stores insert jobs in their own transactions; a bare client
 	// stands in for them here.
 	inserter, err := river.NewClient(s.driver, &river.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"c1", "c2", "c1"} { // the second c1 is a duplicate: unique by args
-		if _, err := inserter.Insert(ctx, post.NotifyWinnerArgs{ClaimRef: post.ClaimRef{ClaimID: id, DropID: "drop"}}, nil); err != nil {
+	insert := func(args river.JobArgs) {
+		t.Helper()
+		if _, err := inserter.Insert(ctx, args, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-
-	var failed []post.FailedJob
-	waitFor(t, "the refused webhook to be listed", func() bool {
-		failed, err = r.FailedWebhooks(ctx, "drop", 10)
-		return err == nil && len(failed) == 1
-	})
-	if f := failed[0]; f.ClaimID != "c2" || f.Kind != post.KindNotifyWinner || f.Attempts != 1 || f.LastError == "" || f.FinalizedAt.IsZero() {
-		t.Errorf("failed job %+v: want c2's notify_winner after 1 attempt, with its error and time", f)
-	}
-	if got, _ := r.FailedWebhooks(ctx, "other-drop", 10); len(got) != 0 {
-		t.Errorf("another drop's failed webhooks: %+v, want none", got)
-	}
-	if err := r.Retry(ctx, failed[0].ID+1000); dibs.ErrorCode(err) != dibs.ENOTFOUND {
-		t.Errorf("Retry of no such job: %v, want %s", err, dibs.ENOTFOUND)
-	}
-
-	mu.Lock()
-	refuse = false
-	mu.Unlock()
-	if err := r.Retry(ctx, failed[0].ID); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "both webhooks to be delivered", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return delivered[post.KindNotifyWinner+":c1"] == 1 && delivered[post.KindNotifyWinner+":c2"] == 1
-	})
-	if got, _ := r.FailedWebhooks(ctx, "", 10); len(got) != 0 {
-		t.Errorf("failed webhooks after the retry: %+v, want none", got)
-	}
-	if err := r.Retry(ctx, failed[0].ID); dibs.ErrorCode(err) != dibs.ENOTFOUND {
-		t.Errorf("Retry of a completed job: %v, want %s", err, dibs.ENOTFOUND)
-	}
-
-	var rows []*rivertype.JobRow
-	waitFor(t, "both jobs to complete", func() bool {
-		res, err := inserter.JobList(ctx, river.NewJobListParams().Kinds(post.KindNotifyWinner))
+	jobs := func(kind string) []*rivertype.JobRow {
+		t.Helper()
+		res, err := inserter.JobList(ctx, river.NewJobListParams().Kinds(kind))
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows = res.Jobs
-		return !slices.ContainsFunc(rows, func(row *rivertype.JobRow) bool { return row.State != rivertype.JobStateCompleted })
-	})
-	if len(rows) != 2 {
-		t.Errorf("%d notify_winner jobs, want 2 (one per claim)", len(rows))
+		return res.Jobs
 	}
-	for _, row := range rows {
-		if row.Queue != post.KindNotifyWinner {
-			t.Errorf("job %d ran in queue %q, want %q", row.ID, row.Queue, post.KindNotifyWinner)
+	completed := func(rows []*rivertype.JobRow) bool {
+		return len(rows) > 0 && !slices.ContainsFunc(rows, func(row *rivertype.JobRow) bool { return row.State != rivertype.JobStateCompleted })
+	}
+
+	// A snooze spends no attempt (the next run charges without a lookup),
+	// an unknown outcome does (the next run looks the key up).
+	t.Run("charge", func(t *testing.T) {
+		insert(post.ChargePaymentArgs{ClaimRef: post.ClaimRef{ClaimID: "c3", DropID: "drop"}})
+		var rows []*rivertype.JobRow
+		waitFor(t, "the charge to complete", func() bool { rows = jobs(post.KindChargePayment); return completed(rows) })
+		if c, _ := s.FindClaim(ctx, "c3"); c.State != dibs.ClaimPaid {
+			t.Errorf("claim is %s, want paid", c.State)
 		}
-	}
+		pg.mu.Lock()
+		if want := []string{"charge", "charge", "charge", "lookup"}; !slices.Equal(pg.calls, want) {
+			t.Errorf("gateway calls %v, want %v", pg.calls, want)
+		}
+		pg.mu.Unlock()
+		if rows[0].Attempt != 2 || rows[0].Queue != post.KindChargePayment {
+			t.Errorf("the job spent %d attempts in queue %q, want 2 (snoozes spend none) in %q", rows[0].Attempt, rows[0].Queue, post.KindChargePayment)
+		}
+		// The River worker reads the count of snoozes from this key.
+		var meta struct {
+			Snoozes int `json:"snoozes"`
+		}
+		if err := json.Unmarshal(rows[0].Metadata, &meta); err != nil || meta.Snoozes != 2 {
+			t.Errorf("metadata %s: want snoozes 2", rows[0].Metadata)
+		}
+	})
+
+	// One webhook is delivered; one is refused for good and listed as
+	// failed until an operator retries it.
+	t.Run("webhooks", func(t *testing.T) {
+		for _, id := range []string{"c1", "c2", "c1"} { // the second c1 adds nothing: unique by args
+			insert(post.NotifyWinnerArgs{ClaimRef: post.ClaimRef{ClaimID: id, DropID: "drop"}})
+		}
+		var failed []post.FailedJob
+		waitFor(t, "the refused webhook to be listed", func() bool {
+			failed, err = r.FailedWebhooks(ctx, "drop", 10)
+			return err == nil && len(failed) == 1
+		})
+		if f := failed[0]; f.ClaimID != "c2" || f.Kind != post.KindNotifyWinner || f.Attempts != 1 || f.LastError == "" || f.FinalizedAt.IsZero() {
+			t.Errorf("failed job %+v: want c2's notify_winner after 1 attempt, with its error and time", f)
+		}
+		if got, _ := r.FailedWebhooks(ctx, "other-drop", 10); len(got) != 0 {
+			t.Errorf("another drop's failed webhooks: %+v, want none", got)
+		}
+		if err := r.Retry(ctx, failed[0].ID+1000); dibs.ErrorCode(err) != dibs.ENOTFOUND {
+			t.Errorf("Retry of no such job: %v, want %s", err, dibs.ENOTFOUND)
+		}
+
+		mu.Lock()
+		refuse = false
+		mu.Unlock()
+		if err := r.Retry(ctx, failed[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		var rows []*rivertype.JobRow
+		waitFor(t, "both webhooks to be delivered", func() bool { rows = jobs(post.KindNotifyWinner); return completed(rows) })
+		mu.Lock()
+		if delivered[post.KindNotifyWinner+":c1"] != 1 || delivered[post.KindNotifyWinner+":c2"] != 1 {
+			t.Errorf("deliveries %v, want one of each", delivered)
+		}
+		mu.Unlock()
+		if len(rows) != 2 {
+			t.Errorf("%d notify_winner jobs, want 2 (one per claim)", len(rows))
+		}
+		if got, _ := r.FailedWebhooks(ctx, "", 10); len(got) != 0 {
+			t.Errorf("failed webhooks after the retry: %+v, want none", got)
+		}
+		if err := r.Retry(ctx, failed[0].ID); dibs.ErrorCode(err) != dibs.ENOTFOUND {
+			t.Errorf("Retry of a completed job: %v, want %s", err, dibs.ENOTFOUND)
+		}
+	})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -225,60 +260,4 @@ func (p *scriptedPayer) Lookup(ctx context.Context, key string) (*payment.Charge
 	defer p.mu.Unlock()
 	p.calls = append(p.calls, "lookup")
 	return &payment.Charge{Key: key, Status: payment.StatusPaid}, nil
-}
-
-// TestChargeOnRiver: on River, a snooze spends no attempt (the next run
-// charges without a lookup) and an unknown outcome does (the next run
-// looks the key up).
-func TestChargeOnRiver(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s := newRiverStore(t)
-	s.claims["c1"] = &dibs.Claim{ID: "c1", DropID: "drop", UserID: "u1", Slot: 1, State: dibs.ClaimHeld, PayRequestedAt: simStart}
-	pg := &scriptedPayer{script: []error{payment.ErrUnavailable, payment.ErrCircuitOpen, payment.ErrOutcomeUnknown}}
-	r, err := post.NewRunner(post.Config{
-		Store: s, Release: simGate{}, Payer: pg,
-		PollInterval: 20 * time.Millisecond, RetryMin: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Stop(ctx) })
-	inserter, err := river.NewClient(s.driver, &river.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := inserter.Insert(ctx, post.ChargePaymentArgs{ClaimRef: post.ClaimRef{ClaimID: "c1", DropID: "drop"}}, nil); err != nil {
-		t.Fatal(err)
-	}
-	var row *rivertype.JobRow
-	waitFor(t, "the charge to complete", func() bool {
-		res, err := inserter.JobList(ctx, river.NewJobListParams().Kinds(post.KindChargePayment))
-		if err != nil {
-			t.Fatal(err)
-		}
-		row = res.Jobs[0]
-		return row.State == rivertype.JobStateCompleted
-	})
-	if c, _ := s.FindClaim(ctx, "c1"); c.State != dibs.ClaimPaid {
-		t.Errorf("claim is %s, want paid", c.State)
-	}
-	pg.mu.Lock()
-	defer pg.mu.Unlock()
-	if want := []string{"charge", "charge", "charge", "lookup"}; !slices.Equal(pg.calls, want) {
-		t.Errorf("gateway calls %v, want %v", pg.calls, want)
-	}
-	if row.Attempt != 2 {
-		t.Errorf("the job spent %d attempts, want 2 (snoozes spend none)", row.Attempt)
-	}
-	// The River worker reads the count of snoozes from this key.
-	var meta struct {
-		Snoozes int `json:"snoozes"`
-	}
-	if err := json.Unmarshal(row.Metadata, &meta); err != nil || meta.Snoozes != 2 {
-		t.Errorf("metadata %s: want snoozes 2", row.Metadata)
-	}
 }
