@@ -273,6 +273,9 @@ func (r *Runner) releaseSlot(ctx context.Context, c *dibs.Claim) error {
 // expireHold ends a hold that ran out unpaid and gives its slot back. A
 // hold whose owner asked to pay in time is charge_payment's to settle.
 func (r *Runner) expireHold(ctx context.Context, j Job) error {
+	if err := r.wait(ctx, j.Kind); err != nil {
+		return err
+	}
 	now := r.now()
 	c, _, err := r.store.ExpireHold(ctx, j.Claim.ClaimID, now)
 	if dibs.ErrorCode(err) == dibs.ENOTFOUND {
@@ -296,13 +299,13 @@ func (r *Runner) expireHold(ctx context.Context, j Job) error {
 // notify delivers the webhook of a notify_winner, payment_failed or
 // hold_expired job.
 func (r *Runner) notify(ctx context.Context, j Job) error {
-	c, err := r.findClaim(ctx, j)
-	if err != nil {
-		return err
-	}
 	if r.notifier == nil {
 		r.metrics.webhook(j.Kind, "skipped")
 		return nil
+	}
+	c, err := r.findClaim(ctx, j)
+	if err != nil {
+		return err
 	}
 	if err := r.wait(ctx, j.Kind); err != nil {
 		return err
