@@ -13,6 +13,24 @@
 //
 // The stores (sqlite, postgres) implement Store; this package holds the job
 // kinds, the workers and the limits toward each downstream.
+//
+// Runner runs the workers, one River queue per kind, each with its own
+// concurrency and rate limit toward its downstream (DefaultLimits), and the
+// pump. A run may repeat (delivery is at least once) or die between any two
+// calls, so every worker keeps three rules:
+//
+//   - the record first, then the world: a slot goes back to the gate only
+//     after the record says the claim is released or expired, and every run
+//     that finds such a claim gives the slot back again (ReleaseSlot is
+//     idempotent), which finishes the work of a run that died in between;
+//   - a payment is charged under the claim id, and every run after the
+//     first looks the key up at the gateway before charging;
+//   - a webhook notice carries the same ID on every delivery.
+//
+// The deterministic simulation in sim_test.go (TESTPLAN A4) runs the real
+// workers against faults injected between any two of their calls and
+// checks these rules after every event; a failure prints its seed, and
+// `go test ./post -run 'TestSim$' -seed N` replays it with its trace.
 package post
 
 import (

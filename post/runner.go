@@ -1,0 +1,514 @@
+package post
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"golang.org/x/time/rate"
+
+	"github.com/dibs-io/dibs"
+)
+
+// Limit bounds the jobs of one kind toward the downstream they call (the
+// record, the payment gateway, the operator's main service).
+type Limit struct {
+	// Concurrency is how many jobs of the kind run at once on this node
+	// (the MaxWorkers of the kind's River queue). 0: the kind's default.
+	Concurrency int
+	// Rate is how many calls per second the kind's jobs make toward their
+	// downstream on this node; 0: no limit.
+	Rate float64
+	// Burst is how many calls may go at once after a quiet spell; 0 with a
+	// Rate: 1.
+	Burst int
+}
+
+// DefaultLimits returns the limits of the kinds a Config does not name:
+//
+//	issue_coupon    10 at once, no rate limit (the record is the downstream)
+//	charge_payment  16 at once, no rate limit of its own: payment.Client
+//	                has its own (100/s, 16 in flight by default)
+//	expire_hold     10 at once, no rate limit
+//	notify_winner    8 at once, 100/s, bursts of 20
+//	payment_failed   4 at once,  20/s, bursts of 10
+//	hold_expired     4 at once,  20/s, bursts of 10
+//
+// so that a sold-out drop's winners reach the main service at 100 notices
+// a second per node, and the rarer failures never wait behind them.
+func DefaultLimits() map[string]Limit {
+	return map[string]Limit{
+		KindIssueCoupon:   {Concurrency: 10},
+		KindChargePayment: {Concurrency: 16},
+		KindExpireHold:    {Concurrency: 10},
+		KindNotifyWinner:  {Concurrency: 8, Rate: 100, Burst: 20},
+		KindPaymentFailed: {Concurrency: 4, Rate: 20, Burst: 10},
+		KindHoldExpired:   {Concurrency: 4, Rate: 20, Burst: 10},
+	}
+}
+
+// Kinds are all job kinds, in the order of the life of a claim.
+var Kinds = []string{KindIssueCoupon, KindChargePayment, KindExpireHold, KindNotifyWinner, KindPaymentFailed, KindHoldExpired}
+
+// Defaults of Config.
+const (
+	DefaultRetryMin     = time.Second
+	DefaultRetryMax     = 5 * time.Minute
+	DefaultPollInterval = 50 * time.Millisecond
+
+	// PumpBatch is how many claims one PumpOutbox call moves.
+	PumpBatch = 512
+
+	// maxSnooze caps the wait of a charge while the gateway is down, so
+	// that the jobs resume within seconds of its return.
+	maxSnooze = 30 * time.Second
+	// jobTimeout bounds one run; every downstream call is bounded well
+	// below it. rescueAfter is when River hands a job whose worker died to
+	// another worker.
+	jobTimeout  = time.Minute
+	rescueAfter = 5 * time.Minute
+	// maxPumpBackoff caps the wait between pump attempts while the record
+	// fails.
+	maxPumpBackoff = 5 * time.Second
+)
+
+// Config is what a Runner needs. Store and Release are required.
+type Config struct {
+	Store   Store
+	Release Releaser
+	// Payer charges held claims. nil: no gateway; charges of priced drops
+	// wait (snoozed, spending no attempt) for a node that has one, free
+	// drops are settled without it.
+	Payer Payer
+	// Notifier delivers webhooks. nil: webhook jobs complete at once.
+	Notifier Notifier
+
+	// Limits per job kind; a kind missing here takes DefaultLimits.
+	Limits map[string]Limit
+
+	// RetryMin and RetryMax bound River's retry policy: the n-th retry of
+	// a failed job waits a random time in the upper half of
+	// min(RetryMin·2^(n−1), RetryMax). Defaults 1 s and 5 min. A charge
+	// snoozed while the gateway is down waits the same way, capped at 30 s.
+	RetryMin, RetryMax time.Duration
+
+	// PollInterval is how often River looks for jobs in each queue and how
+	// often the outbox pump runs without a Kick (default 50 ms; River's own
+	// default is 1 s). River's fetch cooldown is a fifth of it.
+	PollInterval time.Duration
+
+	Logger *slog.Logger
+	Now    func() time.Time
+	// NewCode draws a coupon code (default NewCode).
+	NewCode func() (string, error)
+	// Rand draws the jitter of backoffs (default: seeded from
+	// crypto/rand). The Runner uses it under a lock.
+	Rand *rand.Rand
+
+	// Registerer receives the counters of job outcomes, payments and
+	// webhook deliveries; none if nil.
+	Registerer prometheus.Registerer
+}
+
+// Runner runs the post-processing jobs: a River client with one queue and
+// one worker per job kind, and the pump that moves new claims from the
+// record's outbox to the queues. Its methods are safe for concurrent use.
+type Runner struct {
+	store    Store
+	release  Releaser
+	payer    Payer
+	notifier Notifier
+	limits   map[string]Limit
+	limiters map[string]*rate.Limiter
+
+	retryMin, retryMax, snoozeMax time.Duration
+	poll                          time.Duration
+
+	log     *slog.Logger
+	now     func() time.Time
+	newCode func() (string, error)
+	rngMu   sync.Mutex
+	rng     *rand.Rand
+	metrics *metrics
+
+	kick chan struct{}
+
+	mu       sync.Mutex
+	client   JobClient
+	stopPump context.CancelFunc
+	pumpDone chan struct{}
+}
+
+// NewRunner checks cfg and returns a Runner that is not started yet; its
+// Work and Pump can be used at once.
+func NewRunner(cfg Config) (*Runner, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("post: Config.Store is required")
+	case cfg.Release == nil:
+		return nil, errors.New("post: Config.Release is required")
+	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0:
+		return nil, errors.New("post: negative retry bound or poll interval")
+	}
+	r := &Runner{
+		store:    cfg.Store,
+		release:  cfg.Release,
+		payer:    cfg.Payer,
+		notifier: cfg.Notifier,
+		limits:   DefaultLimits(),
+		limiters: make(map[string]*rate.Limiter),
+		retryMin: cmpOr(cfg.RetryMin, DefaultRetryMin),
+		retryMax: cmpOr(cfg.RetryMax, DefaultRetryMax),
+		poll:     cmpOr(cfg.PollInterval, DefaultPollInterval),
+		log:      cfg.Logger,
+		now:      cfg.Now,
+		newCode:  cfg.NewCode,
+		rng:      cfg.Rand,
+		kick:     make(chan struct{}, 1),
+		metrics:  newMetrics(),
+	}
+	if r.retryMax < r.retryMin {
+		return nil, fmt.Errorf("post: RetryMax %s is below RetryMin %s", r.retryMax, r.retryMin)
+	}
+	r.snoozeMax = max(r.retryMin, min(r.retryMax, maxSnooze))
+	for kind, l := range cfg.Limits {
+		def, ok := r.limits[kind]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("post: limit for unknown job kind %q", kind)
+		case l.Concurrency < 0 || l.Rate < 0 || l.Burst < 0:
+			return nil, fmt.Errorf("post: negative limit for %s", kind)
+		}
+		if l.Concurrency == 0 {
+			l.Concurrency = def.Concurrency
+		}
+		r.limits[kind] = l
+	}
+	for kind, l := range r.limits {
+		if l.Rate > 0 {
+			r.limiters[kind] = rate.NewLimiter(rate.Limit(l.Rate), max(l.Burst, 1))
+		}
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.newCode == nil {
+		r.newCode = NewCode
+	}
+	if r.rng == nil {
+		var seed [16]byte
+		_, _ = crand.Read(seed[:])
+		r.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
+	}
+	if cfg.Registerer != nil {
+		if err := r.metrics.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("post: register metrics: %w", err)
+		}
+	}
+	return r, nil
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// Limit returns the limit the Runner applies to kind.
+func (r *Runner) Limit(kind string) Limit { return r.limits[kind] }
+
+// backoff is the wait before the n-th retry (n ≥ 1): a random time in the
+// upper half of min(RetryMin·2^(n−1), limit), so that jobs that failed
+// together spread out.
+func (r *Runner) backoff(n int, limit time.Duration) time.Duration {
+	d := limit
+	if n >= 1 && n <= 40 {
+		if x := r.retryMin << (n - 1); x > 0 && x < limit {
+			d = x
+		}
+	}
+	half := d / 2
+	r.rngMu.Lock()
+	j := time.Duration(r.rng.Int64N(int64(half) + 1))
+	r.rngMu.Unlock()
+	return d - half + j
+}
+
+// retryPolicy is River's retry policy for every kind.
+type retryPolicy struct{ r *Runner }
+
+func (p retryPolicy) NextRetry(job *rivertype.JobRow) time.Time {
+	return p.r.now().Add(p.r.backoff(len(job.Errors)+1, p.r.retryMax))
+}
+
+// Start starts the River client (Store.NewJobClient) with a worker and a
+// queue for every job kind, and the outbox pump. It returns at once; the
+// jobs run until Stop. Cancelling ctx stops them abruptly, as River does:
+// the running jobs see their context cancelled. A Runner starts once.
+func (r *Runner) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.client != nil {
+		return errors.New("post: runner already started")
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &worker[IssueCouponArgs]{r: r})
+	river.AddWorker(workers, &worker[ChargePaymentArgs]{r: r})
+	river.AddWorker(workers, &worker[ExpireHoldArgs]{r: r})
+	river.AddWorker(workers, &worker[NotifyWinnerArgs]{r: r})
+	river.AddWorker(workers, &worker[PaymentFailedArgs]{r: r})
+	river.AddWorker(workers, &worker[HoldExpiredArgs]{r: r})
+	queues := make(map[string]river.QueueConfig, len(r.limits))
+	for kind, l := range r.limits {
+		queues[kind] = river.QueueConfig{MaxWorkers: l.Concurrency}
+	}
+	client, err := r.store.NewJobClient(&river.Config{
+		FetchCooldown:        max(r.poll/5, time.Millisecond),
+		FetchPollInterval:    r.poll,
+		JobTimeout:           jobTimeout,
+		RescueStuckJobsAfter: rescueAfter,
+		Logger:               r.log,
+		Queues:               queues,
+		RetryPolicy:          retryPolicy{r},
+		Workers:              workers,
+	})
+	if err != nil {
+		return fmt.Errorf("post: job client: %w", err)
+	}
+	if err := client.Start(ctx); err != nil {
+		return fmt.Errorf("post: start jobs: %w", err)
+	}
+	pumpCtx, stop := context.WithCancel(ctx)
+	r.client, r.stopPump, r.pumpDone = client, stop, make(chan struct{})
+	go r.pumpLoop(pumpCtx, r.pumpDone)
+	return nil
+}
+
+// Stop stops the pump and the River client, which waits for the jobs that
+// are running, as long as ctx allows (then it returns ctx's error and may
+// be called again). Stopping a Runner that is stopped or never started
+// does nothing.
+func (r *Runner) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	client, stop, done := r.client, r.stopPump, r.pumpDone
+	r.stopPump = nil
+	r.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	if client == nil {
+		return nil
+	}
+	if err := client.Stop(ctx); err != nil {
+		return fmt.Errorf("post: stop jobs: %w", err)
+	}
+	return nil
+}
+
+// Kick wakes the pump now: the engine calls it after it committed new
+// claims. It never blocks.
+func (r *Runner) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Pump moves every claim the outbox holds to the job queues now, in batches
+// of PumpBatch, and returns how many it moved. The pump loop calls it; a
+// failed batch leaves its claims flagged for the next call.
+func (r *Runner) Pump(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := r.store.PumpOutbox(ctx, PumpBatch)
+		total += n
+		r.metrics.pumped.Add(float64(n))
+		if err != nil {
+			return total, fmt.Errorf("pump outbox: %w", err)
+		}
+		if n < PumpBatch {
+			return total, nil
+		}
+	}
+}
+
+func (r *Runner) pumpLoop(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTimer(r.poll)
+	defer t.Stop()
+	failures := 0
+	for {
+		if failures == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.kick:
+			case <-t.C:
+			}
+		} else { // the record fails: wait out the backoff, kicks or not
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		_, err := r.Pump(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			failures++
+			r.metrics.pumpErrors.Inc()
+			r.log.Warn("outbox pump failed; retrying", "failures", failures, "err", err)
+			t.Reset(min(r.poll<<min(failures, 20), maxPumpBackoff))
+		default:
+			failures = 0
+			t.Reset(r.poll)
+		}
+	}
+}
+
+// FailedJob is a job River gave up on: discarded after its last attempt,
+// or cancelled because its downstream refused it for good.
+type FailedJob struct {
+	ID          int64     `json:"id"`
+	Kind        string    `json:"kind"`
+	ClaimID     string    `json:"claim_id"`
+	DropID      string    `json:"drop_id"`
+	Attempts    int       `json:"attempts"`
+	LastError   string    `json:"last_error"`
+	FinalizedAt time.Time `json:"finalized_at"`
+}
+
+// failedStates are the states of jobs River will not run again.
+var failedStates = []rivertype.JobState{rivertype.JobStateDiscarded, rivertype.JobStateCancelled}
+
+// MaxFailedList bounds FailedWebhooks's limit.
+const MaxFailedList = 1000
+
+// FailedWebhooks lists up to limit (default 100, at most MaxFailedList)
+// webhook jobs that were discarded or cancelled, of dropID or of every drop
+// if dropID is "", the most recently failed first. River keeps them for its
+// discarded and cancelled job retention (7 days and 24 hours by default).
+// EUNAVAILABLE before Start.
+func (r *Runner) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]FailedJob, error) {
+	client, err := r.jobClient()
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, MaxFailedList)
+	// The drop is in the job's args, which the two databases query
+	// differently; failed webhooks are few, so they are filtered here.
+	// Ordered by "time", which for finalized states is finalized_at:
+	// River 0.31 refuses JobListOrderByFinalizedAt when every state asked
+	// for is a finalized one.
+	params := river.NewJobListParams().Kinds(WebhookKinds...).States(failedStates...).
+		OrderBy(river.JobListOrderByTime, river.SortOrderDesc).First(100)
+	out := []FailedJob{}
+	for {
+		res, err := client.JobList(ctx, params)
+		if err != nil {
+			return nil, fmt.Errorf("list failed webhooks: %w", err)
+		}
+		for _, row := range res.Jobs {
+			f := failedJob(row)
+			if dropID == "" || f.DropID == dropID {
+				out = append(out, f)
+				if len(out) == limit {
+					return out, nil
+				}
+			}
+		}
+		if len(res.Jobs) < 100 || res.LastCursor == nil {
+			return out, nil
+		}
+		params = params.After(res.LastCursor)
+	}
+}
+
+func failedJob(row *rivertype.JobRow) FailedJob {
+	var ref ClaimRef
+	_ = json.Unmarshal(row.EncodedArgs, &ref) // a row River cannot decode still shows up, without its claim
+	f := FailedJob{ID: row.ID, Kind: row.Kind, ClaimID: ref.ClaimID, DropID: ref.DropID, Attempts: row.Attempt}
+	if n := len(row.Errors); n > 0 {
+		f.LastError = row.Errors[n-1].Error
+	}
+	if row.FinalizedAt != nil {
+		f.FinalizedAt = *row.FinalizedAt
+	}
+	return f
+}
+
+// Retry makes the failed webhook job jobID available again, for one more
+// attempt if it had spent them all. ENOTFOUND if there is no discarded or
+// cancelled webhook job jobID; EUNAVAILABLE before Start.
+func (r *Runner) Retry(ctx context.Context, jobID int64) error {
+	client, err := r.jobClient()
+	if err != nil {
+		return err
+	}
+	res, err := client.JobList(ctx, river.NewJobListParams().IDs(jobID).Kinds(WebhookKinds...).States(failedStates...))
+	if err != nil {
+		return fmt.Errorf("find job %d: %w", jobID, err)
+	}
+	if !slices.ContainsFunc(res.Jobs, func(row *rivertype.JobRow) bool { return row.ID == jobID }) {
+		return dibs.Errorf(dibs.ENOTFOUND, "no failed webhook job %d", jobID)
+	}
+	if _, err := client.JobRetry(ctx, jobID); err != nil {
+		if errors.Is(err, rivertype.ErrNotFound) {
+			return dibs.Errorf(dibs.ENOTFOUND, "no failed webhook job %d", jobID)
+		}
+		return fmt.Errorf("retry job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+func (r *Runner) jobClient() (JobClient, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.client == nil {
+		return nil, dibs.Errorf(dibs.EUNAVAILABLE, "post-processing is not running")
+	}
+	return r.client, nil
+}
+
+// claimArgs are the args of every job kind: each carries its claim.
+type claimArgs interface {
+	river.JobArgs
+	claim() ClaimRef
+}
+
+func (c ClaimRef) claim() ClaimRef { return c }
+
+// worker is the River worker of one kind: it hands the job to Runner.Work.
+type worker[T claimArgs] struct {
+	river.WorkerDefaults[T]
+	r *Runner
+}
+
+func (w *worker[T]) Work(ctx context.Context, job *river.Job[T]) error {
+	var meta struct {
+		Snoozes int `json:"snoozes"`
+	}
+	_ = json.Unmarshal(job.Metadata, &meta) // River's own bookkeeping; 0 if absent
+	return w.r.Work(ctx, Job{Kind: job.Kind, Claim: job.Args.claim(), Attempt: job.Attempt, Snoozes: meta.Snoozes})
+}

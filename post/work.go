@@ -1,0 +1,371 @@
+package post
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/payment"
+)
+
+// Releaser gives a claim's slot back to the gate and lets the waiting room
+// admit someone in its place; *engine.Engine implements it. ReleaseSlot must
+// be idempotent per claim id: it reports false when the gate holds nothing
+// for the claim (any more).
+type Releaser interface {
+	ReleaseSlot(ctx context.Context, dropID, claimID string) (bool, error)
+}
+
+// Payer is the payment gateway as the charge worker uses it;
+// *payment.Client implements it. Errors are payment's: ErrOutcomeUnknown,
+// ErrUnavailable (and ErrCircuitOpen), ErrNotFound, ErrConflict, ErrInvalid.
+type Payer interface {
+	Charge(ctx context.Context, key string, req payment.ChargeRequest) (*payment.Charge, error)
+	Lookup(ctx context.Context, key string) (*payment.Charge, error)
+}
+
+// Notice is one webhook event for the operator's main service.
+type Notice struct {
+	// ID is "<kind>:<claim id>": the same for every delivery of one event,
+	// so that the receiver can drop duplicates (delivery is at least once).
+	ID string
+	// Type is the job kind: notify_winner, payment_failed or hold_expired.
+	Type string
+	// Time is when the claim reached the state the notice is about.
+	Time time.Time
+	// Data is a ClaimNotice.
+	Data any
+}
+
+// ClaimNotice is the Data of every Notice: the claim as the record has it
+// when the notice is sent.
+type ClaimNotice struct {
+	ClaimID       string          `json:"claim_id"`
+	DropID        string          `json:"drop_id"`
+	UserID        string          `json:"user_id"`
+	Slot          int64           `json:"slot"`
+	State         dibs.ClaimState `json:"state"`
+	CouponCode    string          `json:"coupon_code,omitempty"`
+	HoldExpiresAt time.Time       `json:"hold_expires_at,omitzero"`
+}
+
+// Notifier delivers notices to the operator's main service. Notify is
+// called concurrently. An error wrapping ErrPermanent ends the job at once
+// (it is listed by Runner.FailedWebhooks); any other error is retried with
+// backoff, up to WebhookAttempts.
+type Notifier interface {
+	Notify(ctx context.Context, n Notice) error
+}
+
+// ErrPermanent marks a Notify error that retrying cannot fix (the receiver
+// refused the notice as malformed, say).
+var ErrPermanent = errors.New("permanent failure")
+
+// Job is one run of a job, as River hands it to the worker of its kind.
+type Job struct {
+	Kind  string
+	Claim ClaimRef
+	// Attempt is 1 on the first run. River counts every fetch, so a run
+	// after a worker died mid-job counts as a retry; a snooze does not.
+	Attempt int
+	// Snoozes is how many times the job was snoozed before this run.
+	Snoozes int
+}
+
+// Work runs one job as the River worker of its kind does, and returns what
+// that worker returns to River: nil when the job is done, a river.JobSnooze
+// error to run it again later without spending an attempt, a
+// river.JobCancel error to end it for good, or any other error to retry it
+// with backoff. It is safe for concurrent use and needs no River client, so
+// tests and simulations drive the workers through it.
+func (r *Runner) Work(ctx context.Context, j Job) error {
+	var err error
+	switch j.Kind {
+	case KindIssueCoupon:
+		err = r.issueCoupon(ctx, j)
+	case KindChargePayment:
+		err = r.chargePayment(ctx, j)
+	case KindExpireHold:
+		err = r.expireHold(ctx, j)
+	case KindNotifyWinner, KindPaymentFailed, KindHoldExpired:
+		err = r.notify(ctx, j)
+	default:
+		err = river.JobCancel(fmt.Errorf("unknown job kind %q", j.Kind))
+	}
+	r.metrics.job(j.Kind, err)
+	return err
+}
+
+// findClaim reads the job's claim. A claim the record does not have can
+// never be worked: the job is cancelled.
+func (r *Runner) findClaim(ctx context.Context, j Job) (*dibs.Claim, error) {
+	c, err := r.store.FindClaim(ctx, j.Claim.ClaimID)
+	if dibs.ErrorCode(err) == dibs.ENOTFOUND {
+		return nil, river.JobCancel(fmt.Errorf("%s: claim %s: %w", j.Kind, j.Claim.ClaimID, err))
+	} else if err != nil {
+		return nil, fmt.Errorf("%s: find claim %s: %w", j.Kind, j.Claim.ClaimID, err)
+	}
+	return c, nil
+}
+
+// issueCoupon gives a confirmed claim its code; the store enqueues
+// notify_winner with it. A code drawn on a retry is thrown away if an
+// earlier run already stored one.
+func (r *Runner) issueCoupon(ctx context.Context, j Job) error {
+	if err := r.wait(ctx, j.Kind); err != nil {
+		return err
+	}
+	code, err := r.newCode()
+	if err != nil {
+		return fmt.Errorf("issue coupon: new code: %w", err)
+	}
+	_, err = r.store.IssueCoupon(ctx, j.Claim.ClaimID, code, r.now())
+	switch dibs.ErrorCode(err) {
+	case "":
+		return nil
+	case dibs.ENOTFOUND, dibs.ECONFLICT:
+		r.log.Error("issue coupon: claim cannot get a coupon", "claim", j.Claim.ClaimID, "err", err)
+		return river.JobCancel(fmt.Errorf("issue coupon %s: %w", j.Claim.ClaimID, err))
+	}
+	return fmt.Errorf("issue coupon %s: %w", j.Claim.ClaimID, err)
+}
+
+// chargePayment settles the payment of a held claim whose owner asked to
+// pay. The claim id is the idempotency key, so no run can charge twice;
+// every run after the first looks the key up before charging, so a run
+// that follows a lost answer or a dead worker learns the outcome first.
+func (r *Runner) chargePayment(ctx context.Context, j Job) error {
+	c, err := r.findClaim(ctx, j)
+	if err != nil {
+		return err
+	}
+	switch c.State {
+	case dibs.ClaimHeld:
+	case dibs.ClaimReleased, dibs.ClaimExpired:
+		// Settled by an earlier run that may have died before giving
+		// the slot back.
+		return r.releaseSlot(ctx, c)
+	default:
+		return nil
+	}
+	if c.PayRequestedAt.IsZero() {
+		return river.JobCancel(fmt.Errorf("charge payment: claim %s: its owner never asked to pay", c.ID))
+	}
+	d, err := r.store.FindDrop(ctx, c.DropID)
+	if err != nil {
+		return fmt.Errorf("charge payment: find drop %s: %w", c.DropID, err)
+	}
+	if d.Price == 0 {
+		r.metrics.payment("free")
+		return r.settle(ctx, c, true)
+	}
+	if r.payer == nil {
+		r.log.Warn("charge payment: no payment gateway configured; the job waits for one", "claim", c.ID, "drop", c.DropID)
+		return river.JobSnooze(r.retryMax)
+	}
+	if j.Attempt > 1 {
+		if err := r.wait(ctx, j.Kind); err != nil {
+			return err
+		}
+		ch, err := r.payer.Lookup(ctx, c.ID)
+		switch {
+		case err == nil:
+			return r.settleCharge(ctx, c, ch)
+		case !errors.Is(err, payment.ErrNotFound):
+			return r.paymentFailed(ctx, c, j, "lookup", err)
+		}
+	}
+	if err := r.wait(ctx, j.Kind); err != nil {
+		return err
+	}
+	currency := d.Currency
+	if currency == "" {
+		currency = dibs.DefaultCurrency
+	}
+	ch, err := r.payer.Charge(ctx, c.ID, payment.ChargeRequest{
+		Amount:    d.Price,
+		Currency:  currency,
+		Reference: d.ID + "/" + c.ID,
+	})
+	if errors.Is(err, payment.ErrConflict) {
+		// The key was charged before with another amount (the price
+		// changed): what the gateway recorded under it is the outcome.
+		if ch, err = r.payer.Lookup(ctx, c.ID); errors.Is(err, payment.ErrNotFound) {
+			return r.reject(ctx, c, fmt.Errorf("charge conflicts, yet no charge is recorded: %w", payment.ErrConflict))
+		}
+	}
+	if err != nil {
+		return r.paymentFailed(ctx, c, j, "charge", err)
+	}
+	return r.settleCharge(ctx, c, ch)
+}
+
+// paymentFailed decides what an error from the gateway means for the job.
+func (r *Runner) paymentFailed(ctx context.Context, c *dibs.Claim, j Job, op string, err error) error {
+	switch {
+	case errors.Is(err, payment.ErrUnavailable):
+		// Surely not applied: wait without spending an attempt, however
+		// long the gateway stays down.
+		r.metrics.payment("unavailable")
+		return river.JobSnooze(r.backoff(j.Snoozes+1, r.snoozeMax))
+	case errors.Is(err, payment.ErrOutcomeUnknown):
+		// Maybe applied: retry with backoff; the next run looks it up.
+		r.metrics.payment("unknown")
+		r.log.Info("charge payment: outcome unknown, will look it up", "claim", c.ID, "op", op, "attempt", j.Attempt)
+		return fmt.Errorf("charge payment %s: %s: %w", c.ID, op, err)
+	case errors.Is(err, payment.ErrInvalid), errors.Is(err, payment.ErrConflict), errors.Is(err, payment.ErrNotFound):
+		return r.reject(ctx, c, err)
+	}
+	return fmt.Errorf("charge payment %s: %s: %w", c.ID, op, err)
+}
+
+// reject ends a payment the gateway refused for good without charging: a
+// bug or a misconfiguration, so it is logged as an error; the slot goes
+// back as for a decline.
+func (r *Runner) reject(ctx context.Context, c *dibs.Claim, err error) error {
+	r.metrics.payment("rejected")
+	r.log.Error("charge payment: the gateway refused the charge; releasing the slot", "claim", c.ID, "drop", c.DropID, "err", err)
+	return r.settle(ctx, c, false)
+}
+
+// settleCharge settles the claim by the gateway's record of its charge.
+func (r *Runner) settleCharge(ctx context.Context, c *dibs.Claim, ch *payment.Charge) error {
+	switch ch.Status {
+	case payment.StatusPaid:
+		r.metrics.payment("paid")
+		return r.settle(ctx, c, true)
+	case payment.StatusDeclined, payment.StatusRefunded:
+		r.metrics.payment("declined")
+		return r.settle(ctx, c, false)
+	}
+	return fmt.Errorf("charge payment %s: the gateway answered status %q", c.ID, ch.Status)
+}
+
+// settle records the outcome, then gives the slot back if the claim is no
+// longer active: in this order, so that the record never shows an active
+// claim whose slot the gate gave to someone else.
+func (r *Runner) settle(ctx context.Context, c *dibs.Claim, paid bool) error {
+	got, changed, err := r.store.SettlePayment(ctx, c.ID, paid, r.now())
+	if err != nil {
+		return fmt.Errorf("settle payment %s: %w", c.ID, err)
+	}
+	if !changed && paid && got.State != dibs.ClaimPaid {
+		r.log.Error("charge payment: paid for a claim that is no longer held; refund it", "claim", c.ID, "drop", c.DropID, "state", got.State)
+	}
+	if got.State.Active() {
+		return nil
+	}
+	return r.releaseSlot(ctx, got)
+}
+
+func (r *Runner) releaseSlot(ctx context.Context, c *dibs.Claim) error {
+	if _, err := r.release.ReleaseSlot(ctx, c.DropID, c.ID); err != nil {
+		return fmt.Errorf("release slot of claim %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// expireHold ends a hold that ran out unpaid and gives its slot back. A
+// hold whose owner asked to pay in time is charge_payment's to settle.
+func (r *Runner) expireHold(ctx context.Context, j Job) error {
+	if err := r.wait(ctx, j.Kind); err != nil {
+		return err
+	}
+	now := r.now()
+	c, _, err := r.store.ExpireHold(ctx, j.Claim.ClaimID, now)
+	if dibs.ErrorCode(err) == dibs.ENOTFOUND {
+		return river.JobCancel(fmt.Errorf("expire hold %s: %w", j.Claim.ClaimID, err))
+	} else if err != nil {
+		return fmt.Errorf("expire hold %s: %w", j.Claim.ClaimID, err)
+	}
+	switch {
+	case !c.State.Active():
+		// Expired now or by an earlier run that may have died before
+		// giving the slot back, or released by a declined payment.
+		return r.releaseSlot(ctx, c)
+	case c.State == dibs.ClaimHeld && c.PayRequestedAt.IsZero() && now.Before(c.HoldExpiresAt):
+		// Run early (this node's clock is behind the one that scheduled
+		// the job): come back at the deadline.
+		return river.JobSnooze(c.HoldExpiresAt.Sub(now))
+	}
+	return nil
+}
+
+// notify delivers the webhook of a notify_winner, payment_failed or
+// hold_expired job.
+func (r *Runner) notify(ctx context.Context, j Job) error {
+	if r.notifier == nil {
+		r.metrics.webhook(j.Kind, "skipped")
+		return nil
+	}
+	c, err := r.findClaim(ctx, j)
+	if err != nil {
+		return err
+	}
+	if err := r.wait(ctx, j.Kind); err != nil {
+		return err
+	}
+	n := Notice{
+		ID:   j.Kind + ":" + c.ID,
+		Type: j.Kind,
+		Time: c.UpdatedAt,
+		Data: ClaimNotice{
+			ClaimID:       c.ID,
+			DropID:        c.DropID,
+			UserID:        c.UserID,
+			Slot:          c.Slot,
+			State:         c.State,
+			CouponCode:    c.CouponCode,
+			HoldExpiresAt: c.HoldExpiresAt,
+		},
+	}
+	err = r.notifier.Notify(ctx, n)
+	switch {
+	case err == nil:
+		r.metrics.webhook(j.Kind, "delivered")
+		return nil
+	case errors.Is(err, ErrPermanent):
+		r.metrics.webhook(j.Kind, "rejected")
+		r.log.Warn("webhook refused for good", "notice", n.ID, "err", err)
+		return river.JobCancel(fmt.Errorf("notify %s: %w", n.ID, err))
+	}
+	r.metrics.webhook(j.Kind, "failed")
+	return fmt.Errorf("notify %s: %w", n.ID, err)
+}
+
+// wait takes a token of kind's rate limiter.
+func (r *Runner) wait(ctx context.Context, kind string) error {
+	if l := r.limiters[kind]; l != nil {
+		if err := l.Wait(ctx); err != nil {
+			return fmt.Errorf("%s: rate limit: %w", kind, err)
+		}
+	}
+	return nil
+}
+
+// codeAlphabet has 32 symbols without look-alikes (no I, O, 0, 1), so each
+// one carries 5 bits.
+const codeAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+// NewCode returns a coupon code of 16 symbols in four groups
+// (XXXX-XXXX-XXXX-XXXX), 80 random bits from crypto/rand: unguessable, and
+// easy to read out and type.
+func NewCode() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	out := make([]byte, 0, 19)
+	for i, x := range b {
+		if i > 0 && i%4 == 0 {
+			out = append(out, '-')
+		}
+		out = append(out, codeAlphabet[x&31])
+	}
+	return string(out), nil
+}
