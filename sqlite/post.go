@@ -57,13 +57,11 @@ func newInserter(db *sql.DB) (*river.Client[*sql.Tx], error) {
 	return c, nil
 }
 
-// NewJobClient implements post.Store: a River client over the writer
-// connection, configured by cfg. The client shares that one connection
-// with the recorder (River's SQLite driver wants a single connection), so
-// every transaction on it is short. Stop the client before closing the
-// store.
+// NewJobClient implements post.Store: a River client over the store's job
+// connection (one connection, as River's SQLite driver wants), configured
+// by cfg. Stop the client before closing the store.
 func (s *Store) NewJobClient(cfg *river.Config) (post.JobClient, error) {
-	c, err := river.NewClient(riversqlite.New(s.db), cfg)
+	c, err := river.NewClient(riversqlite.New(s.runner), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("job client: %w", err)
 	}

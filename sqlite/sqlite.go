@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -42,6 +43,7 @@ type Store struct {
 	read    *sql.DB
 	inserts insertStmts
 	jobs    *river.Client[*sql.Tx] // enqueues jobs in the store's transactions
+	runner  *sql.DB                // River's bookkeeping (NewJobClient), synchronous=NORMAL
 
 	stop chan struct{}
 	done chan struct{}
@@ -88,6 +90,23 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	read.SetMaxOpenConns(ReadConns)
 	read.SetMaxIdleConns(ReadConns)
 	s.read = read
+	// River's own bookkeeping (fetching jobs, marking them done) goes
+	// through a connection of its own, so that its polling never queues in
+	// front of a group commit for the writer connection, and without an
+	// fsync per commit: a power cut may take back a job's "completed" mark,
+	// and the job then runs again, which every handler allows. The jobs
+	// themselves are inserted on the writer, durably, with the change that
+	// calls for them.
+	runner, err := sql.Open("sqlite", jobsDSN(path))
+	if err != nil {
+		read.Close()
+		db.Close()
+		return nil, fmt.Errorf("open %s for jobs: %w", path, err)
+	}
+	runner.SetMaxOpenConns(1)
+	runner.SetMaxIdleConns(1)
+	runner.SetConnMaxLifetime(0)
+	s.runner = runner
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	go s.checkpointer()
 	return s, nil
@@ -128,6 +147,12 @@ func dsn(path string, readOnly bool) string {
 		q.Set("_query_only", "1")
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// jobsDSN is the connection River's job client works through: the writer's
+// settings, but commits synced at checkpoints rather than each one.
+func jobsDSN(path string) string {
+	return strings.Replace(dsn(path, false), url.QueryEscape("synchronous(FULL)"), url.QueryEscape("synchronous(NORMAL)"), 1)
 }
 
 // checkDurability refuses a connection that would acknowledge commits a
@@ -186,7 +211,7 @@ func (s *Store) Close() error {
 	<-s.done
 	s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
 	s.inserts.close()
-	return errors.Join(s.read.Close(), s.db.Close())
+	return errors.Join(s.runner.Close(), s.read.Close(), s.db.Close())
 }
 
 // translate turns driver errors into dibs errors. Constraint violations are
