@@ -73,11 +73,10 @@ const (
 	// maxSnooze caps the wait of a charge while the gateway is down, so
 	// that the jobs resume within seconds of its return.
 	maxSnooze = 30 * time.Second
-	// jobTimeout bounds one run; every downstream call is bounded well
-	// below it. rescueAfter is when River hands a job whose worker died to
-	// another worker.
-	jobTimeout  = time.Minute
-	rescueAfter = 5 * time.Minute
+	// DefaultRescueAfter is when River hands a job whose worker died (a
+	// node killed mid-job) to another worker. One run of a job is bounded
+	// by it too (River's JobTimeout), and every downstream call well below.
+	DefaultRescueAfter = 30 * time.Second
 	// maxPumpBackoff caps the wait between pump attempts while the record
 	// fails.
 	maxPumpBackoff = 5 * time.Second
@@ -108,6 +107,11 @@ type Config struct {
 	// default is 1 s). River's fetch cooldown is a fifth of it.
 	PollInterval time.Duration
 
+	// RescueAfter is how long a job may run before River takes it for
+	// lost and runs it again (default DefaultRescueAfter): a node killed
+	// mid-job delays its jobs by about this much. It also bounds one run.
+	RescueAfter time.Duration
+
 	Logger *slog.Logger
 	Now    func() time.Time
 	// NewCode draws a coupon code (default NewCode).
@@ -133,7 +137,7 @@ type Runner struct {
 	limiters map[string]*rate.Limiter
 
 	retryMin, retryMax, snoozeMax time.Duration
-	poll                          time.Duration
+	poll, rescue                  time.Duration
 
 	log     *slog.Logger
 	now     func() time.Time
@@ -158,8 +162,8 @@ func NewRunner(cfg Config) (*Runner, error) {
 		return nil, errors.New("post: Config.Store is required")
 	case cfg.Release == nil:
 		return nil, errors.New("post: Config.Release is required")
-	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0:
-		return nil, errors.New("post: negative retry bound or poll interval")
+	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0:
+		return nil, errors.New("post: negative retry bound, poll interval or rescue time")
 	}
 	r := &Runner{
 		store:    cfg.Store,
@@ -171,6 +175,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		retryMin: cmpOr(cfg.RetryMin, DefaultRetryMin),
 		retryMax: cmpOr(cfg.RetryMax, DefaultRetryMax),
 		poll:     cmpOr(cfg.PollInterval, DefaultPollInterval),
+		rescue:   cmpOr(cfg.RescueAfter, DefaultRescueAfter),
 		log:      cfg.Logger,
 		now:      cfg.Now,
 		newCode:  cfg.NewCode,
@@ -280,8 +285,8 @@ func (r *Runner) Start(ctx context.Context) error {
 	client, err := r.store.NewJobClient(&river.Config{
 		FetchCooldown:        max(r.poll/5, time.Millisecond),
 		FetchPollInterval:    r.poll,
-		JobTimeout:           jobTimeout,
-		RescueStuckJobsAfter: rescueAfter,
+		JobTimeout:           r.rescue,
+		RescueStuckJobsAfter: r.rescue,
 		Logger:               r.log,
 		Queues:               queues,
 		RetryPolicy:          retryPolicy{r},
