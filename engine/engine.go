@@ -35,6 +35,11 @@ type Config struct {
 	// Admissions guards the claims of queued drops; without it they are
 	// refused.
 	Admissions Admissions
+
+	// Recorded, if set, is called after every group commit that made
+	// claims durable (post-processing wakes its outbox pump). It must not
+	// block.
+	Recorded func()
 }
 
 // Admissions guards the claims of queued drops. The waiting room
@@ -51,14 +56,15 @@ type Admissions interface {
 
 // Engine runs the drops of one dibs process. Safe for concurrent use.
 type Engine struct {
-	store   dibs.Store
-	gate    dibs.Gate
-	admit   Admissions
-	rec     *recorder
-	metrics *Metrics
-	log     *slog.Logger
-	now     func() time.Time
-	newID   func() string
+	store    dibs.Store
+	gate     dibs.Gate
+	admit    Admissions
+	rec      *recorder
+	metrics  *Metrics
+	log      *slog.Logger
+	now      func() time.Time
+	newID    func() string
+	recorded func()
 
 	mu    sync.RWMutex
 	drops map[string]*entry
@@ -116,7 +122,7 @@ func outcomeOf(err error) int {
 func New(cfg Config) *Engine {
 	e := &Engine{
 		store: cfg.Store, gate: cfg.Gate, admit: cfg.Admissions, metrics: cfg.Metrics, log: cfg.Logger,
-		now: cfg.Now, newID: cfg.NewID,
+		now: cfg.Now, newID: cfg.NewID, recorded: cfg.Recorded,
 		drops:     make(map[string]*entry),
 		conflicts: make(chan string, 256),
 	}
@@ -442,6 +448,9 @@ func claimOf(d *dibs.Drop, user string, h dibs.Hold) *dibs.Claim {
 // committed marks claims durable in the gate, so retries are answered from
 // memory. A failure only costs those retries a write.
 func (e *Engine) committed(ctx context.Context, claims []*dibs.Claim) {
+	if e.recorded != nil {
+		e.recorded()
+	}
 	for dropID, ids := range claimIDsByDrop(claims) {
 		if err := e.gate.Confirm(ctx, dropID, ids...); err != nil {
 			e.log.Warn("confirm holds", "drop", dropID, "claims", len(ids), "err", err)

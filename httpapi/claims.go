@@ -17,6 +17,7 @@ type claimJSON struct {
 	Slot          int64           `json:"slot"`
 	State         dibs.ClaimState `json:"state"`
 	HoldExpiresAt *time.Time      `json:"hold_expires_at,omitempty"`
+	PayRequested  *time.Time      `json:"pay_requested_at,omitempty"`
 	CouponCode    string          `json:"coupon_code,omitempty"`
 	CreatedAt     time.Time       `json:"created_at"`
 }
@@ -24,7 +25,7 @@ type claimJSON struct {
 func newClaimJSON(c *dibs.Claim) claimJSON {
 	return claimJSON{
 		ClaimID: c.ID, DropID: c.DropID, UserID: c.UserID, Slot: c.Slot, State: c.State,
-		HoldExpiresAt: timePtr(c.HoldExpiresAt), CouponCode: c.CouponCode, CreatedAt: c.CreatedAt,
+		HoldExpiresAt: timePtr(c.HoldExpiresAt), PayRequested: timePtr(c.PayRequestedAt), CouponCode: c.CouponCode, CreatedAt: c.CreatedAt,
 	}
 }
 
@@ -90,9 +91,9 @@ func (s *Server) getClaim(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	id := r.PathValue("id")
-	if !claimIDPattern.MatchString(id) {
-		writeError(w, r, s.log, dibs.Errorf(dibs.EINVALID, "Claim ids match [A-Za-z0-9_-]{1,64}."))
+	id, err := pathClaimID(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	c, err := s.engine.FindClaim(r.Context(), id, user)

@@ -32,11 +32,16 @@ type createDropRequest struct {
 	OpensAt      *time.Time     `json:"opens_at"`
 	ClosesAt     *time.Time     `json:"closes_at"`
 	HoldTTL      string         `json:"hold_ttl"`
+	Price        int64          `json:"price"`
+	Currency     string         `json:"currency"`
 	Admission    *admissionJSON `json:"admission"`
 }
 
 func (req *createDropRequest) drop() (*dibs.Drop, error) {
-	d := &dibs.Drop{ID: req.ID, Title: req.Title, Kind: req.Kind, Stock: req.Stock, PerUserLimit: req.PerUserLimit}
+	d := &dibs.Drop{
+		ID: req.ID, Title: req.Title, Kind: req.Kind, Stock: req.Stock, PerUserLimit: req.PerUserLimit,
+		Price: req.Price, Currency: req.Currency,
+	}
 	if d.ID == "" {
 		d.ID = "drop-" + strings.ToLower(rand.Text()[:10])
 	}
@@ -72,6 +77,8 @@ type dropJSON struct {
 	OpensAt      time.Time     `json:"opens_at"`
 	ClosesAt     *time.Time    `json:"closes_at,omitempty"`
 	HoldTTL      string        `json:"hold_ttl,omitempty"`
+	Price        int64         `json:"price,omitempty"`
+	Currency     string        `json:"currency,omitempty"`
 	Admission    admissionJSON `json:"admission"`
 	Status       dibs.Status   `json:"status"`
 	State        dibs.State    `json:"state"`
@@ -84,7 +91,7 @@ func newDropJSON(v engine.View) dropJSON {
 	d := v.Drop
 	out := dropJSON{
 		ID: d.ID, Title: d.Title, Kind: d.Kind, Stock: d.Stock, PerUserLimit: d.PerUserLimit,
-		OpensAt: d.OpensAt, ClosesAt: timePtr(d.ClosesAt),
+		OpensAt: d.OpensAt, ClosesAt: timePtr(d.ClosesAt), Price: d.Price, Currency: d.Currency,
 		Admission: admissionJSON{Mode: d.Admission.Mode, Rate: d.Admission.Rate, Order: d.Admission.Order},
 		Status:    d.Status, State: v.State, Remaining: v.Remaining, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 	}
@@ -202,6 +209,8 @@ type publicDropJSON struct {
 	ClosesAt  *time.Time `json:"closes_at,omitempty"`
 	Stock     int64      `json:"stock"`
 	Remaining int64      `json:"remaining"`
+	Price     int64      `json:"price,omitempty"`
+	Currency  string     `json:"currency,omitempty"`
 	Admission string     `json:"admission"`
 }
 
@@ -219,7 +228,7 @@ func (s *Server) publicDrop(w http.ResponseWriter, r *http.Request) {
 	d := v.Drop
 	out := publicDropJSON{
 		ID: d.ID, Title: d.Title, Kind: d.Kind, State: v.State, OpensAt: d.OpensAt, ClosesAt: timePtr(d.ClosesAt),
-		Stock: d.Stock, Remaining: v.Remaining, Admission: d.Admission.Mode,
+		Stock: d.Stock, Remaining: v.Remaining, Price: d.Price, Currency: d.Currency, Admission: d.Admission.Mode,
 	}
 	w.Header().Set("Cache-Control", "public, max-age=1")
 	if q := s.publicQueue(r, d); q != nil {
@@ -231,11 +240,12 @@ func (s *Server) publicDrop(w http.ResponseWriter, r *http.Request) {
 
 // winnerJSON is one line of the winners export.
 type winnerJSON struct {
-	ClaimID   string          `json:"claim_id"`
-	UserID    string          `json:"user_id"`
-	Slot      int64           `json:"slot"`
-	State     dibs.ClaimState `json:"state"`
-	CreatedAt time.Time       `json:"created_at"`
+	ClaimID    string          `json:"claim_id"`
+	UserID     string          `json:"user_id"`
+	Slot       int64           `json:"slot"`
+	State      dibs.ClaimState `json:"state"`
+	CreatedAt  time.Time       `json:"created_at"`
+	CouponCode string          `json:"coupon_code,omitempty"`
 }
 
 // winners streams the drop's active claims in slot order: NDJSON, or CSV
@@ -256,16 +266,16 @@ func (s *Server) winners(w http.ResponseWriter, r *http.Request) {
 	if strings.Contains(r.Header.Get("Accept"), "text/csv") {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		cw := csv.NewWriter(buf)
-		cw.Write([]string{"claim_id", "user_id", "slot", "state", "created_at"})
+		cw.Write([]string{"claim_id", "user_id", "slot", "state", "created_at", "coupon_code"})
 		write = func(c *dibs.Claim) error {
-			return cw.Write([]string{c.ID, c.UserID, strconv.FormatInt(c.Slot, 10), string(c.State), c.CreatedAt.Format(time.RFC3339Nano)})
+			return cw.Write([]string{c.ID, c.UserID, strconv.FormatInt(c.Slot, 10), string(c.State), c.CreatedAt.Format(time.RFC3339Nano), c.CouponCode})
 		}
 		defer cw.Flush()
 	} else {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		enc := json.NewEncoder(buf)
 		write = func(c *dibs.Claim) error {
-			return enc.Encode(winnerJSON{ClaimID: c.ID, UserID: c.UserID, Slot: c.Slot, State: c.State, CreatedAt: c.CreatedAt})
+			return enc.Encode(winnerJSON{ClaimID: c.ID, UserID: c.UserID, Slot: c.Slot, State: c.State, CreatedAt: c.CreatedAt, CouponCode: c.CouponCode})
 		}
 	}
 	defer buf.Flush()

@@ -75,6 +75,9 @@ type Config struct {
 	// address in (e.g. X-Forwarded-For, whose last entry is taken); empty:
 	// the connection's address.
 	ClientIPHeader string
+
+	// Post exposes post-processing (payments, jobs, failed webhooks).
+	Post Post
 }
 
 // Server is the HTTP API. It is an http.Handler.
@@ -88,6 +91,7 @@ type Server struct {
 
 	claimRun  *runLimit
 	room      Room
+	post      Post
 	joins     *joinLimiter
 	ipHeader  string
 	closing   chan struct{} // closed by CloseStreams
@@ -104,6 +108,7 @@ func New(e *engine.Engine, cfg Config) *Server {
 		mux:       http.NewServeMux(),
 		metrics:   newHTTPMetrics(cfg.Registerer),
 		room:      cfg.Room,
+		post:      cfg.Post,
 		joins:     newJoinLimiter(cfg.Joins),
 		ipHeader:  cfg.ClientIPHeader,
 		closing:   make(chan struct{}),
@@ -144,10 +149,14 @@ func New(e *engine.Engine, cfg Config) *Server {
 	s.mux.Handle("POST /v1/admin/drops/{id}/pause", adminOnly(s.setStatus(dibs.StatusPaused)))
 	s.mux.Handle("POST /v1/admin/drops/{id}/resume", adminOnly(s.setStatus(dibs.StatusActive)))
 	s.mux.Handle("POST /v1/admin/drops/{id}/close", adminOnly(s.setStatus(dibs.StatusClosed)))
+	s.mux.Handle("GET /v1/admin/drops/{id}/jobs", adminOnly(s.jobCounts))
+	s.mux.Handle("GET /v1/admin/webhooks/failed", adminOnly(s.failedWebhooks))
+	s.mux.Handle("POST /v1/admin/webhooks/failed/{job}/retry", adminOnly(s.retryWebhook))
 
 	s.mux.Handle("GET /v1/drops/{id}", read(http.HandlerFunc(s.publicDrop)))
 	s.mux.Handle("POST /v1/drops/{id}/claims", claim(http.HandlerFunc(s.createClaim)))
 	s.mux.Handle("GET /v1/claims/{id}", read(http.HandlerFunc(s.getClaim)))
+	s.mux.Handle("POST /v1/claims/{id}/pay", claim(http.HandlerFunc(s.pay)))
 
 	s.mux.Handle("POST /v1/drops/{id}/queue", queue(http.HandlerFunc(s.joinQueue)))
 	s.mux.Handle("GET /v1/drops/{id}/queue", read(http.HandlerFunc(s.queueInfo)))

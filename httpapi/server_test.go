@@ -55,6 +55,12 @@ type bundle struct {
 
 func setup(t testing.TB, limits httpapi.Limits) *bundle {
 	t.Helper()
+	return setupWith(t, limits, nil)
+}
+
+// setupWith is setup with post-processing made from the record.
+func setupWith(t testing.TB, limits httpapi.Limits, newPost func(*sqlite.Store) httpapi.Post) *bundle {
+	t.Helper()
 	raw, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "dibs.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +74,11 @@ func setup(t testing.TB, limits httpapi.Limits) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(httpapi.New(e, httpapi.Config{Passports: v, AdminToken: adminToken, Limits: limits}))
+	var p httpapi.Post
+	if newPost != nil {
+		p = newPost(raw)
+	}
+	srv := httptest.NewServer(httpapi.New(e, httpapi.Config{Passports: v, AdminToken: adminToken, Limits: limits, Post: p}))
 	t.Cleanup(func() { srv.Close(); e.Close(); raw.Close() })
 	return &bundle{srv: srv, store: st, raw: raw}
 }
@@ -190,7 +200,7 @@ func TestWinnersExport(t *testing.T) {
 	}
 	csv := b.do(t, "GET", "/v1/admin/drops/d/winners", adminToken, "", "Accept", "text/csv")
 	rows := strings.Split(strings.TrimSpace(csv.raw), "\n")
-	if !strings.HasPrefix(csv.header.Get("Content-Type"), "text/csv") || len(rows) != 4 || rows[0] != "claim_id,user_id,slot,state,created_at" {
+	if !strings.HasPrefix(csv.header.Get("Content-Type"), "text/csv") || len(rows) != 4 || rows[0] != "claim_id,user_id,slot,state,created_at,coupon_code" {
 		t.Fatalf("csv export: %q", csv.raw)
 	}
 }
