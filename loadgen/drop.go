@@ -21,6 +21,8 @@ type DropSpec struct {
 	ClosesAt     time.Time     // zero: never closes by itself
 	HoldTTL      time.Duration // purchase drops; zero: the server's default
 	QueueRate    int           // > 0: users go through a waiting room admitting this many per second
+	Price        int64         // purchase drops: charged per claim, in the currency's minor unit
+	Currency     string        // purchase drops; empty: the server's default
 }
 
 // CreateDrop creates the drop spec on the server at target with the admin
@@ -52,6 +54,12 @@ func CreateDrop(ctx context.Context, c *http.Client, target, adminToken string, 
 	}
 	if spec.HoldTTL > 0 {
 		body["hold_ttl"] = spec.HoldTTL.String()
+	}
+	if spec.Price > 0 {
+		body["price"] = spec.Price
+	}
+	if spec.Currency != "" {
+		body["currency"] = spec.Currency
 	}
 	if spec.QueueRate > 0 {
 		body["admission"] = map[string]any{"mode": dibs.AdmissionQueue, "rate": spec.QueueRate}

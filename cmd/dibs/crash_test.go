@@ -55,9 +55,16 @@ type node struct {
 // until it listens.
 func startNode(t *testing.T, data string, extra ...string) *node {
 	t.Helper()
+	return startNodeEnv(t, data, nil, extra...)
+}
+
+// startNodeEnv is startNode with more environment variables.
+func startNodeEnv(t *testing.T, data string, env []string, extra ...string) *node {
+	t.Helper()
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "DIBS_PASSPORT_SECRET="+e2eSecret, "DIBS_ADMIN_TOKEN="+e2eAdmin)
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -95,7 +95,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	d := &demo{cfg: cfg, data: data, stdout: stdout, stderr: stderr,
-		secret: rand.Text() + rand.Text(), admin: rand.Text(),
+		secret: rand.Text() + rand.Text(), admin: rand.Text(), hookSecret: rand.Text(),
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	res, err := d.run(ctx)
 	if res != nil && cfg.ReportPath != "" {
@@ -118,7 +118,9 @@ type demo struct {
 	cfg            demoConfig
 	data           string
 	secret, admin  string
+	hookSecret     string
 	node           *Main
+	down           *downstream
 	log            *slog.Logger
 	stdout, stderr io.Writer
 }
@@ -126,6 +128,12 @@ type demo struct {
 func (d *demo) start(ctx context.Context) error {
 	c := DefaultConfig()
 	c.Addr, c.Data, c.PassportSecret, c.AdminToken = "127.0.0.1:0", d.data, d.secret, d.admin
+	c.Post.PaymentGateway, c.Post.WebhookURL, c.Post.WebhookSecret = d.down.pgURL, d.down.hooksURL, d.hookSecret
+	// Every winner pays within seconds and is told at once: the simulated
+	// gateway and the demo's receiver take it.
+	c.Post.PaymentRate, c.Post.PaymentConns = 1000, 64
+	c.Post.WebhookRate, c.Post.WebhookConns = 2000, 32
+	c.Post.RetryMin, c.Post.RetryMax = 100*time.Millisecond, time.Second
 	d.node = NewMain(c, d.log)
 	if err := d.node.Run(ctx); err != nil {
 		d.node.Close()
@@ -135,6 +143,12 @@ func (d *demo) start(ctx context.Context) error {
 }
 
 func (d *demo) run(ctx context.Context) (*demoResult, error) {
+	down, err := startDownstream([]byte(d.hookSecret), d.cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	defer down.close()
+	d.down = down
 	if err := d.start(ctx); err != nil {
 		return nil, err
 	}
@@ -147,6 +161,11 @@ func (d *demo) run(ctx context.Context) (*demoResult, error) {
 		return res, err
 	}
 	res.Scenarios = append(res.Scenarios, sc)
+	checks, err := d.couponChecks(ctx, sc.Report.Drop.ID, int(sc.Report.Drop.Stock))
+	if err != nil {
+		return res, err
+	}
+	res.Checks = append(res.Checks, checks...)
 
 	// Restart the node on the same record: every winner must still be there.
 	check, err := d.restartKeepsWinners(ctx, sc.Report.Drop.ID)
@@ -154,6 +173,16 @@ func (d *demo) run(ctx context.Context) (*demoResult, error) {
 		return res, err
 	}
 	res.Checks = append(res.Checks, check)
+
+	phone, err := d.phone(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Scenarios = append(res.Scenarios, phone)
+	if checks, err = d.paymentChecks(ctx, phone.Report.Drop.ID, phone.Report.Drop.Stock); err != nil {
+		return res, err
+	}
+	res.Checks = append(res.Checks, checks...)
 
 	for _, s := range res.Scenarios {
 		path := filepath.Join(d.cfg.OutDir, s.Name+".html")

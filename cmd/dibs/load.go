@@ -63,6 +63,7 @@ Flags:
 		perUser     = fs.Int("per-user-limit", 1, "with --create-stock: claims one user may hold")
 		queueRate   = fs.Int("queue-rate", 0, "with --create-stock: admit users through a waiting room at this many per second")
 		holdTTL     = fs.Duration("hold-ttl", 0, "with --create-stock, purchase drops: how long a hold waits for payment")
+		price       = fs.Int64("price", 0, "with --create-stock, purchase drops: the price charged per claim, in the currency's minor unit")
 		verbose     = fs.Bool("verbose", false, "log debug details")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -123,7 +124,7 @@ Flags:
 
 	if *createStock > 0 {
 		spec := loadgen.DropSpec{ID: *dropID, Kind: dibs.Kind(*kind), Stock: *createStock,
-			PerUserLimit: *perUser, QueueRate: *queueRate, HoldTTL: *holdTTL}
+			PerUserLimit: *perUser, QueueRate: *queueRate, HoldTTL: *holdTTL, Price: *price}
 		if err := loadgen.CreateDrop(ctx, &http.Client{Timeout: *timeout}, *target, token, spec); err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,7 @@ import (
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
 	"github.com/dibs-io/dibs/passport"
+	"github.com/dibs-io/dibs/post"
 	"github.com/dibs-io/dibs/postgres"
 	"github.com/dibs-io/dibs/room"
 	"github.com/dibs-io/dibs/sqlite"
@@ -41,6 +43,7 @@ type Config struct {
 	GCPercent       int // Go's GOGC for the node, unless GOGC is set
 	Room            RoomConfig
 	Redis           RedisConfig
+	Post            PostConfig
 }
 
 // DefaultGCPercent lets the heap grow to five times what is live before
@@ -68,6 +71,7 @@ func DefaultConfig() Config {
 			ReadConns:       postgres.DefaultReadConns,
 		},
 		Room: defaultRoomConfig(),
+		Post: defaultPostConfig(),
 	}
 }
 
@@ -94,6 +98,9 @@ func (c *Config) Validate() error {
 	if err := c.Redis.Validate(); err != nil {
 		return err
 	}
+	if err := c.Post.Validate(); err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -118,6 +125,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "garbage collection target, as GOGC (a set GOGC wins): higher collects less often, fewer pauses in a spike's tail")
 	c.roomFlags(fs)
 	c.Redis.flags(fs)
+	c.Post.flags(fs)
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -130,6 +138,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.PassportSecret = os.Getenv("DIBS_PASSPORT_SECRET")
 	cfg.AdminToken = os.Getenv("DIBS_ADMIN_TOKEN")
 	cfg.Room.Secret = os.Getenv("DIBS_ROOM_SECRET")
+	cfg.Post.WebhookSecret = os.Getenv("DIBS_WEBHOOK_SECRET")
+	cfg.Post.PaymentKey = os.Getenv("DIBS_PAYMENT_KEY")
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -163,10 +173,11 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 type Main struct {
 	cfg    Config
 	log    *slog.Logger
-	store  dibs.Store
+	store  record
 	gate   *gateService
 	engine *engine.Engine
 	room   *room.Service
+	runner atomic.Pointer[post.Runner]
 	srv    *http.Server
 	ln     net.Listener
 	served chan error
@@ -202,7 +213,10 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.room, err = openRoom(m.cfg, m.gate.client, m.log); err != nil {
 		return err
 	}
-	m.engine = engine.New(engine.Config{Store: store, Gate: m.gate.gate, Recorder: rec, Logger: m.log, Admissions: m.room})
+	m.engine = engine.New(engine.Config{
+		Store: store, Gate: m.gate.gate, Recorder: rec, Logger: m.log, Admissions: m.room,
+		Recorded: m.kickPost,
+	})
 	if err := m.engine.Register(reg); err != nil {
 		return err
 	}
@@ -216,11 +230,20 @@ func (m *Main) Run(ctx context.Context) error {
 	m.log.Info("record loaded", "drops", len(m.engine.Drops()), "took", time.Since(start).Round(time.Millisecond))
 	m.startRoom(ctx)
 	m.gate.start(m.engine)
+	runner, err := openPost(m.cfg.Post, store, m.engine, reg, m.log)
+	if err != nil {
+		return err
+	}
+	if err := runner.Start(ctx); err != nil {
+		return fmt.Errorf("start jobs: %w", err)
+	}
+	m.runner.Store(runner)
 
 	api := httpapi.New(m.engine, httpapi.Config{
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
 		Gatherer: reg, Registerer: reg, Logger: m.log,
 		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
+		Post: postAPI{store: store, runner: runner, payments: m.cfg.Post.PaymentGateway != ""},
 	})
 	m.srv = &http.Server{
 		Handler:           api,
@@ -241,11 +264,17 @@ func (m *Main) Run(ctx context.Context) error {
 	return nil
 }
 
+// record is a system of record with post-processing: both stores are.
+type record interface {
+	dibs.Store
+	post.Store
+}
+
 // openStore opens the record, PostgreSQL when --postgres is set, else the
 // SQLite file under --data, with the recorder settings that suit it.
 // SQLite serialises writers: one commit at a time. PostgreSQL commits in
 // parallel: one committer per recording connection (docs/benchmarks.md).
-func openStore(ctx context.Context, cfg Config) (dibs.Store, engine.RecorderConfig, error) {
+func openStore(ctx context.Context, cfg Config) (record, engine.RecorderConfig, error) {
 	if cfg.Postgres != "" {
 		s, err := postgres.Open(ctx, cfg.Postgres, cfg.PostgresOptions)
 		if err != nil {
@@ -261,6 +290,13 @@ func openStore(ctx context.Context, cfg Config) (dibs.Store, engine.RecorderConf
 		return nil, engine.RecorderConfig{}, err
 	}
 	return s, engine.RecorderConfig{Committers: 1}, nil
+}
+
+// kickPost wakes the outbox pump after a group commit.
+func (m *Main) kickPost() {
+	if r := m.runner.Load(); r != nil {
+		r.Kick()
+	}
 }
 
 // URL is the base URL the node serves on.
@@ -285,6 +321,13 @@ func (m *Main) Close() error {
 	if m.room != nil {
 		m.room.Stop()
 		m.room = nil
+	}
+	if r := m.runner.Swap(nil); r != nil { // its jobs release slots through the engine
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ShutdownTimeout)
+		if err := r.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop jobs: %w", err))
+		}
+		cancel()
 	}
 	if m.gate != nil {
 		m.gate.stopWork() // reconciler and refresh, before the engine they use

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/payment"
+	"github.com/dibs-io/dibs/post"
+	"github.com/dibs-io/dibs/webhook"
+)
+
+// PostConfig is the configuration of post-processing: the payment gateway,
+// the main service's webhook endpoint, and the limits toward each.
+type PostConfig struct {
+	PaymentGateway string        // base URL of the payment gateway; empty: purchase drops cannot be paid
+	PaymentKey     string        // DIBS_PAYMENT_KEY: bearer token for the gateway
+	PaymentTimeout time.Duration // one attempt toward the gateway
+	PaymentRate    float64       // charges per second at most
+	PaymentConns   int           // charges in flight at most
+	WebhookURL     string        // where webhooks go; empty: none are sent
+	WebhookSecret  string        // DIBS_WEBHOOK_SECRET: signs webhooks
+	WebhookRate    float64       // webhooks per second at most
+	WebhookConns   int           // webhooks in flight at most
+	RetryMin       time.Duration // first retry of a failed job
+	RetryMax       time.Duration // longest wait between retries
+	RescueAfter    time.Duration // when a job whose node died runs again
+}
+
+// MinWebhookSecretLen keeps webhook signatures out of guessing range.
+const MinWebhookSecretLen = 16
+
+func defaultPostConfig() PostConfig {
+	return PostConfig{
+		PaymentTimeout: payment.DefaultConfig().Timeout,
+		PaymentRate:    payment.DefaultConfig().RateLimit,
+		PaymentConns:   payment.DefaultConfig().MaxConcurrent,
+		WebhookRate:    200,
+		WebhookConns:   16,
+		RetryMin:       time.Second,
+		RetryMax:       5 * time.Minute,
+		RescueAfter:    post.DefaultRescueAfter,
+	}
+}
+
+func (c *PostConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.PaymentGateway, "payment-gateway", c.PaymentGateway, "base URL of the payment gateway (docs/payments.md); without it purchase drops cannot be paid")
+	fs.DurationVar(&c.PaymentTimeout, "payment-timeout", c.PaymentTimeout, "how long one call to the payment gateway may take; past it the outcome is unknown and the charge is looked up before it is retried")
+	fs.Float64Var(&c.PaymentRate, "payment-rate", c.PaymentRate, "charges per second sent to the payment gateway at most")
+	fs.IntVar(&c.PaymentConns, "payment-conns", c.PaymentConns, "charges in flight to the payment gateway at most")
+	fs.StringVar(&c.WebhookURL, "webhook-url", c.WebhookURL, "URL of the main service's webhook endpoint (docs/webhooks.md); signed with DIBS_WEBHOOK_SECRET")
+	fs.Float64Var(&c.WebhookRate, "webhook-rate", c.WebhookRate, "webhooks per second sent at most")
+	fs.IntVar(&c.WebhookConns, "webhook-conns", c.WebhookConns, "webhooks in flight at most")
+	fs.DurationVar(&c.RetryMin, "job-retry-min", c.RetryMin, "wait before the first retry of a failed job; it doubles per attempt")
+	fs.DurationVar(&c.RetryMax, "job-retry-max", c.RetryMax, "longest wait between retries of a failed job")
+	fs.DurationVar(&c.RescueAfter, "job-rescue-after", c.RescueAfter, "how long a job may run before it is taken for lost (its node died) and run again; also bounds one run")
+}
+
+// Validate reports the first thing wrong with c.
+func (c *PostConfig) Validate() error {
+	for _, u := range []struct{ flag, value string }{{"--payment-gateway", c.PaymentGateway}, {"--webhook-url", c.WebhookURL}} {
+		if u.value == "" {
+			continue
+		}
+		if p, err := url.Parse(u.value); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("%s must be an http or https URL", u.flag)
+		}
+	}
+	switch {
+	case c.WebhookURL != "" && len(c.WebhookSecret) < MinWebhookSecretLen:
+		return fmt.Errorf("DIBS_WEBHOOK_SECRET must be set to at least %d bytes when --webhook-url is", MinWebhookSecretLen)
+	case c.PaymentTimeout <= 0:
+		return errors.New("--payment-timeout must be positive")
+	case c.PaymentRate <= 0 || c.WebhookRate <= 0:
+		return errors.New("--payment-rate and --webhook-rate must be positive")
+	case c.PaymentConns < 1 || c.WebhookConns < 1:
+		return errors.New("--payment-conns and --webhook-conns must be at least 1")
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return errors.New("--job-retry-min must be positive and at most --job-retry-max")
+	case c.RescueAfter < time.Second:
+		return errors.New("--job-rescue-after must be at least 1s")
+	}
+	return nil
+}
+
+// openPost builds the job runner over the record: the payment client with
+// its circuit breaker, the webhook sender, and the limits per job kind.
+func openPost(cfg PostConfig, store post.Store, e *engine.Engine, reg prometheus.Registerer, log *slog.Logger) (*post.Runner, error) {
+	pc := post.Config{
+		Store: store, Release: e, Logger: log, Registerer: reg,
+		RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax, RescueAfter: cfg.RescueAfter,
+		Limits: map[string]post.Limit{
+			post.KindChargePayment: {Concurrency: cfg.PaymentConns},
+			post.KindNotifyWinner:  {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},
+			post.KindPaymentFailed: {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},
+			post.KindHoldExpired:   {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},
+		},
+	}
+	if cfg.PaymentGateway != "" {
+		pg, err := payment.New(payment.Config{
+			BaseURL: cfg.PaymentGateway, APIKey: cfg.PaymentKey, Timeout: cfg.PaymentTimeout,
+			RateLimit: cfg.PaymentRate, MaxConcurrent: cfg.PaymentConns,
+		}, log)
+		if err != nil {
+			return nil, err
+		}
+		pc.Payer = pg
+	}
+	if cfg.WebhookURL != "" {
+		s, err := webhook.New(webhook.Config{URL: cfg.WebhookURL, Secret: []byte(cfg.WebhookSecret)})
+		if err != nil {
+			return nil, err
+		}
+		pc.Notifier = notifier{s}
+	}
+	return post.NewRunner(pc)
+}
+
+// notifier sends post's notices as signed webhooks.
+type notifier struct{ s *webhook.Sender }
+
+func (n notifier) Notify(ctx context.Context, no post.Notice) error {
+	err := n.s.Send(ctx, webhook.Event{ID: no.ID, Type: no.Type, Time: no.Time, Data: no.Data})
+	if err != nil && webhook.Permanent(err) {
+		return fmt.Errorf("%w: %w", post.ErrPermanent, err)
+	}
+	return err
+}
+
+// postAPI is what the HTTP API exposes of post-processing.
+type postAPI struct {
+	store    post.Store
+	runner   *post.Runner
+	payments bool // a gateway is configured
+}
+
+// RequestPayment refuses a charge nobody could make: a priced drop with no
+// gateway configured.
+func (p postAPI) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {
+	if !p.payments {
+		c, err := p.store.FindClaim(ctx, claimID)
+		if err != nil || c.UserID != userID {
+			return nil, dibs.Errorf(dibs.ENOTFOUND, "claim %s not found", claimID)
+		}
+		d, err := p.store.FindDrop(ctx, c.DropID)
+		if err != nil {
+			return nil, err
+		}
+		if d.Price > 0 {
+			return nil, dibs.Errorf(dibs.EUNAVAILABLE, "no payment gateway is configured")
+		}
+	}
+	return p.store.RequestPayment(ctx, claimID, userID, now)
+}
+
+func (p postAPI) JobCounts(ctx context.Context, dropID string) ([]post.JobCount, error) {
+	return p.store.JobCounts(ctx, dropID)
+}
+
+func (p postAPI) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]post.FailedJob, error) {
+	return p.runner.FailedWebhooks(ctx, dropID, limit)
+}
+
+func (p postAPI) Retry(ctx context.Context, jobID int64) error { return p.runner.Retry(ctx, jobID) }
