@@ -17,6 +17,7 @@ help: ## list the targets
 .PHONY: test
 test: fmt-check vet ## what CI runs: gofmt, vet, race tests, short fuzz runs
 	$(GO) test -race -count=1 -timeout 8m ./...
+	$(GO) test -count=1 -run '^TestSim$$' ./post  # the A4 simulation's 4,000 seeds (1,000 under -race)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: vet
