@@ -24,6 +24,7 @@ import (
 
 // TestPaymentsSurviveFaultsAndKills is TESTPLAN B6 on the embedded default.
 func TestPaymentsSurviveFaultsAndKills(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end crash test")
 	}
@@ -33,6 +34,7 @@ func TestPaymentsSurviveFaultsAndKills(t *testing.T) {
 // TestPaymentsSurviveFaultsAndKillsPostgres is TESTPLAN B6 with the record
 // and the job queue in PostgreSQL.
 func TestPaymentsSurviveFaultsAndKillsPostgres(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("end-to-end crash test")
 	}
