@@ -133,6 +133,8 @@ func (d *demo) start(ctx context.Context) error {
 	// gateway and the demo's receiver take it.
 	c.Post.PaymentRate, c.Post.PaymentConns = 1000, 64
 	c.Post.WebhookRate, c.Post.WebhookConns = 2000, 32
+	// Every simulated buyer joins the waiting room from this one address.
+	c.Room.Joins.Rate = 0
 	c.Post.RetryMin, c.Post.RetryMax = 100*time.Millisecond, time.Second
 	d.node = NewMain(c, d.log)
 	if err := d.node.Run(ctx); err != nil {
