@@ -95,10 +95,10 @@ type Store struct {
 
 // Open connects to the database at url (a postgres:// URL or a key=value
 // string), applies pending migrations (the store's, then River's, in the
-// same schema) and returns the store. It refuses to
-// run on a connection that would acknowledge a commit before it is flushed
-// (synchronous_commit below on) and connects only to a server that takes
-// writes (target_session_attrs=read-write unless the URL says otherwise).
+// same schema) and returns the store. It refuses to run on a connection
+// that would acknowledge a commit before it is flushed (synchronous_commit
+// below on) and connects only to a server that takes writes
+// (target_session_attrs=read-write unless the URL says otherwise).
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	opts.setDefaults()
 	if opts.Schema != "" && !schemaName.MatchString(opts.Schema) {
@@ -229,9 +229,10 @@ func checkDurability(ctx context.Context, c *pgx.Conn) error {
 // once migrate one after the other and the later ones find nothing to do.
 // The lock covers all of goose's work: goose's own session locker leaves
 // the creation of its version table unguarded (HasPending runs unlocked)
-// and, when nodes race there, retries a second later. pg_advisory_lock blocks, so a waiting
-// node goes on the moment the lock is free, and the lock belongs to the
-// session, so a node that dies while migrating releases it.
+// and, when nodes race there, retries a second later. pg_advisory_lock
+// blocks, so a waiting node goes on the moment the lock is free, and the
+// lock belongs to the session, so a node that dies while migrating
+// releases it.
 //
 // The lock is held on a read connection; goose and River's migrator run
 // on the background pool, which is idle at start-up.
