@@ -52,12 +52,9 @@ func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	if r.ContentLength != 0 { // no body is the usual case; skip the decoder
-		var body struct{}
-		if err := decodeJSON(w, r, &body, MaxClaimBody, true); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
+	if err := decodeNoBody(w, r); err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key != "" && !dibs.ValidIdempotencyKey(key) {

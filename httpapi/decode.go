@@ -51,3 +51,15 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, max int64, emptyO
 	}
 	return nil
 }
+
+// decodeNoBody accepts the empty body, or an empty JSON object of at most
+// MaxClaimBody bytes, for routes that take no input; anything else is an
+// EINVALID or ETOOLARGE error. No body is the usual case, and skips the
+// decoder.
+func decodeNoBody(w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	var body struct{}
+	return decodeJSON(w, r, &body, MaxClaimBody, true)
+}

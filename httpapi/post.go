@@ -44,12 +44,9 @@ func (s *Server) pay(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	if r.ContentLength != 0 {
-		var body struct{}
-		if err := decodeJSON(w, r, &body, MaxClaimBody, true); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
+	if err := decodeNoBody(w, r); err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
 	if s.post == nil {
 		writeError(w, r, s.log, dibs.Errorf(dibs.EUNAVAILABLE, "Payments are not enabled on this server."))

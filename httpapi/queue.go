@@ -156,12 +156,9 @@ func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	if r.ContentLength != 0 {
-		var body struct{}
-		if err := decodeJSON(w, r, &body, MaxClaimBody, true); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
+	if err := decodeNoBody(w, r); err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
 	st, err := s.room.Join(r.Context(), d, user)
 	if err != nil {
