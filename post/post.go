@@ -81,6 +81,29 @@ func (NotifyWinnerArgs) Kind() string  { return KindNotifyWinner }
 func (PaymentFailedArgs) Kind() string { return KindPaymentFailed }
 func (HoldExpiredArgs) Kind() string   { return KindHoldExpired }
 
+// FirstJob is the job a claim's outbox entry calls for, if any: a coupon to
+// issue, or the expiry of a hold at its deadline. A claim that left those
+// states before the pump reached it needs none.
+func FirstJob(ref ClaimRef, state dibs.ClaimState, holdExpiresAt time.Time) (river.InsertManyParams, bool) {
+	switch state {
+	case dibs.ClaimConfirmed:
+		return river.InsertManyParams{Args: IssueCouponArgs{ClaimRef: ref}}, true
+	case dibs.ClaimHeld:
+		return river.InsertManyParams{Args: ExpireHoldArgs{ClaimRef: ref},
+			InsertOpts: &river.InsertOpts{ScheduledAt: holdExpiresAt}}, true
+	}
+	return river.InsertManyParams{}, false
+}
+
+// Settled is where SettlePayment moves a held claim and the job that
+// follows: paid and notify_winner, or released and payment_failed.
+func Settled(paid bool) (dibs.ClaimState, func(ClaimRef) river.JobArgs) {
+	if paid {
+		return dibs.ClaimPaid, func(ref ClaimRef) river.JobArgs { return NotifyWinnerArgs{ClaimRef: ref} }
+	}
+	return dibs.ClaimReleased, func(ref ClaimRef) river.JobArgs { return PaymentFailedArgs{ClaimRef: ref} }
+}
+
 // Attempts per job kind before River discards a job. A payment is never
 // abandoned while its outcome is unknown (a gateway that is down snoozes
 // the job, which costs no attempt); a webhook that still fails after

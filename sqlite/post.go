@@ -113,7 +113,7 @@ func (s *Store) PumpOutbox(ctx context.Context, limit int) (int, error) {
 				return err
 			}
 			n++
-			if job, ok := firstJob(ref, dibs.ClaimState(state), fromNullMicros(hold)); ok {
+			if job, ok := post.FirstJob(ref, dibs.ClaimState(state), fromNullMicros(hold)); ok {
 				jobs = append(jobs, job)
 			}
 		}
@@ -127,20 +127,6 @@ func (s *Store) PumpOutbox(ctx context.Context, limit int) (int, error) {
 		return 0, fmt.Errorf("pump outbox: %w", err)
 	}
 	return n, nil
-}
-
-// firstJob is the job a claim's outbox entry calls for, if any: a coupon
-// to issue, or the expiry of a hold at its deadline. A claim that left
-// those states before the pump reached it needs none.
-func firstJob(ref post.ClaimRef, state dibs.ClaimState, holdExpiresAt time.Time) (river.InsertManyParams, bool) {
-	switch state {
-	case dibs.ClaimConfirmed:
-		return river.InsertManyParams{Args: post.IssueCouponArgs{ClaimRef: ref}}, true
-	case dibs.ClaimHeld:
-		return river.InsertManyParams{Args: post.ExpireHoldArgs{ClaimRef: ref},
-			InsertOpts: &river.InsertOpts{ScheduledAt: holdExpiresAt}}, true
-	}
-	return river.InsertManyParams{}, false
 }
 
 func (s *Store) insertJobs(ctx context.Context, tx *sql.Tx, jobs ...river.InsertManyParams) error {
@@ -234,10 +220,7 @@ func (s *Store) RequestPayment(ctx context.Context, claimID, userID string, now 
 
 // SettlePayment implements post.Store. It updates through claims_pkey.
 func (s *Store) SettlePayment(ctx context.Context, claimID string, paid bool, now time.Time) (*dibs.Claim, bool, error) {
-	state, then := dibs.ClaimReleased, func(ref post.ClaimRef) river.JobArgs { return post.PaymentFailedArgs{ClaimRef: ref} }
-	if paid {
-		state, then = dibs.ClaimPaid, func(ref post.ClaimRef) river.JobArgs { return post.NotifyWinnerArgs{ClaimRef: ref} }
-	}
+	state, then := post.Settled(paid)
 	c, changed, err := s.transition(ctx, claimID, `UPDATE claims SET state = ?, updated_at = ?
 		WHERE id = ? AND state = 'held'
 		RETURNING `+claimFields, []any{string(state), micros(now), claimID}, then)
