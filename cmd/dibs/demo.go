@@ -262,19 +262,11 @@ func (d *demo) restartKeepsWinners(ctx context.Context, drop string) (loadgen.Ch
 
 // winners reads a drop's winners export, one line per claim.
 func (d *demo) winners(ctx context.Context, drop string) ([]string, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", d.node.URL()+"/v1/admin/drops/"+drop+"/winners", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+d.admin)
-	res, err := http.DefaultClient.Do(req)
+	res, err := d.adminGet(ctx, "/v1/admin/drops/"+drop+"/winners")
 	if err != nil {
 		return nil, fmt.Errorf("read winners: %w", err)
 	}
 	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("read winners: %s", res.Status)
-	}
 	var out []string
 	dec := json.NewDecoder(res.Body)
 	for {

@@ -162,20 +162,31 @@ type adminStats struct {
 	Expired   int64 `json:"expired"`
 }
 
-func (d *demo) adminGet(ctx context.Context, path string, v any) error {
+// adminGet reads an admin endpoint of the node; the caller closes the body.
+func (d *demo) adminGet(ctx context.Context, path string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", d.node.URL()+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+d.admin)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
+		return nil, fmt.Errorf("GET %s: %w", path, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		res.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", path, res.Status)
+	}
+	return res, nil
+}
+
+// adminJSON reads an admin endpoint's JSON into v.
+func (d *demo) adminJSON(ctx context.Context, path string, v any) error {
+	res, err := d.adminGet(ctx, path)
+	if err != nil {
+		return err
 	}
 	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", path, res.Status)
-	}
 	return json.NewDecoder(res.Body).Decode(v)
 }
 
@@ -188,11 +199,11 @@ func (d *demo) settled(ctx context.Context, drop string) error {
 		var jobs struct {
 			Jobs []post.JobCount `json:"jobs"`
 		}
-		if err := d.adminGet(ctx, "/v1/admin/drops/"+drop+"/jobs", &jobs); err != nil {
+		if err := d.adminJSON(ctx, "/v1/admin/drops/"+drop+"/jobs", &jobs); err != nil {
 			return err
 		}
 		var st adminStats
-		if err := d.adminGet(ctx, "/v1/admin/drops/"+drop, &st); err != nil {
+		if err := d.adminJSON(ctx, "/v1/admin/drops/"+drop, &st); err != nil {
 			return err
 		}
 		busy := st.Held
@@ -254,7 +265,7 @@ func (d *demo) paymentChecks(ctx context.Context, drop string, stock int64) ([]l
 		return nil, err
 	}
 	var st adminStats
-	if err := d.adminGet(ctx, "/v1/admin/drops/"+drop, &st); err != nil {
+	if err := d.adminJSON(ctx, "/v1/admin/drops/"+drop, &st); err != nil {
 		return nil, err
 	}
 	ledger := d.down.pg.Ledger()
