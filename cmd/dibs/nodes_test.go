@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,18 +23,11 @@ import (
 // PostgreSQL schema, both of this test alone.
 func cluster(t *testing.T) []string {
 	t.Helper()
-	redisURL, pgURL := testenv.RedisURL(t), testenv.DatabaseURL(t)
-	u, err := url.Parse(pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", pgtest.NewSchema(t, pgURL))
-	u.RawQuery = q.Encode()
+	redisURL, pgURL := testenv.RedisURL(t), pgtest.SchemaURL(t)
 	prefix := "dibs-test:" + strings.ToLower(rand.Text()[:10]) + ":"
 	t.Cleanup(func() { deleteRedisKeys(t, redisURL, prefix) })
 	return []string{
-		"--redis", redisURL, "--redis-prefix", prefix, "--postgres", u.String(),
+		"--redis", redisURL, "--redis-prefix", prefix, "--postgres", pgURL,
 		"--postgres-record-conns", "2", "--postgres-background-conns", "1", "--postgres-read-conns", "2",
 		"--reconcile-interval", "1s", "--reconcile-grace", "3s",
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -38,15 +37,7 @@ func TestPaymentsSurviveFaultsAndKillsPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end crash test")
 	}
-	dbURL := pgtest.URL(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", pgtest.NewSchema(t, dbURL))
-	u.RawQuery = q.Encode()
-	testPaymentsSurvive(t, "--postgres", u.String())
+	testPaymentsSurvive(t, "--postgres", pgtest.SchemaURL(t))
 }
 
 // testPaymentsSurvive: winners of a purchase drop pay while the payment

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +19,7 @@ import (
 // the pools.
 func TestServeOnPostgres(t *testing.T) {
 	t.Parallel()
-	dbURL := pgtest.URL(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", pgtest.NewSchema(t, dbURL))
-	u.RawQuery = q.Encode()
+	dbURL := pgtest.SchemaURL(t)
 
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
@@ -36,7 +28,7 @@ func TestServeOnPostgres(t *testing.T) {
 	cfg.AdminToken = strings.Repeat("a", MinAdminTokenLen)
 	fs := flag.NewFlagSet("dibs serve", flag.ContinueOnError)
 	cfg.flags(fs)
-	if err := fs.Parse([]string{"--postgres", u.String(), "--postgres-record-conns", "2", "--postgres-read-conns", "2", "--postgres-background-conns", "1"}); err != nil {
+	if err := fs.Parse([]string{"--postgres", dbURL, "--postgres-record-conns", "2", "--postgres-read-conns", "2", "--postgres-background-conns", "1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cfg.Validate(); err != nil {

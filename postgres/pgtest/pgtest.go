@@ -10,6 +10,7 @@ package pgtest
 import (
 	"context"
 	"crypto/rand"
+	neturl "net/url"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,22 @@ const Conns = 2
 func URL(tb testing.TB) string {
 	tb.Helper()
 	return testenv.DatabaseURL(tb)
+}
+
+// SchemaURL returns the test database URL with a new schema (NewSchema)
+// as its search_path: what a node started with --postgres needs to keep
+// its record, River's tables included, apart from every other test.
+func SchemaURL(tb testing.TB) string {
+	tb.Helper()
+	base := URL(tb)
+	u, err := neturl.Parse(base)
+	if err != nil {
+		tb.Fatalf("parse %s: %v", base, err)
+	}
+	q := u.Query()
+	q.Set("search_path", NewSchema(tb, base))
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // NewSchema creates an empty schema in the database at url, drops it with
