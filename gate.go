@@ -21,6 +21,12 @@ type ReserveRequest struct {
 	// gate calls it (through NewClaimID) only when it may create a hold, so
 	// the losers of a sold-out drop never pay for an id.
 	MintClaimID func() string
+
+	// Unrecorded names a released claim of IdempotencyKey that the caller
+	// found missing from the record (its write failed, or its node died
+	// before it): nothing was won with the key, so the gate forgets that
+	// claim and may take a new slot for the key. See Hold.Released.
+	Unrecorded string
 }
 
 // NewClaimID is the id a new claim of r gets.
@@ -42,7 +48,19 @@ type Hold struct {
 	CreatedAt      time.Time
 	Existing       bool // the user already held this claim before the request
 	Durable        bool // the gate knows the claim is in the record
+
+	// Released: the request's idempotency key named a hold that was
+	// released since (a declined payment, an expired hold, a failed
+	// write). No slot is held: ClaimID names the released claim, Slot and
+	// Nth are zero, and Existing is set. A key names its first claim for
+	// good, so the gate takes no new slot for it.
+	Released bool
 }
+
+// ReleasedKeys is how many released holds with an idempotency key a gate
+// remembers per drop (Hold.Released). Releases are rare; past the bound the
+// oldest is forgotten, and a retry with its key is then a new request.
+const ReleasedKeys = 10_000
 
 // Gate hands out the slots of drops, atomically and fast. While a drop runs,
 // the gate is the only authority on which slots are free; the Store is the
@@ -56,7 +74,9 @@ type Gate interface {
 	Prepare(ctx context.Context, d *Drop, scan ScanFunc) error
 
 	// Reserve gives the user a slot, or the user's existing hold when the
-	// idempotency key matches or the per-user limit is 1 and reached.
+	// idempotency key matches or the per-user limit is 1 and reached. A key
+	// whose hold was released gets that hold back, Released, and no slot
+	// (unless r.Unrecorded names it), whatever the drop's state.
 	// Errors: ENOTFOUND (drop not prepared), ESOLDOUT, ELIMIT, ECLOSED,
 	// ENOTOPEN, EPAUSED, EUNAVAILABLE.
 	Reserve(ctx context.Context, r ReserveRequest) (Hold, error)
@@ -66,7 +86,8 @@ type Gate interface {
 	Confirm(ctx context.Context, dropID string, claimIDs ...string) error
 
 	// Release returns the slot of the hold claimID to the pool. It reports
-	// false if the gate has no such hold (already released).
+	// false if the gate has no such hold (already released). A hold with an
+	// idempotency key is remembered as released (ReleasedKeys).
 	Release(ctx context.Context, dropID, claimID string) (bool, error)
 
 	// SetStatus records an operator's pause, resume or close.

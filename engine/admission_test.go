@@ -2,12 +2,16 @@ package engine_test
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/memory"
 	"github.com/dibs-io/dibs/room"
+	"github.com/dibs-io/dibs/sqlite"
 )
 
 var _ room.Source = (*engine.Engine)(nil)
@@ -121,5 +125,86 @@ func wantCode(t *testing.T, err error, code string) {
 	t.Helper()
 	if got := dibs.ErrorCode(err); got != code {
 		t.Fatalf("error code = %q (%v), want %q", got, err, code)
+	}
+}
+
+// usedCounter counts the wins the engine reports to the waiting room.
+type usedCounter struct {
+	*room.Service
+	used atomic.Int64
+}
+
+func (u *usedCounter) Used(ctx context.Context, p dibs.Pass) {
+	u.used.Add(1)
+	u.Service.Used(ctx, p)
+}
+
+// TestReleasedAdmissionWinsOnce: alice's payment is declined and her hold
+// released; the room admits bob in her place. Alice claiming again with
+// her admission (still valid) gets her released claim back and takes no
+// slot, so bob gets the one that came back, and the room counts one win
+// for alice's admission.
+func TestReleasedAdmissionWinsOnce(t *testing.T) {
+	t.Parallel()
+	svc, err := room.New(room.Config{Backend: memory.NewRoom(), Secret: []byte("engine-test-room-secret-01234567")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := &usedCounter{Service: svc}
+	b := open(t, t.TempDir()+"/dibs.db", func(c *engine.Config, _ *faultyStore) { c.Admissions = counter })
+	d := createQueued(t, b.engine, "p", dibs.KindPurchase, 1, 1)
+	ctx := context.Background()
+
+	alice := admitted(t, b.engine, svc, d, "alice")
+	first, created, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "p", UserID: "alice", Admission: alice.Admission})
+	if err != nil || !created {
+		t.Fatalf("alice: created=%v err=%v", created, err)
+	}
+	// The payment is declined: the record first, then the gate and the room.
+	if _, changed, err := b.store.Store.(*sqlite.Store).SettlePayment(ctx, first.ID, false, time.Now()); err != nil || !changed {
+		t.Fatalf("decline: changed=%v err=%v", changed, err)
+	}
+	if ok, err := b.engine.ReleaseSlot(ctx, "p", first.ID); !ok || err != nil {
+		t.Fatalf("release: %v %v", ok, err)
+	}
+	bob := admitted(t, b.engine, svc, d, "bob")
+
+	again, created, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "p", UserID: "alice", Admission: alice.Admission})
+	if err != nil || created || again.ID != first.ID || again.State != dibs.ClaimReleased {
+		t.Fatalf("alice again = %+v created=%v err=%v; want her claim %s back, released", again, created, err, first.ID)
+	}
+	if left, _ := b.gate.Remaining(ctx, "p"); left != 1 {
+		t.Fatalf("remaining after alice's retry = %d, want 1: the slot is bob's to take", left)
+	}
+	won, created, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "p", UserID: "bob", Admission: bob.Admission})
+	if err != nil || !created || won.Slot != first.Slot {
+		t.Fatalf("bob = %+v created=%v err=%v; want the returned slot %d", won, created, err, first.Slot)
+	}
+	if n := counter.used.Load(); n != 2 {
+		t.Fatalf("room told of %d wins, want 2 (alice once, bob once)", n)
+	}
+}
+
+// TestFailedWriteKeyClaimsAgain: a claim whose write failed won nothing;
+// its slot went back, and a retry with the same Idempotency-Key claims
+// afresh once the record is back.
+func TestFailedWriteKeyClaimsAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	mustCreate(t, b.engine, "d", 1, 2)
+	ctx := context.Background()
+	req := engine.ClaimRequest{DropID: "d", UserID: "alice", IdempotencyKey: "order-1"}
+	b.store.failWith(errors.New("disk full"))
+	if _, _, err := b.engine.Claim(ctx, req); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("claim during failure = %v, want unavailable", err)
+	}
+	b.store.heal()
+	c, created, err := b.engine.Claim(ctx, req)
+	if err != nil || !created || c.IdempotencyKey != "order-1" {
+		t.Fatalf("retry after heal = %+v created=%v err=%v, want a new claim with the key", c, created, err)
+	}
+	again, created, err := b.engine.Claim(ctx, req)
+	if err != nil || created || again.ID != c.ID {
+		t.Fatalf("retry of the new claim = %+v created=%v err=%v, want %s", again, created, err, c.ID)
 	}
 }

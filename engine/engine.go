@@ -362,6 +362,12 @@ type ClaimRequest struct {
 // A queued drop takes claims with a valid admission only
 // (EADMISSIONREQUIRED, EADMISSIONINVALID), and the admission is the
 // claim's idempotency key: every claim with it gets the same claim back.
+//
+// An idempotency key names its first claim for good: once that claim is
+// released (a declined payment, an expired hold), a claim with the key
+// gets it back as the record has it (released or expired, created false)
+// and takes no slot. Only a key whose claim never reached the record (its
+// write failed) may claim again.
 func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, created bool, err error) {
 	start := time.Now()
 	ent, err := e.entry(req.DropID)
@@ -385,9 +391,14 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 		}
 		pass, req.IdempotencyKey = &p, p.ClaimKey()
 	}
-	h, err := e.gate.Reserve(ctx, dibs.ReserveRequest{
-		Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, MintClaimID: e.newID, Now: now,
-	})
+	rr := dibs.ReserveRequest{Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, MintClaimID: e.newID, Now: now}
+	h, err := e.gate.Reserve(ctx, rr)
+	if err == nil && h.Released {
+		if c, h, err = e.released(ctx, rr, h); c != nil {
+			outcome = outcomeExisting
+			return c, false, nil
+		}
+	}
 	if err != nil {
 		outcome = outcomeOf(err)
 		return nil, false, err
@@ -419,6 +430,31 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 	}
 	outcome = outcomeWon
 	return c, true, nil
+}
+
+// released answers a claim whose idempotency key named a released hold h:
+// with the claim as the record has it, or, if the record never got it,
+// with a new hold for the key (c nil).
+func (e *Engine) released(ctx context.Context, rr dibs.ReserveRequest, h dibs.Hold) (*dibs.Claim, dibs.Hold, error) {
+	// A second release of the key between two reads is possible only if
+	// another request won with it meanwhile: a few rounds settle it.
+	for range 3 {
+		c, err := e.store.FindClaim(ctx, h.ClaimID)
+		switch {
+		case err == nil:
+			return c, dibs.Hold{}, nil
+		case dibs.ErrorCode(err) != dibs.ENOTFOUND:
+			if ctx.Err() != nil {
+				return nil, dibs.Hold{}, ctx.Err()
+			}
+			return nil, dibs.Hold{}, dibs.WrapError(dibs.EUNAVAILABLE, "The record is unavailable; please retry.", fmt.Errorf("find released claim %s: %w", h.ClaimID, err))
+		}
+		rr.Unrecorded = h.ClaimID
+		if h, err = e.gate.Reserve(ctx, rr); err != nil || !h.Released {
+			return nil, h, err
+		}
+	}
+	return nil, dibs.Hold{}, dibs.Errorf(dibs.EUNAVAILABLE, "Your claim with this key is changing; please retry.")
 }
 
 // checkAdmission verifies the admission of a claim on a queued drop.

@@ -32,6 +32,8 @@ func Run(t *testing.T, newGate Factory) {
 	t.Run("RetryReturnsSameClaim", func(t *testing.T) { t.Parallel(); testRetry(t, newGate(t)) })
 	t.Run("PerUserLimit", func(t *testing.T) { t.Parallel(); testPerUserLimit(t, newGate(t)) })
 	t.Run("ReleaseReusesSlots", func(t *testing.T) { t.Parallel(); testReleaseReuse(t, newGate(t)) })
+	t.Run("ReleasedKeyWinsOnce", func(t *testing.T) { t.Parallel(); testReleasedKey(t, newGate(t)) })
+	t.Run("ReleasedKeysBounded", func(t *testing.T) { t.Parallel(); testReleasedKeysBounded(t, newGate(t)) })
 	t.Run("ConcurrentReleaseNeverExceedsStock", func(t *testing.T) { t.Parallel(); testConcurrentRelease(t, newGate(t)) })
 	t.Run("SoldOutKeepsWinners", func(t *testing.T) { t.Parallel(); testSoldOutKeepsWinners(t, newGate(t)) })
 	t.Run("StatusAndClock", func(t *testing.T) { t.Parallel(); testStatusAndClock(t, newGate(t)) })
@@ -258,6 +260,124 @@ func testReleaseReuse(t *testing.T, g dibs.Gate) {
 	// The user who released may win again.
 	if _, err := reserve(g, d, "a", ""); dibs.ErrorCode(err) != dibs.ESOLDOUT {
 		t.Fatalf("a after release and sell-out: %v, want sold_out", err)
+	}
+}
+
+func mustRelease(t *testing.T, g dibs.Gate, d *dibs.Drop, claimID string) {
+	t.Helper()
+	if ok, err := g.Release(context.Background(), d.ID, claimID); !ok || err != nil {
+		t.Fatalf("release %s = %v, %v; want true, nil", claimID, ok, err)
+	}
+}
+
+func wantReleased(t *testing.T, h dibs.Hold, user, key, claimID string) {
+	t.Helper()
+	want := dibs.Hold{UserID: user, ClaimID: claimID, IdempotencyKey: key, Existing: true, Released: true}
+	if h != want {
+		t.Fatalf("retry with the released key %q = %+v, want %+v", key, h, want)
+	}
+}
+
+// testReleasedKeyWinsOnce: an idempotency key names its first claim for
+// good. Once that claim's hold is released, a retry with the key gets the
+// released claim back (no slot), even once the drop is sold out or closed,
+// never a new slot; other keys, and requests without one, claim afresh.
+// Unrecorded lets the key claim again when the record never got its claim.
+func testReleasedKey(t *testing.T, g dibs.Gate) {
+	ctx := context.Background()
+	d := NewDrop(3, 2)
+	MustPrepare(t, g, d)
+	first := mustReserve(t, g, d, "alice", "adm-1")
+	mustRelease(t, g, d, first.ClaimID)
+	wantReleased(t, mustReserve(t, g, d, "alice", "adm-1"), "alice", "adm-1", first.ClaimID)
+	mustRemaining(t, g, d, 3)
+	if hs := MustHolds(t, g, d.ID); len(hs) != 0 {
+		t.Fatalf("holds after the released key's retry = %v, want none", hs)
+	}
+
+	// Another key, and another user with the same key, claim afresh.
+	other := mustReserve(t, g, d, "alice", "adm-2")
+	bob := mustReserve(t, g, d, "bob", "adm-1")
+	if other.Existing || other.Released || bob.Existing || bob.Released {
+		t.Fatalf("fresh keys = %+v, %+v; want new holds", other, bob)
+	}
+	mustReserve(t, g, d, "cyd", "")
+	mustRemaining(t, g, d, 0)
+	wantReleased(t, mustReserve(t, g, d, "alice", "adm-1"), "alice", "adm-1", first.ClaimID)
+
+	// Unrecorded naming another claim changes nothing; naming the released
+	// one, the key claims again (here: a slot comes back first), and from
+	// then on names the new claim.
+	h, err := g.Reserve(ctx, dibs.ReserveRequest{Drop: d, UserID: "alice", IdempotencyKey: "adm-1", ClaimID: newClaimID(), Now: epoch.Add(time.Minute), Unrecorded: "someone-else"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReleased(t, h, "alice", "adm-1", first.ClaimID)
+	mustRelease(t, g, d, bob.ClaimID)
+	again, err := g.Reserve(ctx, dibs.ReserveRequest{Drop: d, UserID: "alice", IdempotencyKey: "adm-1", ClaimID: newClaimID(), Now: epoch.Add(time.Minute), Unrecorded: first.ClaimID})
+	if err != nil || again.Existing || again.Released || again.ClaimID == first.ClaimID || again.IdempotencyKey != "adm-1" {
+		t.Fatalf("reserve with the released claim unrecorded = %+v, %v; want a new hold with key adm-1", again, err)
+	}
+	if h := mustReserve(t, g, d, "alice", "adm-1"); !h.Existing || h.Released || h.ClaimID != again.ClaimID {
+		t.Fatalf("retry after reclaiming = %+v, want existing %s", h, again.ClaimID)
+	}
+	wantReleased(t, mustReserve(t, g, d, "bob", "adm-1"), "bob", "adm-1", bob.ClaimID)
+
+	// Closed: the released key still gets its claim back.
+	if err := g.SetStatus(ctx, d.ID, dibs.StatusClosed); err != nil {
+		t.Fatal(err)
+	}
+	wantReleased(t, mustReserve(t, g, d, "bob", "adm-1"), "bob", "adm-1", bob.ClaimID)
+
+	// Without a key, a user whose hold was released may claim again.
+	d1 := NewDrop(1, 1)
+	MustPrepare(t, g, d1)
+	a := mustReserve(t, g, d1, "alice", "")
+	mustRelease(t, g, d1, a.ClaimID)
+	if h := mustReserve(t, g, d1, "alice", ""); h.Existing || h.Released || h.ClaimID == a.ClaimID {
+		t.Fatalf("keyless claim after release = %+v, want a new hold", h)
+	}
+}
+
+// testReleasedKeysBounded: a gate remembers the last dibs.ReleasedKeys
+// released keys of a drop; the oldest beyond that claims afresh.
+func testReleasedKeysBounded(t *testing.T, g dibs.Gate) {
+	const workers = 16
+	d := NewDrop(workers, 1)
+	MustPrepare(t, g, d)
+	oldest := mustReserve(t, g, d, "u0", "k")
+	mustRelease(t, g, d, oldest.ClaimID)
+	second := mustReserve(t, g, d, "u1", "k")
+	mustRelease(t, g, d, second.ClaimID)
+
+	var next atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := next.Add(1) + 1; i <= dibs.ReleasedKeys; i = next.Add(1) + 1 {
+				h, err := reserve(g, d, fmt.Sprintf("u%d", i), "k")
+				if err == nil {
+					_, err = g.Release(context.Background(), d.ID, h.ClaimID)
+				}
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	// dibs.ReleasedKeys + 1 released: u0's is forgotten, u1's kept.
+	wantReleased(t, mustReserve(t, g, d, "u1", "k"), "u1", "k", second.ClaimID)
+	if h := mustReserve(t, g, d, fmt.Sprintf("u%d", dibs.ReleasedKeys), "k"); !h.Released {
+		t.Fatalf("newest released key = %+v, want it released", h)
+	}
+	if h := mustReserve(t, g, d, "u0", "k"); h.Existing || h.Released {
+		t.Fatalf("oldest released key past the bound = %+v, want a new hold", h)
 	}
 }
 

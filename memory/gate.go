@@ -47,11 +47,24 @@ type pool struct {
 	next    int64   // lowest slot never handed out
 	free    []int64 // slots that came back
 	byClaim map[string]*hold
+	// released lists the released holds with a key that holders remember,
+	// oldest first, at most dibs.ReleasedKeys. An entry whose key was
+	// reused since (Unrecorded) stays until it ages out, as in Redis.
+	released []releasedKey
 }
 
+type releasedKey struct{ user, key, claimID string }
+
+// holder is what the gate knows of one user of a drop: their holds, and
+// the keys of their released holds. It stays in pool.holders while it has
+// either, so that the sold-out path sends a user with a released key to
+// the lock, where the key gets its claim back.
 type holder struct {
-	holds []*hold // guarded by pool.mu
+	holds    []*hold           // guarded by pool.mu
+	released map[string]string // key → claim id; guarded by pool.mu
 }
+
+func (hr *holder) empty() bool { return len(hr.holds) == 0 && len(hr.released) == 0 }
 
 type hold struct {
 	user    string
@@ -186,8 +199,14 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	var hr *holder
 	if v, ok := p.holders.Load(r.UserID); ok {
 		hr = v.(*holder)
-		if h := hr.match(r.IdempotencyKey, d.PerUserLimit); h != nil {
+		if h := hr.byKey(r.IdempotencyKey); h != nil {
 			return h.toHold(true), nil
+		}
+		if id, ok := hr.released[r.IdempotencyKey]; ok && r.IdempotencyKey != "" && id != r.Unrecorded {
+			return dibs.Hold{UserID: r.UserID, ClaimID: id, IdempotencyKey: r.IdempotencyKey, Existing: true, Released: true}, nil
+		}
+		if d.PerUserLimit == 1 && len(hr.holds) == 1 {
+			return hr.holds[0].toHold(true), nil
 		}
 	}
 	if err := d.Admits(*p.status.Load(), r.Now); err != nil {
@@ -211,24 +230,23 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 		p.next++
 	}
 	h := &hold{user: r.UserID, claimID: r.NewClaimID(), key: r.IdempotencyKey, slot: slot, nth: hr.freeNth(), created: r.Now}
+	if h.key != "" {
+		delete(hr.released, h.key) // Unrecorded: the key names the new hold now
+	}
 	hr.holds = append(hr.holds, h)
 	p.byClaim[h.claimID] = h
 	p.left.Add(-1)
 	return h.toHold(false), nil
 }
 
-// match finds the hold a request should get back: the one with its
-// idempotency key, or the only one when the limit is one.
-func (hr *holder) match(key string, limit int) *hold {
+// byKey finds the hold with the idempotency key, if the key is not empty.
+func (hr *holder) byKey(key string) *hold {
 	if key != "" {
 		for _, h := range hr.holds {
 			if h.key == key {
 				return h
 			}
 		}
-	}
-	if limit == 1 && len(hr.holds) == 1 {
-		return hr.holds[0]
 	}
 	return nil
 }
@@ -275,8 +293,37 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 	// same user reads sold_out mid-release).
 	p.free = append(p.free, h.slot)
 	p.left.Add(1)
+	if h.key != "" {
+		p.remember(h) // before drop1, which would forget the holder
+	}
 	p.drop1(h)
 	return true, nil
+}
+
+// remember keeps the key of the released hold h, so that a retry with it
+// gets h back instead of a new slot, and forgets the oldest past the bound.
+// Callers hold p.mu.
+func (p *pool) remember(h *hold) {
+	hr := p.holder(h.user)
+	if hr.released == nil {
+		hr.released = make(map[string]string, 1)
+	}
+	hr.released[h.key] = h.claimID
+	p.released = append(p.released, releasedKey{h.user, h.key, h.claimID})
+	if len(p.released) <= dibs.ReleasedKeys {
+		return
+	}
+	old := p.released[0]
+	p.released = p.released[1:]
+	if v, ok := p.holders.Load(old.user); ok {
+		hr := v.(*holder)
+		if hr.released[old.key] == old.claimID {
+			delete(hr.released, old.key)
+			if hr.empty() {
+				p.holders.Delete(old.user)
+			}
+		}
+	}
 }
 
 // drop1 forgets the hold h. Callers hold p.mu and see to its slot.
@@ -285,7 +332,7 @@ func (p *pool) drop1(h *hold) {
 	if v, ok := p.holders.Load(h.user); ok {
 		hr := v.(*holder)
 		hr.holds = slices.DeleteFunc(hr.holds, func(x *hold) bool { return x == h })
-		if len(hr.holds) == 0 {
+		if hr.empty() {
 			p.holders.Delete(h.user)
 		}
 	}

@@ -20,8 +20,8 @@ import (
 var t0 = time.Date(2016, 11, 11, 11, 0, 0, 0, time.UTC)
 
 // TestDifferential runs the same random operations (reserve, retry with
-// and without keys, release, confirm, status, restore, rebuild from the
-// record) against the memory gate and the Redis gate, and wants the same
+// and without keys, retry of a released key, release, confirm, status,
+// restore, rebuild from the record) against the memory gate and the Redis gate, and wants the same
 // answer to each: codes, slots, nths, claims, keys, flags.
 func TestDifferential(t *testing.T) {
 	t.Parallel()
@@ -74,6 +74,9 @@ func TestDifferential(t *testing.T) {
 				req := dibs.ReserveRequest{
 					Drop: d, UserID: rapid.SampledFrom(users).Draw(rt, "user"), IdempotencyKey: rapid.SampledFrom(keys).Draw(rt, "key"),
 					ClaimID: newID(), Now: rapid.SampledFrom(times).Draw(rt, "now"),
+				}
+				if len(claimIDs) > 0 && rapid.IntRange(0, 3).Draw(rt, "unrecorded") == 0 {
+					req.Unrecorded = rapid.SampledFrom(claimIDs).Draw(rt, "unrecorded claim")
 				}
 				hm, em := mem.Reserve(ctx, req)
 				hr, er := red.Reserve(ctx, req)

@@ -163,7 +163,7 @@ type Gate struct {
 // drop is what a node knows of one drop.
 type drop struct {
 	id      string
-	keys    []string // state users claims slots free roster lock
+	keys    []string // state users claims slots free roster lock released released-order
 	channel string
 	soldOut error // the same answer for every loser: built once
 
@@ -240,7 +240,7 @@ func (g *Gate) register(d *dibs.Drop, scan dibs.ScanFunc) *drop {
 	dr := g.drops[d.ID]
 	if dr == nil {
 		dr = &drop{id: d.ID, channel: g.key(d.ID, "events"), soldOut: dibs.Errorf(dibs.ESOLDOUT, "drop %s is sold out", d.ID)}
-		for _, name := range []string{"state", "users", "claims", "slots", "free", "roster", "lock"} {
+		for _, name := range []string{"state", "users", "claims", "slots", "free", "roster", "lock", "released", "released-order"} {
 			dr.keys = append(dr.keys, g.key(d.ID, name))
 		}
 		dr.settings.Store(&dc)
@@ -341,7 +341,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	}
 
 	epoch := dr.epoch.Load()
-	res, err := g.exec(ctx, opReserve, reserveScript, dr, r.UserID, r.IdempotencyKey, r.NewClaimID(), stamp(r.Now))
+	res, err := g.exec(ctx, opReserve, reserveScript, dr, r.UserID, r.IdempotencyKey, r.NewClaimID(), stamp(r.Now), r.Unrecorded)
 	if err != nil {
 		return dibs.Hold{}, err
 	}
@@ -353,6 +353,15 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	switch kind {
 	case "hold":
 		return parseHold(r.UserID, reply)
+	case "released":
+		if len(reply) != 2 {
+			return dibs.Hold{}, badReply("reserve", fmt.Errorf("%d fields in a released hold", len(reply)))
+		}
+		id, err := reply[1].ToString()
+		if err != nil {
+			return dibs.Hold{}, badReply("reserve", err)
+		}
+		return dibs.Hold{UserID: r.UserID, ClaimID: id, IdempotencyKey: r.IdempotencyKey, Existing: true, Released: true}, nil
 	case "sold_out":
 		if len(reply) == 4 {
 			g.learnSoldOut(dr, epoch, reply)
@@ -434,7 +443,7 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 	// After the script, whatever it did: a "sold out" learnt while it ran
 	// is stale now.
 	defer dr.invalidate()
-	n, err := g.execInt(ctx, opRelease, releaseScript, dr, claimID, dr.channel)
+	n, err := g.execInt(ctx, opRelease, releaseScript, dr, claimID, dr.channel, strconv.Itoa(dibs.ReleasedKeys))
 	switch {
 	case err != nil:
 		return false, err

@@ -10,6 +10,8 @@ local SLOTS  = KEYS[4] -- hash: slot -> claim id
 local FREE   = KEYS[5] -- list: slots that came back; RPOP takes the next one
 local ROSTER = KEYS[6] -- string: 16 hex digits of sha1(user) per user who became a holder
 local LOCK   = KEYS[7] -- string: token of the node rebuilding the drop
+local GONE   = KEYS[8] -- hash: released field (see released_field) -> claim id
+local GONEQ  = KEYS[9] -- list: entries of GONE, oldest first (see release)
 
 -- A hold is {claim id, slot, nth, idempotency key, created (unix µs as a
 -- string: cjson keeps only 14 digits of a number), durable 0|1}.
@@ -38,6 +40,12 @@ local function add_hold(user, holds, h)
   set_holds(user, holds)
   redis.call('HSET', CLAIMS, h[1], user)
   redis.call('HSET', SLOTS, h[2], h[1])
+end
+
+-- released_field names a user's idempotency key in GONE: the length of
+-- the user id first, so that no two (user, key) pairs share a name.
+local function released_field(user, key)
+  return string.len(user) .. ':' .. user .. key
 end
 
 -- drop_hold forgets hold cid of user and returns it; the caller sees to its

@@ -9,5 +9,5 @@ if st[1] and st[2] == ARGV[2] then
   redis.call('DEL', LOCK)
   return 2
 end
-redis.call('DEL', STATE, USERS, CLAIMS, SLOTS, FREE, ROSTER)
+redis.call('DEL', STATE, USERS, CLAIMS, SLOTS, FREE, ROSTER, GONE, GONEQ)
 return 1
