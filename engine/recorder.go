@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dibs-io/dibs"
@@ -77,6 +78,10 @@ type recorder struct {
 	mu      sync.Mutex
 	closed  bool
 	pending map[string]*pending // by claim id, from queueing until done
+
+	// lastCommit is when the last batch was committed (unix nanoseconds),
+	// for Engine.RecordBusy.
+	lastCommit atomic.Int64
 }
 
 type pending struct {
@@ -225,6 +230,7 @@ func (r *recorder) commit(batch []*pending) {
 
 	start := time.Now()
 	results, err := r.store.RecordClaims(ctx, claims)
+	r.lastCommit.Store(time.Now().UnixNano())
 	r.metrics.recorderBatch.Observe(float64(len(batch)))
 	r.metrics.recorderCommit.Observe(time.Since(start).Seconds())
 

@@ -6,17 +6,24 @@
 //
 // The claim row is its own outbox entry: the recorder writes a new claim with
 // its outbox flag set and nothing else, so the group commit of winners stays
-// as cheap as before; a pump then enqueues each claim's first job and clears
-// the flag in one transaction. Every later change (a payment request, a
-// settled payment, an expired hold) is a conditional update of the claim and
-// the insert of its follow-up jobs, committed together.
+// as cheap as before. A pump then takes flagged claims in batches and, in one
+// transaction per batch, gives each coupon claim its code (and queues its
+// notify_winner), queues each hold's expiry, and clears the flags. Every
+// later change (a payment request, a settled payment, an expired hold) is a
+// conditional update of the claim and the insert of its follow-up jobs,
+// committed together.
+//
+// Claims come first: while the recorder is busy with group commits, the
+// pump moves one batch a second at most (Config.Busy), and catches up as
+// soon as the spike leaves the record idle. The outbox is durable, so what
+// waits is never lost.
 //
 // The stores (sqlite, postgres) implement Store; this package holds the job
 // kinds, the workers and the limits toward each downstream.
 //
-// Runner runs the workers, one River queue per kind, each with its own
-// concurrency and rate limit toward its downstream (DefaultLimits), and the
-// pump. A run may repeat (delivery is at least once) or die between any two
+// Runner runs the workers, one River queue per downstream (the payment
+// gateway, the record, the operator's main service), each with its own
+// concurrency and rate limit (DefaultLimits), and the pump. A run may repeat (delivery is at least once) or die between any two
 // calls, so every worker keeps three rules:
 //
 //   - the record first, then the world: a slot goes back to the gate only
@@ -35,6 +42,7 @@ package post
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -43,9 +51,9 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
-// Job kinds. They are River job kinds and appear in the admin API.
+// Job kinds. They are River job kinds and appear in the admin API. A coupon
+// is not a job of its own: the outbox pump issues codes in batches.
 const (
-	KindIssueCoupon   = "issue_coupon"   // coupon drops: give the winner a code
 	KindChargePayment = "charge_payment" // purchase drops: charge the payment gateway
 	KindExpireHold    = "expire_hold"    // purchase drops: release an unpaid hold at its deadline
 	KindNotifyWinner  = "notify_winner"  // webhook: a coupon was issued or a hold was paid
@@ -55,6 +63,26 @@ const (
 
 // WebhookKinds are the job kinds that call the operator's main service.
 var WebhookKinds = []string{KindNotifyWinner, KindPaymentFailed, KindHoldExpired}
+
+// Queues: the jobs toward one downstream run in one River queue, whose
+// limits (Limit) are that downstream's.
+const (
+	QueueCharge  = KindChargePayment // the payment gateway
+	QueueExpire  = KindExpireHold    // the record
+	QueueWebhook = "webhook"         // the operator's main service: every webhook kind
+)
+
+// Queues are all queues.
+var Queues = []string{QueueCharge, QueueExpire, QueueWebhook}
+
+// QueueOf is the queue of a job kind.
+func QueueOf(kind string) string {
+	switch kind {
+	case KindNotifyWinner, KindPaymentFailed, KindHoldExpired:
+		return QueueWebhook
+	}
+	return kind
+}
 
 // ClaimRef is what every job carries: the claim it is about. Everything
 // else is read from the record when the job runs, so a job never acts on a
@@ -66,7 +94,6 @@ type ClaimRef struct {
 
 // The arguments of each job kind (river.JobArgs).
 type (
-	IssueCouponArgs   struct{ ClaimRef }
 	ChargePaymentArgs struct{ ClaimRef }
 	ExpireHoldArgs    struct{ ClaimRef }
 	NotifyWinnerArgs  struct{ ClaimRef }
@@ -74,25 +101,55 @@ type (
 	HoldExpiredArgs   struct{ ClaimRef }
 )
 
-func (IssueCouponArgs) Kind() string   { return KindIssueCoupon }
 func (ChargePaymentArgs) Kind() string { return KindChargePayment }
 func (ExpireHoldArgs) Kind() string    { return KindExpireHold }
 func (NotifyWinnerArgs) Kind() string  { return KindNotifyWinner }
 func (PaymentFailedArgs) Kind() string { return KindPaymentFailed }
 func (HoldExpiredArgs) Kind() string   { return KindHoldExpired }
 
-// FirstJob is the job a claim's outbox entry calls for, if any: a coupon to
-// issue, or the expiry of a hold at its deadline. A claim that left those
-// states before the pump reached it needs none.
-func FirstJob(ref ClaimRef, state dibs.ClaimState, holdExpiresAt time.Time) (river.InsertManyParams, bool) {
-	switch state {
+// Pumped is what the outbox pump does with one flagged claim, as a store
+// reads it.
+type Pumped struct {
+	Ref           ClaimRef
+	State         dibs.ClaimState
+	HoldExpiresAt time.Time
+	HasCode       bool // it has a coupon code already
+}
+
+// Pump is how PumpOutbox moves claims on.
+type Pump struct {
+	// Now stamps the claims given a code.
+	Now time.Time
+	// NewCode draws a coupon code.
+	NewCode func() (string, error)
+	// Notify queues notify_winner for each coupon issued: there is an
+	// endpoint to tell. Without one no job is queued per coupon.
+	Notify bool
+}
+
+// Next says what the pump does with a flagged claim: code is the coupon
+// code to give it ("" for none), job the job to queue with it, if any. A
+// confirmed (coupon) claim gets a code and, with Notify, notify_winner; a
+// hold gets its expiry at its deadline; a claim that left those states
+// before the pump reached it gets nothing.
+func (p Pump) Next(c Pumped) (code string, job river.InsertManyParams, ok bool, err error) {
+	switch c.State {
 	case dibs.ClaimConfirmed:
-		return river.InsertManyParams{Args: IssueCouponArgs{ClaimRef: ref}}, true
+		if c.HasCode {
+			return "", river.InsertManyParams{}, false, nil
+		}
+		if code, err = p.NewCode(); err != nil {
+			return "", river.InsertManyParams{}, false, fmt.Errorf("new coupon code: %w", err)
+		}
+		if p.Notify {
+			return code, river.InsertManyParams{Args: NotifyWinnerArgs{ClaimRef: c.Ref}}, true, nil
+		}
+		return code, river.InsertManyParams{}, false, nil
 	case dibs.ClaimHeld:
-		return river.InsertManyParams{Args: ExpireHoldArgs{ClaimRef: ref},
-			InsertOpts: &river.InsertOpts{ScheduledAt: holdExpiresAt}}, true
+		return "", river.InsertManyParams{Args: ExpireHoldArgs{ClaimRef: c.Ref},
+			InsertOpts: &river.InsertOpts{ScheduledAt: c.HoldExpiresAt}}, true, nil
 	}
-	return river.InsertManyParams{}, false
+	return "", river.InsertManyParams{}, false, nil
 }
 
 // Settled is where SettlePayment moves a held claim and the job that
@@ -111,35 +168,41 @@ func Settled(paid bool) (dibs.ClaimState, func(ClaimRef) river.JobArgs) {
 const (
 	ChargeAttempts  = 1000
 	WebhookAttempts = 20
-	JobAttempts     = 25 // issue_coupon, expire_hold
+	JobAttempts     = 25 // expire_hold
 )
 
-// Each kind runs in a queue of its own name, so that each has its own
-// concurrency limit. A job is unique by kind and claim: enqueuing it again
-// while one exists, in any state, adds nothing.
-func insertOpts(kind string, attempts int) river.InsertOpts {
+// Priorities within a queue (River runs 1 first): the notices of failures
+// are rare, and never wait behind a sold-out drop's winners.
+const (
+	priorityFirst  = 1
+	priorityNormal = 2
+)
+
+// A job is unique by kind and claim: enqueuing it again while one exists
+// (River leaves cancelled and discarded jobs out) adds nothing.
+func insertOpts(kind string, attempts, priority int) river.InsertOpts {
 	return river.InsertOpts{
-		Queue:       kind,
+		Queue:       QueueOf(kind),
 		MaxAttempts: attempts,
+		Priority:    priority,
 		UniqueOpts:  river.UniqueOpts{ByArgs: true},
 	}
 }
 
-func (IssueCouponArgs) InsertOpts() river.InsertOpts {
-	return insertOpts(KindIssueCoupon, JobAttempts)
-}
 func (ChargePaymentArgs) InsertOpts() river.InsertOpts {
-	return insertOpts(KindChargePayment, ChargeAttempts)
+	return insertOpts(KindChargePayment, ChargeAttempts, priorityNormal)
 }
-func (ExpireHoldArgs) InsertOpts() river.InsertOpts { return insertOpts(KindExpireHold, JobAttempts) }
+func (ExpireHoldArgs) InsertOpts() river.InsertOpts {
+	return insertOpts(KindExpireHold, JobAttempts, priorityNormal)
+}
 func (NotifyWinnerArgs) InsertOpts() river.InsertOpts {
-	return insertOpts(KindNotifyWinner, WebhookAttempts)
+	return insertOpts(KindNotifyWinner, WebhookAttempts, priorityNormal)
 }
 func (PaymentFailedArgs) InsertOpts() river.InsertOpts {
-	return insertOpts(KindPaymentFailed, WebhookAttempts)
+	return insertOpts(KindPaymentFailed, WebhookAttempts, priorityFirst)
 }
 func (HoldExpiredArgs) InsertOpts() river.InsertOpts {
-	return insertOpts(KindHoldExpired, WebhookAttempts)
+	return insertOpts(KindHoldExpired, WebhookAttempts, priorityFirst)
 }
 
 // Store is what post-processing needs of the system of record. Each method
@@ -152,16 +215,14 @@ type Store interface {
 	FindDrop(ctx context.Context, id string) (*dibs.Drop, error)
 	FindClaim(ctx context.Context, id string) (*dibs.Claim, error)
 
-	// PumpOutbox enqueues the first job of up to limit claims whose outbox
-	// flag is set (issue_coupon for a coupon claim; expire_hold scheduled
-	// at the deadline for a hold) and clears their flags, in one
-	// transaction. It returns how many claims it handled.
-	PumpOutbox(ctx context.Context, limit int) (int, error)
-
-	// IssueCoupon gives a confirmed claim the code unless it has one, and
-	// then enqueues notify_winner. It returns the claim with its code,
-	// which is an earlier one if the claim had a code already.
-	IssueCoupon(ctx context.Context, claimID, code string, now time.Time) (*dibs.Claim, error)
+	// PumpOutbox moves up to limit claims whose outbox flag is set on to
+	// what follows a win, as p.Next says (a coupon code and its
+	// notify_winner; a hold's expire_hold at its deadline), and clears
+	// their flags, in one transaction, oldest claims first. It returns how
+	// many claims it handled. A code that another claim has already fails
+	// the call (ECONFLICT) and leaves every flag set: the next call draws
+	// new codes.
+	PumpOutbox(ctx context.Context, limit int, p Pump) (int, error)
 
 	// RequestPayment records that userID asked to pay the held claim and
 	// enqueues charge_payment. ENOTFOUND if the claim is not userID's;

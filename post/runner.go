@@ -21,13 +21,13 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
-// Limit bounds the jobs of one kind toward the downstream they call (the
-// record, the payment gateway, the operator's main service).
+// Limit bounds the jobs of one queue toward the downstream they call (the
+// payment gateway, the record, the operator's main service).
 type Limit struct {
-	// Concurrency is how many jobs of the kind run at once on this node
-	// (the MaxWorkers of the kind's River queue). 0: the kind's default.
+	// Concurrency is how many jobs of the queue run at once on this node
+	// (the queue's MaxWorkers). 0: the queue's default.
 	Concurrency int
-	// Rate is how many calls per second the kind's jobs make toward their
+	// Rate is how many calls per second the queue's jobs make toward their
 	// downstream on this node; 0: no limit.
 	Rate float64
 	// Burst is how many calls may go at once after a quiet spell; 0 with a
@@ -35,47 +35,47 @@ type Limit struct {
 	Burst int
 }
 
-// DefaultLimits returns the limits of the kinds a Config does not name:
+// DefaultLimits returns the limits of the queues a Config does not name:
 //
-//	issue_coupon    10 at once, no rate limit (the record is the downstream)
 //	charge_payment  16 at once, no rate limit of its own: payment.Client
 //	                has its own (100/s, 16 in flight by default)
-//	expire_hold     10 at once, no rate limit
-//	notify_winner    8 at once, 100/s, bursts of 20
-//	payment_failed   4 at once,  20/s, bursts of 10
-//	hold_expired     4 at once,  20/s, bursts of 10
-//
-// so that a sold-out drop's winners reach the main service at 100 notices
-// a second per node, and the rarer failures never wait behind them.
+//	expire_hold     10 at once, no rate limit (the record is the downstream)
+//	webhook         16 at once, 200/s, bursts of 16, for every webhook
+//	                kind together (one downstream); the notices of failures
+//	                go before the winners' (River priorities)
 func DefaultLimits() map[string]Limit {
 	return map[string]Limit{
-		KindIssueCoupon:   {Concurrency: 10},
-		KindChargePayment: {Concurrency: 16},
-		KindExpireHold:    {Concurrency: 10},
-		KindNotifyWinner:  {Concurrency: 8, Rate: 100, Burst: 20},
-		KindPaymentFailed: {Concurrency: 4, Rate: 20, Burst: 10},
-		KindHoldExpired:   {Concurrency: 4, Rate: 20, Burst: 10},
+		QueueCharge:  {Concurrency: 16},
+		QueueExpire:  {Concurrency: 10},
+		QueueWebhook: {Concurrency: 16, Rate: 200, Burst: 16},
 	}
 }
 
 // Kinds are all job kinds, in the order of the life of a claim.
-var Kinds = []string{KindIssueCoupon, KindChargePayment, KindExpireHold, KindNotifyWinner, KindPaymentFailed, KindHoldExpired}
+var Kinds = []string{KindChargePayment, KindExpireHold, KindNotifyWinner, KindPaymentFailed, KindHoldExpired}
 
 // Defaults of Config.
 const (
 	DefaultRetryMin     = time.Second
 	DefaultRetryMax     = 5 * time.Minute
-	DefaultPollInterval = 50 * time.Millisecond
+	DefaultPollInterval = 100 * time.Millisecond
 
 	// PumpBatch is how many claims one PumpOutbox call moves.
 	PumpBatch = 512
+	// While claims keep the record busy (Config.Busy), the pump moves
+	// BusyBatch claims every BusyEvery (by default): 512 a second, which
+	// keeps up with any steady flow of claims below that, and costs a spike
+	// a few milliseconds of the record's writer four times a second.
+	BusyBatch        = PumpBatch / 4
+	DefaultBusyEvery = 250 * time.Millisecond
 
 	// maxSnooze caps the wait of a charge while the gateway is down, so
 	// that the jobs resume within seconds of its return.
 	maxSnooze = 30 * time.Second
 	// DefaultRescueAfter is when River hands a job whose worker died (a
 	// node killed mid-job) to another worker. One run of a job is bounded
-	// by it too (River's JobTimeout), and every downstream call well below.
+	// by three quarters of it (River's JobTimeout), and every downstream
+	// call well below.
 	DefaultRescueAfter = 30 * time.Second
 	// maxPumpBackoff caps the wait between pump attempts while the record
 	// fails.
@@ -93,8 +93,18 @@ type Config struct {
 	// Notifier delivers webhooks. nil: webhook jobs complete at once.
 	Notifier Notifier
 
-	// Limits per job kind; a kind missing here takes DefaultLimits.
+	// Limits per queue (QueueCharge, QueueExpire, QueueWebhook); a queue
+	// missing here takes DefaultLimits.
 	Limits map[string]Limit
+
+	// Busy, if set, reports whether claims keep the record busy (the
+	// engine's recorder committed moments ago). While it does, the pump
+	// moves BusyBatch claims per BusyEvery: winners are answered first,
+	// and what they won follows as soon as the spike lets the record
+	// breathe.
+	Busy func() bool
+	// BusyEvery is that pace (default DefaultBusyEvery).
+	BusyEvery time.Duration
 
 	// RetryMin and RetryMax bound River's retry policy: the n-th retry of
 	// a failed job waits a random time in the upper half of
@@ -103,7 +113,7 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 
 	// PollInterval is how often River looks for jobs in each queue and how
-	// often the outbox pump runs without a Kick (default 50 ms; River's own
+	// often the outbox pump runs without a Kick (default 100 ms; River's own
 	// default is 1 s). River's fetch cooldown is a fifth of it.
 	PollInterval time.Duration
 
@@ -125,9 +135,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Runner runs the post-processing jobs: a River client with one queue and
-// one worker per job kind, and the pump that moves new claims from the
-// record's outbox to the queues. Its methods are safe for concurrent use.
+// Runner runs the post-processing jobs: a River client with one queue per
+// downstream and one worker per job kind, and the pump that moves new
+// claims from the record's outbox on. Its methods are safe for concurrent use.
 type Runner struct {
 	store    Store
 	release  Releaser
@@ -137,7 +147,8 @@ type Runner struct {
 	limiters map[string]*rate.Limiter
 
 	retryMin, retryMax, snoozeMax time.Duration
-	poll, rescue                  time.Duration
+	poll, rescue, busyEvery       time.Duration
+	busy                          func() bool
 
 	log     *slog.Logger
 	now     func() time.Time
@@ -162,47 +173,49 @@ func NewRunner(cfg Config) (*Runner, error) {
 		return nil, errors.New("post: Config.Store is required")
 	case cfg.Release == nil:
 		return nil, errors.New("post: Config.Release is required")
-	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0:
-		return nil, errors.New("post: negative retry bound, poll interval or rescue time")
+	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0:
+		return nil, errors.New("post: negative retry bound, poll interval, rescue time or busy pace")
 	}
 	r := &Runner{
-		store:    cfg.Store,
-		release:  cfg.Release,
-		payer:    cfg.Payer,
-		notifier: cfg.Notifier,
-		limits:   DefaultLimits(),
-		limiters: make(map[string]*rate.Limiter),
-		retryMin: cmpOr(cfg.RetryMin, DefaultRetryMin),
-		retryMax: cmpOr(cfg.RetryMax, DefaultRetryMax),
-		poll:     cmpOr(cfg.PollInterval, DefaultPollInterval),
-		rescue:   cmpOr(cfg.RescueAfter, DefaultRescueAfter),
-		log:      cfg.Logger,
-		now:      cfg.Now,
-		newCode:  cfg.NewCode,
-		rng:      cfg.Rand,
-		kick:     make(chan struct{}, 1),
-		metrics:  newMetrics(),
+		store:     cfg.Store,
+		release:   cfg.Release,
+		payer:     cfg.Payer,
+		notifier:  cfg.Notifier,
+		limits:    DefaultLimits(),
+		limiters:  make(map[string]*rate.Limiter),
+		retryMin:  cmpOr(cfg.RetryMin, DefaultRetryMin),
+		retryMax:  cmpOr(cfg.RetryMax, DefaultRetryMax),
+		poll:      cmpOr(cfg.PollInterval, DefaultPollInterval),
+		rescue:    cmpOr(cfg.RescueAfter, DefaultRescueAfter),
+		busyEvery: cmpOr(cfg.BusyEvery, DefaultBusyEvery),
+		busy:      cfg.Busy,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		newCode:   cfg.NewCode,
+		rng:       cfg.Rand,
+		kick:      make(chan struct{}, 1),
+		metrics:   newMetrics(),
 	}
 	if r.retryMax < r.retryMin {
 		return nil, fmt.Errorf("post: RetryMax %s is below RetryMin %s", r.retryMax, r.retryMin)
 	}
 	r.snoozeMax = max(r.retryMin, min(r.retryMax, maxSnooze))
-	for kind, l := range cfg.Limits {
-		def, ok := r.limits[kind]
+	for queue, l := range cfg.Limits {
+		def, ok := r.limits[queue]
 		switch {
 		case !ok:
-			return nil, fmt.Errorf("post: limit for unknown job kind %q", kind)
+			return nil, fmt.Errorf("post: limit for unknown queue %q", queue)
 		case l.Concurrency < 0 || l.Rate < 0 || l.Burst < 0:
-			return nil, fmt.Errorf("post: negative limit for %s", kind)
+			return nil, fmt.Errorf("post: negative limit for %s", queue)
 		}
 		if l.Concurrency == 0 {
 			l.Concurrency = def.Concurrency
 		}
-		r.limits[kind] = l
+		r.limits[queue] = l
 	}
-	for kind, l := range r.limits {
+	for queue, l := range r.limits {
 		if l.Rate > 0 {
-			r.limiters[kind] = rate.NewLimiter(rate.Limit(l.Rate), max(l.Burst, 1))
+			r.limiters[queue] = rate.NewLimiter(rate.Limit(l.Rate), max(l.Burst, 1))
 		}
 	}
 	if r.log == nil {
@@ -234,8 +247,8 @@ func cmpOr(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Limit returns the limit the Runner applies to kind.
-func (r *Runner) Limit(kind string) Limit { return r.limits[kind] }
+// Limit returns the limit the Runner applies to a queue.
+func (r *Runner) Limit(queue string) Limit { return r.limits[queue] }
 
 // backoff is the wait before the n-th retry (n ≥ 1): a random time in the
 // upper half of min(RetryMin·2^(n−1), limit), so that jobs that failed
@@ -272,20 +285,21 @@ func (r *Runner) Start(ctx context.Context) error {
 		return errors.New("post: runner already started")
 	}
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &worker[IssueCouponArgs]{r: r})
 	river.AddWorker(workers, &worker[ChargePaymentArgs]{r: r})
 	river.AddWorker(workers, &worker[ExpireHoldArgs]{r: r})
 	river.AddWorker(workers, &worker[NotifyWinnerArgs]{r: r})
 	river.AddWorker(workers, &worker[PaymentFailedArgs]{r: r})
 	river.AddWorker(workers, &worker[HoldExpiredArgs]{r: r})
 	queues := make(map[string]river.QueueConfig, len(r.limits))
-	for kind, l := range r.limits {
-		queues[kind] = river.QueueConfig{MaxWorkers: l.Concurrency}
+	for queue, l := range r.limits {
+		queues[queue] = river.QueueConfig{MaxWorkers: l.Concurrency}
 	}
 	client, err := r.store.NewJobClient(&river.Config{
-		FetchCooldown:        max(r.poll/5, time.Millisecond),
-		FetchPollInterval:    r.poll,
-		JobTimeout:           r.rescue,
+		FetchCooldown:     max(r.poll/5, time.Millisecond),
+		FetchPollInterval: r.poll,
+		// A run ends before it could be taken for lost: a job is never
+		// rescued while it still runs.
+		JobTimeout:           r.rescue * 3 / 4,
 		RescueStuckJobsAfter: r.rescue,
 		Logger:               r.log,
 		Queues:               queues,
@@ -335,17 +349,16 @@ func (r *Runner) Kick() {
 	}
 }
 
-// Pump moves every claim the outbox holds to the job queues now, in batches
-// of PumpBatch, and returns how many it moved. The pump loop calls it; a
-// failed batch leaves its claims flagged for the next call.
+// Pump moves every claim the outbox holds on now, in batches of PumpBatch,
+// and returns how many it moved. The pump loop calls it; a failed batch
+// leaves its claims flagged for the next call.
 func (r *Runner) Pump(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := r.store.PumpOutbox(ctx, PumpBatch)
+		n, err := r.pumpBatch(ctx, PumpBatch)
 		total += n
-		r.metrics.pumped.Add(float64(n))
 		if err != nil {
-			return total, fmt.Errorf("pump outbox: %w", err)
+			return total, err
 		}
 		if n < PumpBatch {
 			return total, nil
@@ -353,35 +366,55 @@ func (r *Runner) Pump(ctx context.Context) (int, error) {
 	}
 }
 
+// pumpBatch moves up to size claims of the outbox on.
+func (r *Runner) pumpBatch(ctx context.Context, size int) (int, error) {
+	n, err := r.store.PumpOutbox(ctx, size, Pump{Now: r.now(), NewCode: r.newCode, Notify: r.notifier != nil})
+	r.metrics.pumped.Add(float64(n))
+	if err != nil {
+		return n, fmt.Errorf("pump outbox: %w", err)
+	}
+	return n, nil
+}
+
+// pumpLoop pumps after every Kick and every poll interval. While claims
+// keep the record busy it moves BusyBatch claims per busyEvery, so that
+// the group commits of a spike never queue behind a long pump.
 func (r *Runner) pumpLoop(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTimer(r.poll)
 	defer t.Stop()
 	failures := 0
+	pacing := false // claims keep the record busy: the timer alone paces the pump
 	for {
-		if failures == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-r.kick:
-			case <-t.C:
-			}
-		} else { // the record fails: wait out the backoff, kicks or not
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+		kick := r.kick
+		if failures > 0 || pacing {
+			kick = nil // wait out the backoff or the pace, kicks or not
 		}
-		_, err := r.Pump(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-t.C:
+		}
+		var err error
+		if pacing = r.busy != nil && r.busy(); pacing {
+			r.metrics.pumpPaced.Inc()
+			_, err = r.pumpBatch(ctx, BusyBatch)
+		} else {
+			_, err = r.Pump(ctx)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
+			pacing = false
 			failures++
 			r.metrics.pumpErrors.Inc()
 			r.log.Warn("outbox pump failed; retrying", "failures", failures, "err", err)
 			t.Reset(min(r.poll<<min(failures, 20), maxPumpBackoff))
+		case pacing:
+			failures = 0
+			t.Reset(r.busyEvery)
 		default:
 			failures = 0
 			t.Reset(r.poll)

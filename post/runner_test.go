@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ func newPumpStore(pending, fail int) *pumpStore {
 	return &pumpStore{pending: pending, fail: fail, empty: make(chan struct{}), client: &fakeClient{}}
 }
 
-func (s *pumpStore) PumpOutbox(ctx context.Context, limit int) (int, error) {
+func (s *pumpStore) PumpOutbox(ctx context.Context, limit int, _ post.Pump) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
@@ -105,8 +106,9 @@ func TestNewRunnerConfig(t *testing.T) {
 	}{
 		{"no store", post.Config{Release: simGate{}}},
 		{"no releaser", post.Config{Store: simStore{}}},
-		{"unknown kind", post.Config{Store: simStore{}, Release: simGate{}, Limits: map[string]post.Limit{"nap": {}}}},
-		{"negative rate", post.Config{Store: simStore{}, Release: simGate{}, Limits: map[string]post.Limit{post.KindNotifyWinner: {Rate: -1}}}},
+		{"unknown queue", post.Config{Store: simStore{}, Release: simGate{}, Limits: map[string]post.Limit{post.KindNotifyWinner: {}}}},
+		{"negative rate", post.Config{Store: simStore{}, Release: simGate{}, Limits: map[string]post.Limit{post.QueueWebhook: {Rate: -1}}}},
+		{"negative busy pace", post.Config{Store: simStore{}, Release: simGate{}, BusyEvery: -time.Second}},
 		{"max below min", post.Config{Store: simStore{}, Release: simGate{}, RetryMin: time.Minute, RetryMax: time.Second}},
 	} {
 		if _, err := post.NewRunner(tc.cfg); err == nil {
@@ -114,16 +116,16 @@ func TestNewRunnerConfig(t *testing.T) {
 		}
 	}
 	r, err := post.NewRunner(post.Config{Store: simStore{}, Release: simGate{}, Limits: map[string]post.Limit{
-		post.KindChargePayment: {Rate: 5},
+		post.QueueCharge: {Rate: 5},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := r.Limit(post.KindChargePayment), (post.Limit{Concurrency: 16, Rate: 5}); got != want {
+	if got, want := r.Limit(post.QueueCharge), (post.Limit{Concurrency: 16, Rate: 5}); got != want {
 		t.Errorf("charge_payment limit %+v, want %+v (default concurrency)", got, want)
 	}
-	if got, want := r.Limit(post.KindNotifyWinner), post.DefaultLimits()[post.KindNotifyWinner]; got != want {
-		t.Errorf("notify_winner limit %+v, want the default %+v", got, want)
+	if got, want := r.Limit(post.QueueWebhook), post.DefaultLimits()[post.QueueWebhook]; got != want {
+		t.Errorf("webhook limit %+v, want the default %+v", got, want)
 	}
 }
 
@@ -132,7 +134,7 @@ func TestRunnerStartStop(t *testing.T) {
 	s := newPumpStore(1000, 0)
 	r := newPumpRunner(t, s, func(c *post.Config) {
 		c.PollInterval = 20 * time.Millisecond
-		c.Limits = map[string]post.Limit{post.KindExpireHold: {Concurrency: 3}}
+		c.Limits = map[string]post.Limit{post.QueueExpire: {Concurrency: 3}}
 	})
 	ctx := context.Background()
 	if err := r.Start(ctx); err != nil {
@@ -158,16 +160,21 @@ func TestRunnerStartStop(t *testing.T) {
 	}
 
 	cfg := s.cfg
-	if len(cfg.Queues) != len(post.Kinds) {
-		t.Errorf("%d queues, want one per kind", len(cfg.Queues))
+	if len(cfg.Queues) != len(post.Queues) {
+		t.Errorf("%d queues, want %d", len(cfg.Queues), len(post.Queues))
 	}
-	for _, kind := range post.Kinds {
-		want := post.DefaultLimits()[kind].Concurrency
-		if kind == post.KindExpireHold {
+	for _, queue := range post.Queues {
+		want := post.DefaultLimits()[queue].Concurrency
+		if queue == post.QueueExpire {
 			want = 3
 		}
-		if got := cfg.Queues[kind].MaxWorkers; got != want {
-			t.Errorf("queue %s: %d workers, want %d", kind, got, want)
+		if got := cfg.Queues[queue].MaxWorkers; got != want {
+			t.Errorf("queue %s: %d workers, want %d", queue, got, want)
+		}
+	}
+	for _, kind := range post.Kinds {
+		if _, ok := cfg.Queues[post.QueueOf(kind)]; !ok {
+			t.Errorf("kind %s has no queue", kind)
 		}
 	}
 	if cfg.FetchPollInterval != 20*time.Millisecond || cfg.FetchCooldown != 4*time.Millisecond {
@@ -207,6 +214,43 @@ func TestPumpBatches(t *testing.T) {
 	}
 	r.Kick() // never blocks, started or not
 	r.Kick()
+}
+
+// While group commits keep the record busy, the pump moves BusyBatch
+// claims per BusyEvery, kicks or not (and some, so nothing starves); once
+// the record calms down, it empties the outbox.
+func TestPumpYieldsToClaims(t *testing.T) {
+	t.Parallel()
+	const every = 100 * time.Millisecond
+	s := newPumpStore(100*post.PumpBatch, 0)
+	var busy atomic.Bool
+	busy.Store(true)
+	r := newPumpRunner(t, s, func(c *post.Config) {
+		c.PollInterval = 5 * time.Millisecond
+		c.BusyEvery = every
+		c.Busy = busy.Load
+	})
+	start := time.Now()
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop(context.Background())
+	for range 30 { // group commits go on
+		r.Kick()
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.mu.Lock()
+	moved, elapsed := 100*post.PumpBatch-s.pending, time.Since(start)
+	s.mu.Unlock()
+	if most := (int(elapsed/every) + 1) * post.BusyBatch; moved > most || moved < post.BusyBatch {
+		t.Errorf("%d claims moved in %s while busy, want %d..%d", moved, elapsed.Round(time.Millisecond), post.BusyBatch, most)
+	}
+	busy.Store(false)
+	select {
+	case <-s.empty:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pump did not catch up once the record was idle")
+	}
 }
 
 func TestFailedWebhooks(t *testing.T) {

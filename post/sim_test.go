@@ -330,8 +330,8 @@ func simulate(seed uint64, v variant, traced bool) simResult {
 		payer = v.payer(payer)
 	}
 	limits := make(map[string]post.Limit)
-	for _, k := range post.Kinds {
-		limits[k] = post.Limit{} // no rate limit: rate.Limiter reads the wall clock
+	for _, q := range post.Queues {
+		limits[q] = post.Limit{} // no rate limit: rate.Limiter reads the wall clock
 	}
 	runner, err := post.NewRunner(post.Config{
 		Store:    store,

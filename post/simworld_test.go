@@ -147,8 +147,6 @@ func (w *world) enqueue(kind string, c *simClaim, at time.Time) {
 func maxAttempts(kind string) int {
 	var args interface{ InsertOpts() river.InsertOpts }
 	switch kind {
-	case post.KindIssueCoupon:
-		args = post.IssueCouponArgs{}
 	case post.KindChargePayment:
 		args = post.ChargePaymentArgs{}
 	case post.KindExpireHold:
@@ -223,49 +221,54 @@ func (s simStore) FindClaim(ctx context.Context, id string) (*dibs.Claim, error)
 	return &cp, nil
 }
 
-func (s simStore) PumpOutbox(ctx context.Context, limit int) (int, error) {
+// PumpOutbox moves flagged claims on as post.Pump.Next says, in one
+// transaction: a code another claim has fails it whole, as the record's
+// unique index does.
+func (s simStore) PumpOutbox(ctx context.Context, limit int, p post.Pump) (int, error) {
 	if err := s.begin("pump", ""); err != nil {
 		return 0, err
 	}
-	n := 0
+	type move struct {
+		c    *simClaim
+		code string
+		job  river.InsertManyParams
+		ok   bool
+	}
+	var moves []move
+	drawn := map[string]bool{}
 	for _, c := range s.w.order {
-		if !c.outbox || n == limit {
+		if !c.outbox || len(moves) == limit {
 			continue
 		}
-		switch c.State {
-		case dibs.ClaimConfirmed:
-			s.w.enqueue(post.KindIssueCoupon, c, s.w.now)
-		case dibs.ClaimHeld:
-			s.w.enqueue(post.KindExpireHold, c, c.HoldExpiresAt)
+		code, job, ok, err := p.Next(post.Pumped{
+			Ref:   post.ClaimRef{ClaimID: c.ID, DropID: c.DropID},
+			State: c.State, HoldExpiresAt: c.HoldExpiresAt, HasCode: c.CouponCode != "",
+		})
+		if err != nil {
+			return 0, err
 		}
-		c.outbox = false
-		n++
-	}
-	return n, s.commit("pump", "")
-}
-
-func (s simStore) IssueCoupon(ctx context.Context, claimID, code string, now time.Time) (*dibs.Claim, error) {
-	if err := s.begin("issue-coupon", claimID); err != nil {
-		return nil, err
-	}
-	c, err := s.claim(claimID)
-	if err != nil {
-		return nil, err
-	}
-	if c.State != dibs.ClaimConfirmed {
-		return nil, dibs.Errorf(dibs.ECONFLICT, "claim %s is %s", claimID, c.State)
-	}
-	if c.CouponCode == "" {
-		if other := s.w.codes[code]; other != "" {
-			s.w.sched.failf("coupon %s given to claims %s and %s", code, other, claimID)
+		if code != "" && (s.w.codes[code] != "" || drawn[code]) {
+			return 0, dibs.Errorf(dibs.ECONFLICT, "coupon code %s is taken", code)
 		}
-		s.w.codes[code] = claimID
-		c.CouponCode, c.UpdatedAt = code, now
-		s.w.sched.tracef("coupon %s = %s", claimID, code)
+		drawn[code] = true
+		moves = append(moves, move{c, code, job, ok})
 	}
-	s.w.enqueue(post.KindNotifyWinner, c, now)
-	cp := c.Claim
-	return &cp, s.commit("issue-coupon", claimID)
+	for _, m := range moves {
+		if m.code != "" {
+			s.w.codes[m.code] = m.c.ID
+			m.c.CouponCode, m.c.UpdatedAt = m.code, p.Now
+			s.w.sched.tracef("coupon %s = %s", m.c.ID, m.code)
+		}
+		if m.ok {
+			at := s.w.now
+			if m.job.InsertOpts != nil && !m.job.InsertOpts.ScheduledAt.IsZero() {
+				at = m.job.InsertOpts.ScheduledAt
+			}
+			s.w.enqueue(m.job.Args.Kind(), m.c, at)
+		}
+		m.c.outbox = false
+	}
+	return len(moves), s.commit("pump", "")
 }
 
 func (s simStore) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {

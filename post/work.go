@@ -86,8 +86,6 @@ type Job struct {
 func (r *Runner) Work(ctx context.Context, j Job) error {
 	var err error
 	switch j.Kind {
-	case KindIssueCoupon:
-		err = r.issueCoupon(ctx, j)
 	case KindChargePayment:
 		err = r.chargePayment(ctx, j)
 	case KindExpireHold:
@@ -111,28 +109,6 @@ func (r *Runner) findClaim(ctx context.Context, j Job) (*dibs.Claim, error) {
 		return nil, fmt.Errorf("%s: find claim %s: %w", j.Kind, j.Claim.ClaimID, err)
 	}
 	return c, nil
-}
-
-// issueCoupon gives a confirmed claim its code; the store enqueues
-// notify_winner with it. A code drawn on a retry is thrown away if an
-// earlier run already stored one.
-func (r *Runner) issueCoupon(ctx context.Context, j Job) error {
-	if err := r.wait(ctx, j.Kind); err != nil {
-		return err
-	}
-	code, err := r.newCode()
-	if err != nil {
-		return fmt.Errorf("issue coupon: new code: %w", err)
-	}
-	_, err = r.store.IssueCoupon(ctx, j.Claim.ClaimID, code, r.now())
-	switch dibs.ErrorCode(err) {
-	case "":
-		return nil
-	case dibs.ENOTFOUND, dibs.ECONFLICT:
-		r.log.Error("issue coupon: claim cannot get a coupon", "claim", j.Claim.ClaimID, "err", err)
-		return river.JobCancel(fmt.Errorf("issue coupon %s: %w", j.Claim.ClaimID, err))
-	}
-	return fmt.Errorf("issue coupon %s: %w", j.Claim.ClaimID, err)
 }
 
 // chargePayment settles the payment of a held claim whose owner asked to
@@ -338,9 +314,9 @@ func (r *Runner) notify(ctx context.Context, j Job) error {
 	return fmt.Errorf("notify %s: %w", n.ID, err)
 }
 
-// wait takes a token of kind's rate limiter.
+// wait takes a token of the rate limiter of kind's queue.
 func (r *Runner) wait(ctx context.Context, kind string) error {
-	if l := r.limiters[kind]; l != nil {
+	if l := r.limiters[QueueOf(kind)]; l != nil {
 		if err := l.Wait(ctx); err != nil {
 			return fmt.Errorf("%s: rate limit: %w", kind, err)
 		}

@@ -44,8 +44,8 @@ func setup(t *testing.T, opts ...func(*post.Config)) *bundle {
 	}
 	b := &bundle{w: w, pg: &recordingPayer{Payer: simPG{w}}}
 	limits := make(map[string]post.Limit)
-	for _, k := range post.Kinds {
-		limits[k] = post.Limit{}
+	for _, q := range post.Queues {
+		limits[q] = post.Limit{}
 	}
 	cfg := post.Config{
 		Store:    simStore{w},
@@ -316,9 +316,9 @@ func TestExpireHold(t *testing.T) {
 	})
 }
 
-func TestIssueCoupon(t *testing.T) {
+func TestPumpIssuesCoupons(t *testing.T) {
 	t.Parallel()
-	codes := []string{"AAAA-BBBB-CCCC-DDDD", "EEEE-FFFF-GGGG-HHHH"}
+	codes := []string{"AAAA-BBBB-CCCC-DDDD", "EEEE-FFFF-GGGG-HHHH", "JJJJ-KKKK-LLLL-MMMM"}
 	b := setup(t, func(c *post.Config) {
 		c.NewCode = func() (string, error) {
 			code := codes[0]
@@ -327,24 +327,38 @@ func TestIssueCoupon(t *testing.T) {
 		}
 	})
 	c := b.w.addClaim(b.w.drops[0])
-	for attempt := 1; attempt <= 2; attempt++ { // the second run: a duplicate delivery
-		if err := b.work(post.KindIssueCoupon, c, attempt); err != nil {
+	h := b.hold(t, false)
+	for run := 1; run <= 2; run++ { // the second pump finds nothing flagged
+		if _, err := b.runner.Pump(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if c.CouponCode != "AAAA-BBBB-CCCC-DDDD" {
-			t.Errorf("run %d: code %q, want the first one", attempt, c.CouponCode)
+			t.Errorf("pump %d: code %q, want the first one", run, c.CouponCode)
 		}
 	}
 	if got := b.jobs(c); !slices.Equal(got, []string{post.KindNotifyWinner}) {
 		t.Errorf("jobs %v, want one notify_winner", got)
+	}
+	if got := b.jobs(h); !slices.Equal(got, []string{post.KindExpireHold}) || h.CouponCode != "" {
+		t.Errorf("hold: jobs %v, code %q; want one expire_hold and no code", got, h.CouponCode)
+	}
+
+	// Without a notifier nobody is told: no job per coupon.
+	b = setup(t, func(c *post.Config) { c.Notifier = nil })
+	c = b.w.addClaim(b.w.drops[0])
+	if _, err := b.runner.Pump(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.jobs(c); len(got) != 0 || c.CouponCode == "" {
+		t.Errorf("without a notifier: jobs %v, code %q; want none and a code", got, c.CouponCode)
 	}
 
 	b = setup(t, func(c *post.Config) {
 		c.NewCode = func() (string, error) { return "", errors.New("no entropy") }
 	})
 	c = b.w.addClaim(b.w.drops[0])
-	if err := b.work(post.KindIssueCoupon, c, 1); outcome(err) != "retry" || c.CouponCode != "" {
-		t.Errorf("failing NewCode: %v, code %q; want a retry and no code", err, c.CouponCode)
+	if _, err := b.runner.Pump(context.Background()); err == nil || c.CouponCode != "" || !c.outbox {
+		t.Errorf("failing NewCode: %v, code %q, flagged %v; want an error, no code, still flagged", err, c.CouponCode, c.outbox)
 	}
 }
 

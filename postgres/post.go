@@ -84,9 +84,11 @@ func (s *Store) inTx(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx)
 
 // PumpOutbox implements post.Store. It takes the oldest flagged claims
 // through claims_outbox, skipping those another node's pump has locked,
-// clears their flags and enqueues their first jobs in one transaction on
-// the background pool.
-func (s *Store) PumpOutbox(ctx context.Context, limit int) (int, error) {
+// clears their flags, gives the coupon claims among them their codes in one
+// statement (through claims_pkey; claims_coupon_code refuses a code another
+// claim has) and enqueues their jobs, in one transaction on the background
+// pool.
+func (s *Store) PumpOutbox(ctx context.Context, limit int, p post.Pump) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
@@ -95,28 +97,51 @@ func (s *Store) PumpOutbox(ctx context.Context, limit int) (int, error) {
 		rows, err := tx.Query(ctx, `UPDATE claims c SET outbox = false
 			FROM (SELECT id FROM claims WHERE outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) p
 			WHERE c.id = p.id
-			RETURNING c.id, c.drop_id, c.state, c.hold_expires_at`, limit)
+			RETURNING c.id, c.drop_id, c.state, c.hold_expires_at, c.coupon_code IS NOT NULL`, limit)
 		if err != nil {
 			return s.failed(ctx, err)
 		}
-		var jobs []river.InsertManyParams
+		var pumped []post.Pumped
 		for rows.Next() {
 			var (
-				ref   post.ClaimRef
+				c     post.Pumped
 				state string
 				hold  pgtype.Timestamptz
 			)
-			if err := rows.Scan(&ref.ClaimID, &ref.DropID, &state, &hold); err != nil {
+			if err := rows.Scan(&c.Ref.ClaimID, &c.Ref.DropID, &state, &hold, &c.HasCode); err != nil {
 				rows.Close()
 				return err
 			}
-			n++
-			if job, ok := post.FirstJob(ref, dibs.ClaimState(state), fromNullTime(hold)); ok {
-				jobs = append(jobs, job)
-			}
+			c.State, c.HoldExpiresAt = dibs.ClaimState(state), fromNullTime(hold)
+			pumped = append(pumped, c)
 		}
 		if err := rows.Err(); err != nil {
 			return s.failed(ctx, err)
+		}
+		n = len(pumped)
+		var (
+			jobs       []river.InsertManyParams
+			ids, codes []string
+		)
+		for _, c := range pumped {
+			code, job, ok, err := p.Next(c)
+			if err != nil {
+				return err
+			}
+			if code != "" {
+				ids, codes = append(ids, c.Ref.ClaimID), append(codes, code)
+			}
+			if ok {
+				jobs = append(jobs, job)
+			}
+		}
+		if len(ids) > 0 {
+			_, err := tx.Exec(ctx, `UPDATE claims c SET coupon_code = v.code, updated_at = $3
+				FROM unnest($1::text[], $2::text[]) AS v (id, code)
+				WHERE c.id = v.id AND c.coupon_code IS NULL`, ids, codes, p.Now)
+			if err != nil {
+				return fmt.Errorf("issue coupons: %w", s.failed(ctx, err))
+			}
 		}
 		return s.insertJobs(ctx, tx, jobs...)
 	})
@@ -175,18 +200,6 @@ func (s *Store) transition(ctx context.Context, id, update string, args []any, t
 		return nil, false, err
 	}
 	return c, changed, nil
-}
-
-// IssueCoupon implements post.Store. It updates through claims_pkey.
-func (s *Store) IssueCoupon(ctx context.Context, claimID, code string, now time.Time) (*dibs.Claim, error) {
-	c, _, err := s.transition(ctx, claimID, `UPDATE claims SET coupon_code = $1, updated_at = $2
-		WHERE id = $3 AND state = 'confirmed' AND coupon_code IS NULL
-		RETURNING `+claimFields, []any{code, now, claimID},
-		func(ref post.ClaimRef) river.JobArgs { return post.NotifyWinnerArgs{ClaimRef: ref} })
-	if err != nil {
-		return nil, fmt.Errorf("issue coupon: %w", err)
-	}
-	return c, nil
 }
 
 // RequestPayment implements post.Store. It locks the claim through

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/post"
 	"github.com/dibs-io/dibs/postgres"
 	"github.com/dibs-io/dibs/postgres/pgtest"
 	"github.com/dibs-io/dibs/storetest"
@@ -250,9 +251,7 @@ func TestQueriesUseIndexes(t *testing.T) {
 	p := storetest.MustCreatePurchaseDrop(t, s, 10, 1)
 	paid, expired := storetest.NewHold(p, "a", 1, 1), storetest.NewHold(p, "b", 2, 1)
 	storetest.MustRecordAll(t, s, paid, expired)
-	_, err = s.PumpOutbox(ctx, 10)
-	steps = append(steps, err)
-	_, err = s.IssueCoupon(ctx, c.ID, "CODE", time.Now())
+	_, err = s.PumpOutbox(ctx, 10, post.Pump{Now: time.Now(), NewCode: post.NewCode, Notify: true}) // c gets its coupon
 	steps = append(steps, err)
 	_, err = s.RequestPayment(ctx, paid.ID, "a", paid.CreatedAt)
 	steps = append(steps, err)

@@ -87,9 +87,10 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 }
 
 // PumpOutbox implements post.Store. It takes the oldest flagged claims
-// through claims_outbox, clears their flags and enqueues their first jobs
-// in one transaction.
-func (s *Store) PumpOutbox(ctx context.Context, limit int) (int, error) {
+// through claims_outbox, clears their flags, gives the coupon claims among
+// them their codes (through claims_pkey; claims_coupon_code refuses a code
+// another claim has) and enqueues their jobs, in one transaction.
+func (s *Store) PumpOutbox(ctx context.Context, limit int, p post.Pump) (int, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
@@ -97,30 +98,52 @@ func (s *Store) PumpOutbox(ctx context.Context, limit int) (int, error) {
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `UPDATE claims SET outbox = 0
 			WHERE id IN (SELECT id FROM claims WHERE outbox = 1 ORDER BY id LIMIT ?)
-			RETURNING id, drop_id, state, hold_expires_at`, limit)
+			RETURNING id, drop_id, state, hold_expires_at, coupon_code IS NOT NULL`, limit)
 		if err != nil {
 			return translate(err)
 		}
 		defer rows.Close()
-		var jobs []river.InsertManyParams
+		var pumped []post.Pumped
 		for rows.Next() {
 			var (
-				ref   post.ClaimRef
+				c     post.Pumped
 				state string
 				hold  sql.NullInt64
 			)
-			if err := rows.Scan(&ref.ClaimID, &ref.DropID, &state, &hold); err != nil {
+			if err := rows.Scan(&c.Ref.ClaimID, &c.Ref.DropID, &state, &hold, &c.HasCode); err != nil {
 				return err
 			}
-			n++
-			if job, ok := post.FirstJob(ref, dibs.ClaimState(state), fromNullMicros(hold)); ok {
-				jobs = append(jobs, job)
-			}
+			c.State, c.HoldExpiresAt = dibs.ClaimState(state), fromNullMicros(hold)
+			pumped = append(pumped, c)
 		}
 		if err := rows.Err(); err != nil {
 			return translate(err)
 		}
 		rows.Close()
+		n = len(pumped)
+		var jobs []river.InsertManyParams
+		var setCode *sql.Stmt
+		for _, c := range pumped {
+			code, job, ok, err := p.Next(c)
+			if err != nil {
+				return err
+			}
+			if code != "" {
+				if setCode == nil {
+					if setCode, err = tx.PrepareContext(ctx, `UPDATE claims SET coupon_code = ?, updated_at = ?
+						WHERE id = ? AND coupon_code IS NULL`); err != nil {
+						return translate(err)
+					}
+					defer setCode.Close()
+				}
+				if _, err := setCode.ExecContext(ctx, code, micros(p.Now), c.Ref.ClaimID); err != nil {
+					return fmt.Errorf("issue coupon: %w", translate(err))
+				}
+			}
+			if ok {
+				jobs = append(jobs, job)
+			}
+		}
 		return s.insertJobs(ctx, tx, jobs...)
 	})
 	if err != nil {
@@ -171,18 +194,6 @@ func (s *Store) transition(ctx context.Context, id, update string, args []any, t
 		return nil, false, err
 	}
 	return c, changed, nil
-}
-
-// IssueCoupon implements post.Store. It updates through claims_pkey.
-func (s *Store) IssueCoupon(ctx context.Context, claimID, code string, now time.Time) (*dibs.Claim, error) {
-	c, _, err := s.transition(ctx, claimID, `UPDATE claims SET coupon_code = ?, updated_at = ?
-		WHERE id = ? AND state = 'confirmed' AND coupon_code IS NULL
-		RETURNING `+claimFields, []any{code, micros(now), claimID},
-		func(ref post.ClaimRef) river.JobArgs { return post.NotifyWinnerArgs{ClaimRef: ref} })
-	if err != nil {
-		return nil, fmt.Errorf("issue coupon: %w", err)
-	}
-	return c, nil
 }
 
 // RequestPayment implements post.Store. It reads and updates through

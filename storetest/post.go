@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ type PostFactory func(t *testing.T) PostStore
 // for.
 func RunPost(t *testing.T, newStore PostFactory) {
 	t.Run("PumpEnqueuesFirstJobsOnce", func(t *testing.T) { t.Parallel(); testPump(t, newStore(t)) })
-	t.Run("IssueCouponOnce", func(t *testing.T) { t.Parallel(); testIssueCoupon(t, newStore(t)) })
+	t.Run("PumpIssuesCouponsOnce", func(t *testing.T) { t.Parallel(); testPumpCoupons(t, newStore(t)) })
 	t.Run("RequestPayment", func(t *testing.T) { t.Parallel(); testRequestPayment(t, newStore(t)) })
 	t.Run("SettlePaymentOnce", func(t *testing.T) { t.Parallel(); testSettlePayment(t, newStore(t)) })
 	t.Run("ExpireHoldOnlyWhenDueAndUnpaid", func(t *testing.T) { t.Parallel(); testExpireHold(t, newStore(t)) })
@@ -118,9 +119,24 @@ func wantJobs(t *testing.T, s post.Store, dropID string, want map[string]int64) 
 	}
 }
 
+// codes draws coupon codes CODE-1, CODE-2, … for PumpOutbox.
+type codes struct{ n atomic.Int64 }
+
+func (c *codes) next() (string, error) { return fmt.Sprintf("CODE-%d", c.n.Add(1)), nil }
+
+// pumpAt is a pump that notifies, stamps at, and draws from codes.
+func pumpAt(at time.Time, codes *codes) post.Pump {
+	return post.Pump{Now: at, NewCode: codes.next, Notify: true}
+}
+
 func mustPump(t *testing.T, s post.Store, limit, want int) {
 	t.Helper()
-	n, err := s.PumpOutbox(context.Background(), limit)
+	mustPumpWith(t, s, limit, want, post.Pump{Now: epoch, NewCode: post.NewCode, Notify: true})
+}
+
+func mustPumpWith(t *testing.T, s post.Store, limit, want int, p post.Pump) {
+	t.Helper()
+	n, err := s.PumpOutbox(context.Background(), limit, p)
 	if err != nil {
 		t.Fatalf("pump outbox: %v", err)
 	}
@@ -145,9 +161,10 @@ func mustFindClaim(t *testing.T, s dibs.Store, id string) *dibs.Claim {
 	return c
 }
 
-// testPump: the pump enqueues one first job per flagged claim (a coupon
-// to issue, a hold's expiry scheduled at its deadline, nothing for a
-// claim that ended), clears the flags, and finds nothing the second time.
+// testPump: the pump moves each flagged claim on once (a coupon claim
+// gets its code and its notify_winner, a hold its expiry scheduled at its
+// deadline, a claim that ended nothing), clears the flags, and finds
+// nothing the second time.
 func testPump(t *testing.T, s PostStore) {
 	coupons := MustCreateDrop(t, s, 10, 1)
 	purchases := MustCreatePurchaseDrop(t, s, 10, 1)
@@ -165,7 +182,7 @@ func testPump(t *testing.T, s PostStore) {
 	mustPump(t, s, 2, 2)
 	mustPump(t, s, 100, 4)
 	mustPump(t, s, 100, 0)
-	if got, want := MustJobCounts(t, s, coupons.ID), map[string]int64{"issue_coupon/available": 3}; !maps.Equal(got, want) {
+	if got, want := MustJobCounts(t, s, coupons.ID), map[string]int64{"notify_winner/available": 3}; !maps.Equal(got, want) {
 		t.Fatalf("coupon drop jobs = %v, want %v", got, want)
 	}
 	if got, want := MustJobCounts(t, s, purchases.ID), map[string]int64{"expire_hold/scheduled": 2}; !maps.Equal(got, want) {
@@ -176,48 +193,60 @@ func testPump(t *testing.T, s PostStore) {
 	MustRecordAll(t, s, NewClaim(coupons, "d", 4, 1))
 	mustPump(t, s, 100, 1)
 	mustPump(t, s, 100, 0)
-	wantJobs(t, s, coupons.ID, map[string]int64{post.KindIssueCoupon: 4})
+	wantJobs(t, s, coupons.ID, map[string]int64{post.KindNotifyWinner: 4})
 	wantJobs(t, s, "nope", map[string]int64{})
 }
 
-func testIssueCoupon(t *testing.T, s PostStore) {
-	ctx := context.Background()
+// testPumpCoupons: the pump gives each coupon claim one code, stamped with
+// the pump's time, and nothing to holds; without an endpoint to notify it
+// queues no job; a code another claim has fails the whole batch and leaves
+// it flagged for the next pump, which draws new codes.
+func testPumpCoupons(t *testing.T, s PostStore) {
 	d := MustCreateDrop(t, s, 10, 1)
-	c := NewClaim(d, "a", 1, 1)
-	MustRecordAll(t, s, c)
-	at := epoch.Add(time.Minute)
-
-	got, err := s.IssueCoupon(ctx, c.ID, "CODE-1", at)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.CouponCode != "CODE-1" || !got.UpdatedAt.Equal(at) || got.State != dibs.ClaimConfirmed {
-		t.Fatalf("after issue: %+v", got)
-	}
-	// Again (the job ran twice), with another code: the first one stays.
-	got, err = s.IssueCoupon(ctx, c.ID, "CODE-2", at.Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.CouponCode != "CODE-1" || !got.UpdatedAt.Equal(at) {
-		t.Fatalf("after second issue: code %q updated %s, want CODE-1 and %s", got.CouponCode, got.UpdatedAt, at)
-	}
-	if found := mustFindClaim(t, s, c.ID); *found != *got {
-		t.Fatalf("found %+v\nwant  %+v", *found, *got)
-	}
-	wantJobs(t, s, d.ID, map[string]int64{post.KindNotifyWinner: 1})
-
-	// A hold is no coupon claim: it gets no code and nobody is told.
 	p := MustCreatePurchaseDrop(t, s, 10, 1)
-	h := NewHold(p, "a", 1, 1)
-	MustRecordAll(t, s, h)
-	if got, err := s.IssueCoupon(ctx, h.ID, "CODE-3", at); err != nil || got.CouponCode != "" {
-		t.Fatalf("issue to a hold = %+v, %v; want no code, no error", got, err)
-	}
-	wantJobs(t, s, p.ID, map[string]int64{})
+	a, b, h := NewClaim(d, "a", 1, 1), NewClaim(d, "b", 2, 1), NewHold(p, "a", 1, 1)
+	MustRecordAll(t, s, a, b, h)
+	at := epoch.Add(time.Minute)
+	var gen codes
+	quiet := pumpAt(at, &gen)
+	quiet.Notify = false
+	mustPumpWith(t, s, 100, 3, quiet)
 
-	_, err = s.IssueCoupon(ctx, "nope", "CODE-4", at)
-	wantCode(t, "issue to an unknown claim", err, dibs.ENOTFOUND)
+	got := map[string]string{}
+	for _, c := range []*dibs.Claim{a, b} {
+		found := mustFindClaim(t, s, c.ID)
+		if found.CouponCode == "" || !found.UpdatedAt.Equal(at) || found.State != dibs.ClaimConfirmed {
+			t.Fatalf("claim %s after the pump: %+v, want a code, updated at %s", c.ID, found, at)
+		}
+		got[found.CouponCode] = c.ID
+	}
+	if len(got) != 2 {
+		t.Fatalf("codes %v, want two distinct", got)
+	}
+	if found := mustFindClaim(t, s, h.ID); found.CouponCode != "" {
+		t.Fatalf("a hold got code %q", found.CouponCode)
+	}
+	wantJobs(t, s, d.ID, map[string]int64{})
+	wantJobs(t, s, p.ID, map[string]int64{post.KindExpireHold: 1})
+	mustPumpWith(t, s, 100, 0, pumpAt(at, &gen))
+
+	// A code drawn twice: the batch fails whole and stays flagged.
+	c, e := NewClaim(d, "c", 3, 1), NewClaim(d, "e", 4, 1)
+	MustRecordAll(t, s, c, e)
+	taken := func() (string, error) { return "CODE-1", nil }
+	_, err := s.PumpOutbox(context.Background(), 100, post.Pump{Now: at, NewCode: taken, Notify: true})
+	wantCode(t, "pump with a code another claim has", err, dibs.ECONFLICT)
+	for _, x := range []*dibs.Claim{c, e} {
+		if found := mustFindClaim(t, s, x.ID); found.CouponCode != "" {
+			t.Fatalf("claim %s kept code %q from a failed pump", x.ID, found.CouponCode)
+		}
+	}
+	wantJobs(t, s, d.ID, map[string]int64{})
+	mustPumpWith(t, s, 100, 2, pumpAt(at, &gen))
+	wantJobs(t, s, d.ID, map[string]int64{post.KindNotifyWinner: 2})
+	if found := mustFindClaim(t, s, a.ID); got[found.CouponCode] != a.ID {
+		t.Fatalf("claim a's code changed to %q", found.CouponCode)
+	}
 }
 
 func testRequestPayment(t *testing.T, s PostStore) {
@@ -452,8 +481,8 @@ func testConcurrentEnds(t *testing.T, s PostStore) {
 }
 
 // testJobClient: a client from NewJobClient starts, works the jobs the
-// pump enqueued (its worker issues coupons through the store, which
-// enqueues the winners' notifications in turn) and stops.
+// pump enqueued (the winners' notifications, in the webhook queue) and
+// stops.
 func testJobClient(t *testing.T, s PostStore) {
 	ctx := context.Background()
 	d := MustCreateDrop(t, s, 10, 1)
@@ -461,14 +490,22 @@ func testJobClient(t *testing.T, s PostStore) {
 	MustRecordAll(t, s, claims...)
 	mustPump(t, s, 100, len(claims))
 
+	var mu sync.Mutex
+	notified := map[string]string{}
 	workers := river.NewWorkers()
-	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, job *river.Job[post.IssueCouponArgs]) error {
-		_, err := s.IssueCoupon(ctx, job.Args.ClaimID, "CODE-"+job.Args.ClaimID, time.Now())
-		return err
+	river.AddWorker(workers, river.WorkFunc(func(ctx context.Context, job *river.Job[post.NotifyWinnerArgs]) error {
+		c, err := s.FindClaim(ctx, job.Args.ClaimID)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		notified[c.ID] = c.CouponCode
+		mu.Unlock()
+		return nil
 	}))
 	client, err := s.NewJobClient(&river.Config{
 		Logger:            slog.New(slog.DiscardHandler),
-		Queues:            map[string]river.QueueConfig{post.KindIssueCoupon: {MaxWorkers: 2}},
+		Queues:            map[string]river.QueueConfig{post.QueueWebhook: {MaxWorkers: 2}},
 		Workers:           workers,
 		FetchCooldown:     10 * time.Millisecond,
 		FetchPollInterval: 50 * time.Millisecond,
@@ -493,10 +530,7 @@ func testJobClient(t *testing.T, s PostStore) {
 	}
 	t.Cleanup(stop) // before the store closes
 
-	want := map[string]int64{
-		post.KindIssueCoupon + "/" + string(rivertype.JobStateCompleted):  3,
-		post.KindNotifyWinner + "/" + string(rivertype.JobStateAvailable): 3,
-	}
+	want := map[string]int64{post.KindNotifyWinner + "/" + string(rivertype.JobStateCompleted): 3}
 	var got map[string]int64
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if got = MustJobCounts(t, s, d.ID); maps.Equal(got, want) {
@@ -508,15 +542,15 @@ func testJobClient(t *testing.T, s PostStore) {
 	}
 	stop()
 	for _, c := range claims {
-		if got := mustFindClaim(t, s, c.ID); got.CouponCode != "CODE-"+c.ID {
-			t.Fatalf("claim %s has code %q", c.ID, got.CouponCode)
+		if code := notified[c.ID]; code == "" || code != mustFindClaim(t, s, c.ID).CouponCode {
+			t.Fatalf("claim %s was notified with code %q", c.ID, code)
 		}
 	}
-	list, err := client.JobList(ctx, river.NewJobListParams().Kinds(post.KindIssueCoupon))
+	list, err := client.JobList(ctx, river.NewJobListParams().Kinds(post.KindNotifyWinner))
 	if err != nil {
 		t.Fatalf("job list: %v", err)
 	}
 	if len(list.Jobs) != len(claims) {
-		t.Fatalf("job list has %d issue_coupon jobs, want %d", len(list.Jobs), len(claims))
+		t.Fatalf("job list has %d notify_winner jobs, want %d", len(list.Jobs), len(claims))
 	}
 }

@@ -95,13 +95,11 @@ func (c *PostConfig) Validate() error {
 // its circuit breaker, the webhook sender, and the limits per job kind.
 func openPost(cfg PostConfig, store post.Store, e *engine.Engine, reg prometheus.Registerer, log *slog.Logger) (*post.Runner, error) {
 	pc := post.Config{
-		Store: store, Release: e, Logger: log, Registerer: reg,
+		Store: store, Release: e, Logger: log, Registerer: reg, Busy: e.RecordBusy,
 		RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax, RescueAfter: cfg.RescueAfter,
 		Limits: map[string]post.Limit{
-			post.KindChargePayment: {Concurrency: cfg.PaymentConns},
-			post.KindNotifyWinner:  {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},
-			post.KindPaymentFailed: {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},
-			post.KindHoldExpired:   {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},
+			post.QueueCharge:  {Concurrency: cfg.PaymentConns},
+			post.QueueWebhook: {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},
 		},
 	}
 	if cfg.PaymentGateway != "" {
