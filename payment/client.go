@@ -309,8 +309,9 @@ type call struct {
 	mutates bool // a lost answer leaves the outcome unknown; the key goes in Idempotency-Key
 }
 
-// call sends cl until it gets an answer that retrying cannot change. The
-// retry loop is written out rather than delegated to a retry policy so that
+// call sends cl until it gets an answer that retrying cannot change. After
+// an attempt whose outcome is unknown, a charge is looked up before it is
+// sent again. The retry loop is written out rather than delegated to a retry policy so that
 // an unknown outcome of one attempt is never hidden by what a later attempt
 // (or the caller's cancellation) reports.
 func (c *Client) call(ctx context.Context, cl call) (*Charge, error) {
@@ -323,7 +324,16 @@ func (c *Client) call(ctx context.Context, cl call) (*Charge, error) {
 	)
 	for attempt := 1; ; attempt++ {
 		var ch *Charge
-		ch, err = c.attempt(ctx, cl)
+		if unknown && cl.op == "charge" {
+			// An earlier attempt may have charged: ask before charging
+			// again, and send the charge only if the gateway has none.
+			ch, err = c.attempt(ctx, call{op: "lookup", key: cl.key, method: http.MethodGet, path: "/v1/charges/" + url.PathEscape(cl.key)})
+			if errors.Is(err, ErrNotFound) {
+				ch, err = c.attempt(ctx, cl)
+			}
+		} else {
+			ch, err = c.attempt(ctx, cl)
+		}
 		if err == nil {
 			return ch, nil
 		}

@@ -222,7 +222,7 @@ func TestTimeoutLeavesOutcomeUnknownAndLookupFindsIt(t *testing.T) {
 	t.Parallel()
 	b := setup(t,
 		pgsim.Config{Knobs: pgsim.Knobs{TimeoutRate: 1, FaultApplied: 1, Hang: time.Minute}},
-		payment.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 3, Backoff: time.Millisecond})
+		payment.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 1})
 	ctx := context.Background()
 
 	_, err := b.client.Charge(ctx, "claim-7", krw(5000))
@@ -244,8 +244,29 @@ func TestTimeoutLeavesOutcomeUnknownAndLookupFindsIt(t *testing.T) {
 		t.Fatalf("charge again = %+v, %v; want %+v", again, err, got)
 	}
 	ledger := b.sim.Ledger()
-	if len(ledger) != 1 || ledger[0].Attempts != 4 {
-		t.Errorf("ledger = %+v, want one charge seen 4 times (3 timed out, 1 answered)", ledger)
+	if len(ledger) != 1 || ledger[0].Attempts != 2 {
+		t.Errorf("ledger = %+v, want one charge seen twice (timed out, answered)", ledger)
+	}
+}
+
+// Within one call, a charge whose attempt timed out is looked up before it
+// is sent again: the lookup finds what the gateway applied, and the charge
+// goes out once.
+func TestRetryLooksUpBeforeCharging(t *testing.T) {
+	t.Parallel()
+	m := &metrics{}
+	b := setup(t,
+		pgsim.Config{Knobs: pgsim.Knobs{TimeoutRate: 1, FaultApplied: 1, Hang: time.Minute}},
+		payment.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 3, Backoff: time.Millisecond, BreakerMinCalls: 100, Metrics: m})
+	got, err := b.client.Charge(context.Background(), "claim-9", krw(5000))
+	if err != nil || got.Status != payment.StatusPaid {
+		t.Fatalf("charge = %+v, %v; want the charge the lookup found", got, err)
+	}
+	if m.count("charge/unknown") != 1 || m.count("lookup/paid") != 1 || len(m.attempts) != 2 {
+		t.Errorf("attempts = %v, want one unknown charge, then one lookup", m.attempts)
+	}
+	if l := b.sim.Ledger(); len(l) != 1 || l[0].Attempts != 1 {
+		t.Errorf("ledger = %+v, want one charge sent once", l)
 	}
 }
 
@@ -343,8 +364,8 @@ func TestUnknownOutcomeSurvivesLaterRefusal(t *testing.T) {
 	if !errors.Is(err, payment.ErrOutcomeUnknown) {
 		t.Fatalf("charge: %v, want ErrOutcomeUnknown", err)
 	}
-	if m.count("charge/unknown") != 1 || m.count("charge/unavailable") != 1 {
-		t.Errorf("attempts = %v, want one unknown then one unavailable", m.attempts)
+	if m.count("charge/unknown") != 1 || m.count("lookup/unavailable") != 1 {
+		t.Errorf("attempts = %v, want one unknown charge, then a lookup refused", m.attempts)
 	}
 	if l := b.sim.Ledger(); len(l) != 1 {
 		t.Errorf("ledger = %+v, want the first attempt's charge", l)
