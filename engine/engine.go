@@ -72,6 +72,10 @@ type Engine struct {
 	// conflicts names drops whose record refused a claim the gate gave
 	// out: the gate and the record disagree, and a Reconciler looks soon.
 	conflicts chan string
+
+	// The retry of drops the gate could not prepare at Open.
+	retryCancel context.CancelFunc
+	retryDone   chan struct{}
 }
 
 // entry is a drop as the engine serves it, with its claim counters.
@@ -125,6 +129,7 @@ func New(cfg Config) *Engine {
 		now: cfg.Now, newID: cfg.NewID, recorded: cfg.Recorded,
 		drops:     make(map[string]*entry),
 		conflicts: make(chan string, 256),
+		retryDone: make(chan struct{}),
 	}
 	if e.metrics == nil {
 		e.metrics = NewMetrics()
@@ -150,19 +155,69 @@ func NewClaimID() string {
 	return strings.ToLower(ulid.MustNew(ulid.Now(), rand.Reader).String())
 }
 
+// Prepare retries after Open: the first wait, doubled up to the last.
+const (
+	prepareRetryMin = 100 * time.Millisecond
+	prepareRetryMax = 5 * time.Second
+)
+
 // Open loads every drop from the record, rebuilds the gate from the active
-// claims, and starts the recorder.
+// claims, and starts the recorder. Only a record that cannot list its drops
+// fails it. A drop the gate cannot prepare (Redis is down) is served all the
+// same: its claims answer EUNAVAILABLE (503 with Retry-After) while Open
+// goes on preparing it in the background, until the gate takes it or Close.
+// A node started during a gate outage comes up, and heals by itself.
 func (e *Engine) Open(ctx context.Context) error {
-	if err := e.Refresh(ctx); err != nil {
-		return err
+	drops, err := e.store.ListDrops(ctx)
+	if err != nil {
+		return fmt.Errorf("load drops: %w", err)
 	}
+	var failed []*dibs.Drop
+	for _, d := range drops {
+		if err := e.install(ctx, d); err != nil {
+			e.log.Warn("gate not ready for a drop; its claims answer unavailable until it is", "drop", d.ID, "err", err)
+			failed = append(failed, d)
+		}
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	e.retryCancel = cancel
+	go e.retryPrepare(rctx, failed)
 	e.rec.start()
 	return nil
+}
+
+// retryPrepare installs the drops of failed until each succeeds, backing
+// off between rounds. A drop Refresh or the reconciler installed meanwhile
+// is installed once more, which changes nothing.
+func (e *Engine) retryPrepare(ctx context.Context, failed []*dibs.Drop) {
+	defer close(e.retryDone)
+	wait := prepareRetryMin
+	for len(failed) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, prepareRetryMax)
+		var still []*dibs.Drop
+		for _, d := range failed {
+			if err := e.install(ctx, d); err != nil {
+				still = append(still, d)
+				continue
+			}
+			e.log.Info("gate ready for the drop; claims go on", "drop", d.ID)
+		}
+		failed = still
+	}
 }
 
 // Close stops taking claims and waits until every claim already queued is
 // committed (or failed). Safe to call twice.
 func (e *Engine) Close() error {
+	if e.retryCancel != nil {
+		e.retryCancel()
+		<-e.retryDone
+	}
 	e.rec.close()
 	return nil
 }
@@ -281,7 +336,7 @@ func (e *Engine) View(ctx context.Context, id string) (View, error) {
 	d := ent.drop.Load()
 	left, err := e.gate.Remaining(ctx, id)
 	if err != nil {
-		return View{}, err
+		return View{}, e.gateError(id, err)
 	}
 	return View{Drop: d, State: d.StateAt(d.Status, e.now(), left), Remaining: left}, nil
 }
@@ -400,6 +455,7 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 		}
 	}
 	if err != nil {
+		err = e.gateError(d.ID, err)
 		outcome = outcomeOf(err)
 		return nil, false, err
 	}
@@ -455,6 +511,15 @@ func (e *Engine) released(ctx context.Context, rr dibs.ReserveRequest, h dibs.Ho
 		}
 	}
 	return nil, dibs.Hold{}, dibs.Errorf(dibs.EUNAVAILABLE, "Your claim with this key is changing; please retry.")
+}
+
+// gateError is err from the gate about drop id, which this node serves: a
+// gate that does not know the drop (its Prepare failed) is not ready yet.
+func (e *Engine) gateError(id string, err error) error {
+	if dibs.ErrorCode(err) == dibs.ENOTFOUND {
+		return dibs.WrapError(dibs.EUNAVAILABLE, "The drop is not ready on this node; please retry.", fmt.Errorf("gate: %w", err))
+	}
+	return err
 }
 
 // checkAdmission verifies the admission of a claim on a queued drop.
