@@ -25,6 +25,7 @@ const (
 	QueueWaiting  QueueState = "waiting"  // in line, or the drop has not opened yet
 	QueueAdmitted QueueState = "admitted" // may claim now, with the admission
 	QueueExpired  QueueState = "expired"  // was admitted and did not claim in time
+	QueueWon      QueueState = "won"      // was admitted and won a claim; the admission has expired
 	QueueSoldOut  QueueState = "sold_out" // no slot can come back: the wait is over
 	QueueClosed   QueueState = "closed"   // the drop is closed
 )
@@ -126,7 +127,15 @@ type Room interface {
 	// if node does not hold the lease: nothing changed.
 	Advance(ctx context.Context, dropID, node string, a Advance) (RoomState, error)
 
-	// Use counts a claim won with an admission of batch seq. Batches that
-	// expired are ignored.
-	Use(ctx context.Context, dropID string, seq uint64) error
+	// Find returns the place person holds in the drop's room without
+	// issuing one; false if they have none (or the room does not exist).
+	Find(ctx context.Context, dropID string, person uint64) (Place, bool, error)
+
+	// Use counts a claim won by ticket number with an admission of batch
+	// seq, and remembers that the ticket won. Batches that expired are not
+	// counted; the ticket is remembered all the same.
+	Use(ctx context.Context, dropID string, seq, number uint64) error
+
+	// Won reports whether ticket number won a claim (Use).
+	Won(ctx context.Context, dropID string, number uint64) (bool, error)
 }

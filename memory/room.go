@@ -14,7 +14,8 @@ var _ dibs.Room = (*Room)(nil)
 
 // Room keeps waiting rooms in memory: the embedded default, where one
 // process leads every room. A person costs one entry of a hash map from
-// their 64-bit key to their 32-bit ticket number, under 30 bytes.
+// their 64-bit key to their 32-bit ticket number, under 30 bytes, and one
+// bit that says whether their ticket won.
 type Room struct {
 	mu    sync.RWMutex
 	rooms map[string]*room
@@ -35,6 +36,7 @@ type room struct {
 	st         dibs.RoomState // all but Issued
 	leader     string
 	leaseUntil time.Time
+	won        []uint64 // bit n: ticket n won a claim
 
 	people [personShards]struct {
 		mu sync.Mutex
@@ -80,6 +82,24 @@ func (r *Room) Join(ctx context.Context, dropID string, person uint64, fresh dib
 	}
 	sh.m[person] = uint32(n)
 	return dibs.Place{Number: n, Epoch: rm.st.Epoch}, nil
+}
+
+// Find implements dibs.Room.
+func (r *Room) Find(ctx context.Context, dropID string, person uint64) (dibs.Place, bool, error) {
+	r.mu.RLock()
+	rm := r.rooms[dropID]
+	r.mu.RUnlock()
+	if rm == nil {
+		return dibs.Place{}, false, nil
+	}
+	sh := &rm.people[person%personShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	n, ok := sh.m[person]
+	if !ok {
+		return dibs.Place{}, false, nil
+	}
+	return dibs.Place{Number: uint64(n), Epoch: rm.st.Epoch, Existing: true}, true, nil
 }
 
 // Sync implements dibs.Room. Leases follow the process's clock.
@@ -135,7 +155,7 @@ func (r *Room) Advance(ctx context.Context, dropID, node string, a dibs.Advance)
 }
 
 // Use implements dibs.Room.
-func (r *Room) Use(ctx context.Context, dropID string, seq uint64) error {
+func (r *Room) Use(ctx context.Context, dropID string, seq, number uint64) error {
 	r.mu.RLock()
 	rm := r.rooms[dropID]
 	r.mu.RUnlock()
@@ -149,7 +169,25 @@ func (r *Room) Use(ctx context.Context, dropID string, seq uint64) error {
 			rm.st.Batches[i].Used++
 		}
 	}
+	if w := int(number / 64); w >= len(rm.won) {
+		rm.won = append(rm.won, make([]uint64, w+1-len(rm.won))...)
+	}
+	rm.won[number/64] |= 1 << (number % 64)
 	return nil
+}
+
+// Won implements dibs.Room.
+func (r *Room) Won(ctx context.Context, dropID string, number uint64) (bool, error) {
+	r.mu.RLock()
+	rm := r.rooms[dropID]
+	r.mu.RUnlock()
+	if rm == nil {
+		return false, nil
+	}
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	w := number / 64
+	return w < uint64(len(rm.won)) && rm.won[w]&(1<<(number%64)) != 0, nil
 }
 
 // state is a copy of the room's state; the caller holds mu.

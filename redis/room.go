@@ -48,6 +48,7 @@ const personBuckets = 1 << 16
 //	                       their used admissions u:<seq>
 //	{drop:ID}:room:lease   the leader's node name, with a TTL
 //	{drop:ID}:room:p:XXXX  65,536 bucket hashes: 6-byte person key → ticket number
+//	{drop:ID}:room:won     bitmap: bit n set when ticket n won a claim
 //
 // The client must talk to the primary only.
 type Room struct {
@@ -109,6 +110,23 @@ func (r *Room) Join(ctx context.Context, dropID string, person uint64, fresh dib
 	return dibs.Place{Number: uint64(n), Epoch: epoch, Existing: existing == 1}, nil
 }
 
+// Find implements dibs.Room.
+func (r *Room) Find(ctx context.Context, dropID string, person uint64) (dibs.Place, bool, error) {
+	bucket, field := r.person(dropID, person)
+	res := r.client.DoMulti(ctx,
+		r.client.B().Hget().Key(bucket).Field(field).Build(),
+		r.client.B().Hget().Key(r.roomKey(dropID)).Field("epoch").Build())
+	n, err1 := res[0].AsUint64()
+	epoch, err2 := res[1].AsUint64()
+	if rueidis.IsRedisNil(err1) || rueidis.IsRedisNil(err2) {
+		return dibs.Place{}, false, nil
+	}
+	if err := firstErr(err1, err2); err != nil {
+		return dibs.Place{}, false, fmt.Errorf("find place: %w", err)
+	}
+	return dibs.Place{Number: n, Epoch: epoch, Existing: true}, true, nil
+}
+
 // Sync implements dibs.Room. Leases follow the Redis server's clock.
 func (r *Room) Sync(ctx context.Context, dropID, node string, lease time.Duration, fresh dibs.RoomSeed) (dibs.RoomState, bool, error) {
 	key := r.roomKey(dropID)
@@ -167,12 +185,23 @@ func (r *Room) Advance(ctx context.Context, dropID, node string, a dibs.Advance)
 }
 
 // Use implements dibs.Room.
-func (r *Room) Use(ctx context.Context, dropID string, seq uint64) error {
-	err := roomUse.Exec(ctx, r.client, []string{r.roomKey(dropID)}, []string{strconv.FormatUint(seq, 10)}).Error()
+func (r *Room) Use(ctx context.Context, dropID string, seq, number uint64) error {
+	key := r.roomKey(dropID)
+	err := roomUse.Exec(ctx, r.client, []string{key, key + ":won"},
+		[]string{strconv.FormatUint(seq, 10), strconv.FormatUint(number, 10), r.ttl}).Error()
 	if err != nil {
 		return fmt.Errorf("use admission: %w", err)
 	}
 	return nil
+}
+
+// Won implements dibs.Room.
+func (r *Room) Won(ctx context.Context, dropID string, number uint64) (bool, error) {
+	bit, err := r.client.Do(ctx, r.client.B().Getbit().Key(r.roomKey(dropID)+":won").Offset(int64(number)).Build()).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("read won ticket: %w", err)
+	}
+	return bit == 1, nil
 }
 
 func flag(b bool) string {

@@ -455,7 +455,7 @@ func (s *Service) Join(ctx context.Context, d *dibs.Drop, userID string) (Status
 		return Status{}, err
 	}
 	if snap.SoldOut {
-		return Status{}, dibs.Errorf(dibs.ESOLDOUT, "Drop %s is sold out.", d.ID)
+		return s.rejoin(ctx, d, snap, userID, now)
 	}
 	place, err := s.backend.Join(ctx, d.ID, s.keys.Person(d.ID, userID), s.fresh())
 	if err != nil {
@@ -466,9 +466,55 @@ func (s *Service) Join(ctx context.Context, d *dibs.Drop, userID string) (Status
 			return Status{}, err
 		}
 	}
-	st := s.status(d, snap, userID, place.Number, now)
+	st, err := s.settle(ctx, d, s.status(d, snap, userID, place.Number, now))
+	if err != nil {
+		return Status{}, err
+	}
 	st.Ticket = s.keys.Ticket(dibs.Ticket{DropID: d.ID, UserID: userID, Number: place.Number, IssuedAt: now}, place.Epoch)
 	st.Existing = place.Existing
+	return st, nil
+}
+
+// rejoin answers a join of a sold-out room: ESOLDOUT, unless userID has a
+// ticket there that won (or may still claim), which they get back, so that
+// a winner who comes back reads won and not sold out. If the room cannot
+// be read, the answer is ESOLDOUT: nobody else may join anyway.
+func (s *Service) rejoin(ctx context.Context, d *dibs.Drop, snap *snapshot, userID string, now time.Time) (Status, error) {
+	soldOut := dibs.Errorf(dibs.ESOLDOUT, "Drop %s is sold out.", d.ID)
+	place, ok, err := s.backend.Find(ctx, d.ID, s.keys.Person(d.ID, userID))
+	if err != nil {
+		s.log.Debug("find place in a sold-out room", "drop", d.ID, "err", err)
+		return Status{}, soldOut
+	}
+	if !ok || place.Epoch != snap.Epoch {
+		return Status{}, soldOut
+	}
+	st, err := s.settle(ctx, d, s.status(d, snap, userID, place.Number, now))
+	if err != nil || (st.State != dibs.QueueWon && st.State != dibs.QueueAdmitted) {
+		return Status{}, soldOut
+	}
+	st.Ticket = s.keys.Ticket(dibs.Ticket{DropID: d.ID, UserID: userID, Number: place.Number, IssuedAt: now}, place.Epoch)
+	st.Existing = true
+	return st, nil
+}
+
+// settle tells a ticket whose admission expired apart from one that won
+// with it: the only status that needs the backend, read once a ticket's
+// wait is over.
+func (s *Service) settle(ctx context.Context, d *dibs.Drop, st Status) (Status, error) {
+	if st.State != dibs.QueueExpired {
+		return st, nil
+	}
+	won, err := s.backend.Won(ctx, d.ID, st.Number)
+	if err != nil {
+		return Status{}, dibs.WrapError(dibs.EUNAVAILABLE, "The waiting room is unavailable; retry shortly.", fmt.Errorf("read won ticket %d of %s: %w", st.Number, d.ID, err))
+	}
+	switch {
+	case won:
+		st.State = dibs.QueueWon
+	case phaseOf(d, st.Now) == phaseClosed:
+		st.State = dibs.QueueClosed
+	}
 	return st, nil
 }
 
@@ -487,6 +533,44 @@ func (s *Service) reload(ctx context.Context, dropID string) (*snapshot, error) 
 // (the drop does not queue), ENOTFOUND (the ticket is not this user's for
 // this drop), EUNAVAILABLE.
 func (s *Service) Status(ctx context.Context, d *dibs.Drop, userID, ticket string) (Status, error) {
+	t, err := s.Verify(ctx, d, userID, ticket)
+	if err != nil {
+		return Status{}, err
+	}
+	return s.StatusOf(ctx, d, t)
+}
+
+// Held is a ticket token verified for its holder, in the room incarnation
+// it was signed for. Its status can be read again (StatusOf) without
+// verifying the token again: an event stream verifies once, not on every
+// wake.
+type Held struct {
+	dibs.Ticket
+	epoch uint64
+}
+
+// Verify checks that ticket is userID's for drop d. Errors: ECONFLICT (the
+// drop does not queue), ENOTFOUND, EUNAVAILABLE.
+func (s *Service) Verify(ctx context.Context, d *dibs.Drop, userID, ticket string) (Held, error) {
+	if err := queued(d); err != nil {
+		return Held{}, err
+	}
+	snap, err := s.snapshot(ctx, d.ID)
+	if err != nil {
+		return Held{}, err
+	}
+	t, err := s.keys.VerifyTicket(ticket, d.ID, userID, snap.Epoch)
+	if err != nil {
+		return Held{}, err
+	}
+	return Held{Ticket: t, epoch: snap.Epoch}, nil
+}
+
+// StatusOf is where a verified ticket stands; d is the drop as it is now
+// (an operator may have paused or closed it). ENOTFOUND once the room the
+// ticket was signed for is gone (its state was lost: join again),
+// EUNAVAILABLE.
+func (s *Service) StatusOf(ctx context.Context, d *dibs.Drop, t Held) (Status, error) {
 	if err := queued(d); err != nil {
 		return Status{}, err
 	}
@@ -494,11 +578,10 @@ func (s *Service) Status(ctx context.Context, d *dibs.Drop, userID, ticket strin
 	if err != nil {
 		return Status{}, err
 	}
-	t, err := s.keys.VerifyTicket(ticket, d.ID, userID, snap.Epoch)
-	if err != nil {
-		return Status{}, err
+	if snap.Epoch != t.epoch || t.DropID != d.ID {
+		return Status{}, dibs.Errorf(dibs.ENOTFOUND, "No such ticket in the waiting room of drop %s; join again.", d.ID)
 	}
-	return s.status(d, snap, userID, t.Number, s.now()), nil
+	return s.settle(ctx, d, s.status(d, snap, t.UserID, t.Number, s.now()))
 }
 
 // Check verifies the admission userID presents to claim d at now. Errors:
@@ -517,7 +600,7 @@ func (s *Service) Check(ctx context.Context, d *dibs.Drop, userID, admission str
 // Used records that pass won a claim, so its slot no longer counts as
 // promised to someone who may still come.
 func (s *Service) Used(ctx context.Context, p dibs.Pass) {
-	if err := s.backend.Use(ctx, p.DropID, p.Batch); err != nil {
+	if err := s.backend.Use(ctx, p.DropID, p.Batch, p.Number); err != nil {
 		s.log.Warn("count used admission", "drop", p.DropID, "batch", p.Batch, "err", err)
 	}
 }
@@ -609,7 +692,11 @@ func (st Status) Ahead() uint64 { return st.Position - min(st.Position, 1) }
 
 // Terminal reports whether the wait is over for good.
 func (st Status) Terminal() bool {
-	return st.State == dibs.QueueSoldOut || st.State == dibs.QueueClosed || st.State == dibs.QueueExpired
+	switch st.State {
+	case dibs.QueueSoldOut, dibs.QueueClosed, dibs.QueueExpired, dibs.QueueWon:
+		return true
+	}
+	return false
 }
 
 // position is where ticket n stands in the room's order.
@@ -625,9 +712,11 @@ func (s *Service) status(d *dibs.Drop, snap *snapshot, userID string, n uint64, 
 	ph := phaseOf(d, now)
 	if ph == phaseClosed {
 		st.State = dibs.QueueClosed
+		if snap.Opened && s.position(d, snap, n) <= snap.Serving {
+			st.State = dibs.QueueExpired // admitted before the close: settle tells whether they won
+		}
 		return st
 	}
-	rate := float64(d.Admission.Rate)
 	if !snap.Opened {
 		st.State = dibs.QueueWaiting
 		untilOpen := max(d.OpensAt.Sub(now), 0)
@@ -636,7 +725,7 @@ func (s *Service) status(d *dibs.Drop, snap *snapshot, userID string, n uint64, 
 			st.Position = n
 			ahead = float64(n - 1)
 		}
-		st.ETA = untilOpen + seconds(ahead/rate)
+		st.ETA = untilOpen + seconds(ahead/float64(d.Admission.Rate))
 		st.PollAfter = min(max(untilOpen, 500*time.Millisecond), 30*time.Second) + time.Duration(n%1000)*time.Millisecond
 		return st
 	}
@@ -660,14 +749,20 @@ func (s *Service) status(d *dibs.Drop, snap *snapshot, userID string, n uint64, 
 	st.Position = p - snap.Serving
 	measured := snap.Rate
 	if measured == 0 {
-		measured = rate
+		measured = float64(d.Admission.Rate)
 	}
-	if ph != phasePaused && measured >= 1e-3 {
+	if ph != phasePaused && measured >= minMeasuredRate {
 		st.ETA = seconds(float64(st.Position) / measured)
 	}
 	st.PollAfter = s.pollAfter(snap, n, st.Position, st.ETA, d.Admission.Rate)
 	return st
 }
+
+const minMeasuredRate = 1e-3
+
+// reach is how many more people the free stock can admit: the free slots
+// not promised to admissions still outstanding.
+func (snap *snapshot) reach() uint64 { return uint64(max(snap.Remaining-snap.outstanding, 0)) }
 
 // pollAfter advises a waiting holder at position (1: next) when to ask
 // again: when something may change for them. Until their turn, that is
@@ -685,9 +780,9 @@ func (s *Service) pollAfter(snap *snapshot, n, position uint64, eta time.Duratio
 		next = eta / 2
 	}
 	if snap.Remaining > 0 && rate > 0 {
-		capacity := max(snap.Remaining-snap.outstanding, 0)
+		capacity := snap.reach()
 		soldOut := seconds(float64(capacity)/float64(rate)) + MinPollAfter
-		if position > uint64(capacity) {
+		if position > capacity {
 			next = soldOut
 		} else {
 			next = min(next, soldOut/2)

@@ -31,12 +31,14 @@ func Run(t *testing.T, newRoom Factory) {
 	t.Run("Lease", func(t *testing.T) { t.Parallel(); testLease(t, newRoom(t)) })
 	t.Run("AdvanceOpensAndAdmits", func(t *testing.T) { t.Parallel(); testAdvance(t, newRoom(t)) })
 	t.Run("DropsAreIsolated", func(t *testing.T) { t.Parallel(); testIsolation(t, newRoom(t)) })
+	t.Run("FindAndWon", func(t *testing.T) { t.Parallel(); testFindAndWon(t, newRoom(t)) })
 
 	t.Run("ShuffledPreQueue", func(t *testing.T) { t.Parallel(); testShuffledPreQueue(t, newRoom) })
 	t.Run("FIFOPreQueue", func(t *testing.T) { t.Parallel(); testFIFO(t, newRoom(t)) })
 	t.Run("ETA", func(t *testing.T) { t.Parallel(); testETA(t, newRoom(t)) })
 	t.Run("ReleasedHoldsReopen", func(t *testing.T) { t.Parallel(); testReleased(t, newRoom(t)) })
 	t.Run("ExpiredTurnsMoveOn", func(t *testing.T) { t.Parallel(); testExpired(t, newRoom(t)) })
+	t.Run("WinnersReadWon", func(t *testing.T) { t.Parallel(); testWinnersReadWon(t, newRoom(t)) })
 	t.Run("AdmissionChecks", func(t *testing.T) { t.Parallel(); testAdmissionChecks(t, newRoom(t)) })
 	t.Run("Closed", func(t *testing.T) { t.Parallel(); testClosed(t, newRoom(t)) })
 	t.Run("OneLeader", func(t *testing.T) { t.Parallel(); testOneLeader(t, newRoom(t)) })
@@ -206,7 +208,7 @@ func testAdvance(t *testing.T, r dibs.Room) {
 	if st.PreQueue != 10 || st.Serving != 5 || len(st.Batches) != 1 || st.Batches[0].End != 5 {
 		t.Fatalf("second step: %+v", st)
 	}
-	if err := r.Use(ctx, drop, 1); err != nil {
+	if err := r.Use(ctx, drop, 1, 2); err != nil {
 		t.Fatal(err)
 	}
 	// A new batch after the window; never more than the tickets waiting.
@@ -223,7 +225,7 @@ func testAdvance(t *testing.T, r dibs.Room) {
 	if len(st.Batches) != 1 || st.Batches[0].Seq != 2 {
 		t.Fatalf("after expiry: %+v", st.Batches)
 	}
-	if err := r.Use(ctx, drop, 1); err != nil {
+	if err := r.Use(ctx, drop, 1, 3); err != nil {
 		t.Fatal(err)
 	}
 	st = adv(dibs.Advance{Now: t1.Add(time.Minute), BatchWindow: time.Second, ExpireBefore: t1.Add(time.Millisecond), Admit: 5})
@@ -234,6 +236,47 @@ func testAdvance(t *testing.T, r dibs.Room) {
 	st = adv(dibs.Advance{Now: t1.Add(2 * time.Minute), BatchWindow: time.Second, ExpireBefore: t1, Admit: 5})
 	if len(st.Batches) != 1 || st.Batches[0] != (dibs.Batch{Seq: 3, At: t1.Add(2 * time.Minute), Start: 12, End: 12}) {
 		t.Fatalf("batch after a gap: %+v", st.Batches)
+	}
+}
+
+// testFindAndWon: Find reads a place without issuing one; Use remembers
+// the ticket that won, even when its batch has expired, per drop.
+func testFindAndWon(t *testing.T, r dibs.Room) {
+	drop, other := NewDrop(10, 10, dibs.OrderShuffle, epoch).ID, NewDrop(10, 10, dibs.OrderShuffle, epoch).ID
+	if _, ok, err := r.Find(ctx, drop, 7); ok || err != nil {
+		t.Fatalf("find in a room that does not exist: %v %v", ok, err)
+	}
+	mustJoin(t, r, drop, 7)
+	want := mustJoin(t, r, drop, 8)
+	want.Existing = true
+	if p, ok, err := r.Find(ctx, drop, 8); err != nil || !ok || p != want {
+		t.Fatalf("find = %+v %v %v, want %+v", p, ok, err, want)
+	}
+	if _, ok, err := r.Find(ctx, drop, 9); ok || err != nil {
+		t.Fatalf("find of someone who never joined: %v %v", ok, err)
+	}
+	if st, _ := mustSync(t, r, drop, ""); st.Issued != 2 {
+		t.Fatalf("issued %d after finding, want 2: Find issued a ticket", st.Issued)
+	}
+	mustJoin(t, r, other, 1)
+	for _, n := range []uint64{2, 63, 64, 1000, dibs.MaxTicketNumber} {
+		if won, err := r.Won(ctx, drop, n); won || err != nil {
+			t.Fatalf("ticket %d won before any claim: %v %v", n, won, err)
+		}
+		if err := r.Use(ctx, drop, 99, n); err != nil { // batch 99 never existed: the win counts all the same
+			t.Fatal(err)
+		}
+		if won, err := r.Won(ctx, drop, n); !won || err != nil {
+			t.Fatalf("ticket %d after its win: %v %v", n, won, err)
+		}
+		if won, _ := r.Won(ctx, other, n); won {
+			t.Fatalf("ticket %d won in another drop", n)
+		}
+	}
+	for _, n := range []uint64{1, 3, 62, 65, 999, dibs.MaxTicketNumber - 1} {
+		if won, err := r.Won(ctx, drop, n); won || err != nil {
+			t.Fatalf("ticket %d never won: %v %v", n, won, err)
+		}
 	}
 }
 
@@ -564,6 +607,79 @@ func testExpired(t *testing.T, r dibs.Room) {
 	}
 	if err := h.claim("u5", st.Admission); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testWinnersReadWon: once the admissions have expired, a ticket that won
+// reads won and one that did not claim reads expired; a winner who joins
+// the sold-out room again gets their ticket back (won), anybody else
+// sold_out; after the close a winner still reads won.
+func testWinnersReadWon(t *testing.T, r dibs.Room) {
+	const stock, ttl = 3, 2 * time.Second
+	h := newHarness(t, r, NewDrop(stock, 100, dibs.OrderFIFO, epoch), options{ttl: ttl})
+	for i := range 6 {
+		h.join(fmt.Sprintf("u%d", i))
+	}
+	for range 3 {
+		h.step()
+	}
+	var expires time.Time
+	for _, u := range []string{"u0", "u1"} {
+		st := h.status(u)
+		if st.State != dibs.QueueAdmitted {
+			t.Fatalf("%s: %+v, want admitted", u, st)
+		}
+		if err := h.claim(u, st.Admission); err != nil {
+			t.Fatal(err)
+		}
+		if again := h.status(u); again.State != dibs.QueueAdmitted || again.Admission == "" {
+			t.Fatalf("%s after winning, within the admission: %+v, want admitted (claiming again returns the claim)", u, again)
+		}
+		expires = st.Expires
+	}
+	for h.now().Before(expires.Add(h.tick)) {
+		h.step()
+	}
+	for u, want := range map[string]dibs.QueueState{"u0": dibs.QueueWon, "u1": dibs.QueueWon, "u2": dibs.QueueExpired} {
+		if st := h.status(u); st.State != want || st.Admission != "" || st.PollAfter != 0 || !st.Terminal() {
+			t.Fatalf("%s after the admissions expired: %+v, want %s", u, st, want)
+		}
+	}
+	// u2's turn passes to u3, who wins the last slot: sold out.
+	var st room.Status
+	for st = h.status("u3"); st.State != dibs.QueueAdmitted && h.now().Before(expires.Add(time.Minute)); st = h.status("u3") {
+		h.step()
+	}
+	if err := h.claim("u3", st.Admission); err != nil {
+		t.Fatalf("u3: %+v: %v", st, err)
+	}
+	for !h.info().SoldOut && h.now().Before(expires.Add(2*time.Minute)) {
+		h.step()
+	}
+	if st := h.status("u5"); st.State != dibs.QueueSoldOut {
+		t.Fatalf("u5 in the sold-out room: %+v", st)
+	}
+	for _, c := range []struct {
+		user string
+		want dibs.QueueState // "": refused, sold out
+	}{{"u0", dibs.QueueWon}, {"u3", dibs.QueueAdmitted}, {"u2", ""}, {"u5", ""}, {"late", ""}} {
+		st, err := h.svc.Join(ctx, h.drop, c.user)
+		switch {
+		case c.want == "" && dibs.ErrorCode(err) != dibs.ESOLDOUT:
+			t.Fatalf("%s joins the sold-out room: %+v %v, want sold_out", c.user, st, err)
+		case c.want != "" && (err != nil || st.State != c.want || !st.Existing || st.Ticket == ""):
+			t.Fatalf("%s joins the sold-out room: %+v %v, want their ticket, %s", c.user, st, err, c.want)
+		}
+	}
+	closed := *h.drop
+	closed.Status = dibs.StatusClosed
+	h.drop = &closed
+	h.stock.Drop.Store(&closed)
+	h.step()
+	for u, want := range map[string]dibs.QueueState{"u0": dibs.QueueWon, "u2": dibs.QueueClosed, "u5": dibs.QueueClosed} {
+		if st := h.status(u); st.State != want {
+			t.Fatalf("%s after the close: %s, want %s", u, st.State, want)
+		}
 	}
 }
 
