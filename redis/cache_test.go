@@ -132,6 +132,54 @@ func TestReleaseReachesEveryNode(t *testing.T) {
 	}
 }
 
+// TestSoldOutCacheKnowsLateHolders: a slot comes back and is won by a new
+// user while another node loads the roster of the drop's sold-out answer,
+// and that node hears of the release only later. It must not install a
+// roster without the new holder, who would be told "sold out" by it. The
+// poll is off, so nothing else rescues the node.
+func TestSoldOutCacheKnowsLateHolders(t *testing.T) {
+	t.Parallel()
+	a, b := twoNodes(t, redis.GateOptions{PollInterval: time.Hour})
+	d := gatetest.NewDrop(2, 1)
+	gatetest.MustPrepare(t, a, d)
+	gatetest.MustPrepare(t, b, d)
+	h1, err := reserve(a, d, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reserve(a, d, "u2"); err != nil {
+		t.Fatal(err)
+	}
+	var late dibs.Hold
+	var once sync.Once
+	b.OnRosterRead(func() {
+		once.Do(func() {
+			if err := a.ReleaseUnheard(context.Background(), d.ID, h1.ClaimID); err != nil {
+				t.Error(err)
+			}
+			if late, err = reserve(a, d, "u3"); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	if _, err := reserve(b, d, "loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("loser = %v, want sold out", err)
+	}
+	b.Settle(d.ID)
+	h, err := reserve(b, d, "u3")
+	if err != nil || !h.Existing || h.ClaimID != late.ClaimID {
+		t.Fatalf("u3, who won the returned slot, through the other node = %+v, %v; want existing %s", h, err, late.ClaimID)
+	}
+	// The next sold-out answer is cached, with u3 in it.
+	if _, err := reserve(b, d, "loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("loser = %v, want sold out", err)
+	}
+	waitFor(t, "sold-out cache", func() bool { return b.SoldOutCached(d.ID) })
+	if h, err := reserve(b, d, "u3"); err != nil || h.ClaimID != late.ClaimID {
+		t.Fatalf("u3 from the new cache = %+v, %v", h, err)
+	}
+}
+
 // TestStatusReachesEveryNode: a pause on one node is what every node's
 // local answers say.
 func TestStatusReachesEveryNode(t *testing.T) {

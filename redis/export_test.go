@@ -1,7 +1,11 @@
 package redis
 
 import (
+	"context"
+	"strconv"
 	"time"
+
+	"github.com/dibs-io/dibs"
 )
 
 // Settle waits until no roster load of the drop is in flight, so that a
@@ -22,3 +26,19 @@ func (g *Gate) SoldOutCached(dropID string) bool {
 
 // Key is the name of one of the drop's keys.
 func (g *Gate) Key(dropID, name string) string { return g.key(dropID, name) }
+
+// OnRosterRead makes fn run after each roster load of a sold-out drop,
+// before the load is checked and installed.
+func (g *Gate) OnRosterRead(fn func()) { g.rosterRead = fn }
+
+// ReleaseUnheard releases the hold claimID as Release does, but publishes
+// its notice where no node listens: a release this node and the others
+// have not heard of yet.
+func (g *Gate) ReleaseUnheard(ctx context.Context, dropID, claimID string) error {
+	dr, err := g.drop(dropID)
+	if err != nil {
+		return err
+	}
+	_, err = g.execInt(ctx, opRelease, releaseScript, dr, claimID, g.key(dropID, "unheard"), strconv.Itoa(dibs.ReleasedKeys))
+	return err
+}

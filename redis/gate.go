@@ -158,6 +158,8 @@ type Gate struct {
 	started  atomic.Bool
 	running  atomic.Bool // the poll and the listener run: caching is safe
 	watching atomic.Bool // the identity check runs: suspicion gets cleared
+
+	rosterRead func() // tests: runs between a roster load and its check
 }
 
 // drop is what a node knows of one drop.

@@ -86,6 +86,12 @@ func (g *Gate) invalidateAll() {
 // epoch: reply is {'sold_out', gen, build, roster length in bytes}. It loads the
 // roster in the background; if anything invalidated the drop meanwhile, the
 // answer is dropped.
+//
+// The roster read is checked against the drop's generation, read again
+// after it: a release (and a new holder in the returned slot) between the
+// answer and the read would otherwise leave that holder out of a roster
+// cut at the answer's length, and this node would tell them "sold out"
+// until its poll, if the release notice reached it after the install.
 func (g *Gate) learnSoldOut(dr *drop, epoch uint64, reply []rueidis.RedisMessage) {
 	if g.opts.Reference || !g.running.Load() || dr.cache.Load() != nil {
 		return
@@ -107,7 +113,15 @@ func (g *Gate) learnSoldOut(dr *drop, epoch uint64, reply []rueidis.RedisMessage
 		defer cancel()
 		start := time.Now()
 		fps, err := g.loadRoster(ctx, dr, build, n)
-		if err != nil {
+		if err == nil {
+			if g.rosterRead != nil {
+				g.rosterRead()
+			}
+			err = g.stillSoldOut(ctx, dr, gen, build)
+		}
+		if errors.Is(err, errMoved) {
+			return // the next sold-out answer learns the new state
+		} else if err != nil {
 			if g.ctx.Err() == nil {
 				g.log.Warn("load roster of a sold-out drop; its losers keep asking redis", "drop", dr.id, "err", err)
 			}
@@ -121,6 +135,25 @@ func (g *Gate) learnSoldOut(dr *drop, epoch uint64, reply []rueidis.RedisMessage
 		dr.cache.Store(&soldOut{gen: gen, build: build, fps: fps})
 		g.log.Debug("drop sold out; answering its losers from memory", "drop", dr.id, "holders", len(fps), "took", time.Since(start))
 	})
+}
+
+var errMoved = errors.New("drop changed since its sold-out answer")
+
+// stillSoldOut reports errMoved unless the drop's generation and build are
+// still those of its sold-out answer: no slot came back since, so no
+// holder joined the roster after the part that was read.
+func (g *Gate) stillSoldOut(ctx context.Context, dr *drop, gen, build string) error {
+	g.metrics.call(opRoster)
+	cctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
+	defer cancel()
+	vals, err := g.client.Do(cctx, g.client.B().Hmget().Key(dr.keys[0]).Field("gen", "build").Build()).AsStrSlice()
+	switch {
+	case err != nil:
+		return g.fail(ctx, "roster", err)
+	case len(vals) != 2 || vals[0] != gen || vals[1] != build:
+		return errMoved
+	}
+	return nil
 }
 
 // loadRoster returns the first n entries of the drop's roster of build,
