@@ -298,8 +298,8 @@ func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, 
 	}
 
 	rate := float64(d.Admission.Rate)
-	if adv.Rate == 0 {
-		adv.Rate = rate
+	if st.LastAdvance.IsZero() {
+		adv.Rate = rate // the pace expected until one is measured
 	}
 	dt := s.tick
 	if !st.LastAdvance.IsZero() {
@@ -317,7 +317,8 @@ func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, 
 	backlog := issued - min(st.Serving, issued)
 	capacity := uint64(max(left-outstanding, 0))
 	e.allowance += rate * dt.Seconds()
-	n := min(uint64(e.allowance), backlog, capacity)
+	paced := min(uint64(e.allowance), backlog) // what the pace would admit
+	n := min(paced, capacity)
 	e.allowance -= float64(n)
 	if n == backlog || n == capacity {
 		// Nobody else waits, or the stock is short: no credit builds up
@@ -325,7 +326,11 @@ func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, 
 		e.allowance = min(e.allowance, 1)
 	}
 	adv.Admit = n
-	if backlog > 0 && dt > 0 {
+	// The measured rate is the pace of the line while the stock lets it
+	// move: a tick held back by the stock (nobody admitted while the free
+	// slots are promised or held) says nothing of it, and people past the
+	// stock's reach get no ETA from it anyway.
+	if backlog > 0 && dt > 0 && capacity >= paced {
 		inst := float64(n) / dt.Seconds()
 		alpha := 1 - math.Exp(-dt.Seconds()/rateTau.Seconds())
 		adv.Rate += alpha * (inst - adv.Rate)
@@ -747,17 +752,20 @@ func (s *Service) status(d *dibs.Drop, snap *snapshot, userID string, n uint64, 
 	}
 	st.State = dibs.QueueWaiting
 	st.Position = p - snap.Serving
-	measured := snap.Rate
-	if measured == 0 {
-		measured = float64(d.Admission.Rate)
-	}
-	if ph != phasePaused && measured >= minMeasuredRate {
-		st.ETA = seconds(float64(st.Position) / measured)
+	// The line moves at the measured pace, but only as far as the free
+	// stock not promised to people already admitted reaches. Past it,
+	// people get in only if slots come back (an unpaid hold released, an
+	// admission unused), which nobody can foresee: no estimate, rather than
+	// one that pretends the line moves.
+	if ph != phasePaused && st.Position <= snap.reach() && snap.Rate >= minMeasuredRate {
+		st.ETA = seconds(float64(st.Position) / snap.Rate)
 	}
 	st.PollAfter = s.pollAfter(snap, n, st.Position, st.ETA, d.Admission.Rate)
 	return st
 }
 
+// minMeasuredRate is the admission rate below which the line counts as
+// standing still: no ETA is derived from it.
 const minMeasuredRate = 1e-3
 
 // reach is how many more people the free stock can admit: the free slots

@@ -39,6 +39,8 @@ func Run(t *testing.T, newRoom Factory) {
 	t.Run("ReleasedHoldsReopen", func(t *testing.T) { t.Parallel(); testReleased(t, newRoom(t)) })
 	t.Run("ExpiredTurnsMoveOn", func(t *testing.T) { t.Parallel(); testExpired(t, newRoom(t)) })
 	t.Run("WinnersReadWon", func(t *testing.T) { t.Parallel(); testWinnersReadWon(t, newRoom(t)) })
+	t.Run("ETAUnknownPastTheStock", func(t *testing.T) { t.Parallel(); testETAPastStock(t, newRoom(t)) })
+	t.Run("ETAUnknownWhileHoldsBlock", func(t *testing.T) { t.Parallel(); testETAHeld(t, newRoom(t)) })
 	t.Run("AdmissionChecks", func(t *testing.T) { t.Parallel(); testAdmissionChecks(t, newRoom(t)) })
 	t.Run("Closed", func(t *testing.T) { t.Parallel(); testClosed(t, newRoom(t)) })
 	t.Run("OneLeader", func(t *testing.T) { t.Parallel(); testOneLeader(t, newRoom(t)) })
@@ -680,6 +682,92 @@ func testWinnersReadWon(t *testing.T, r dibs.Room) {
 		if st := h.status(u); st.State != want {
 			t.Fatalf("%s after the close: %s, want %s", u, st.State, want)
 		}
+	}
+}
+
+// testETAPastStock: people the free stock can reach get an ETA from the
+// pace; people past it get none (they get in only if slots come back).
+func testETAPastStock(t *testing.T, r dibs.Room) {
+	const stock, rate = 100, 10
+	h := newHarness(t, r, NewDrop(stock, rate, dibs.OrderFIFO, epoch), options{})
+	h.step()
+	for i := range 300 {
+		h.join(fmt.Sprintf("u%d", i))
+	}
+	h.step()
+	served := h.info().Serving
+	for _, c := range []struct {
+		user  string
+		known bool
+	}{{"u50", true}, {fmt.Sprintf("u%d", stock-1), true}, {fmt.Sprintf("u%d", stock), false}, {"u299", false}} {
+		st := h.status(c.user)
+		if st.State != dibs.QueueWaiting || (st.ETA >= 0) != c.known {
+			t.Fatalf("%s at position %d (%d served, stock %d): ETA %s, want known %v", c.user, st.Position, served, stock, st.ETA, c.known)
+		}
+		if c.known {
+			if want := time.Duration(float64(st.Position) / rate * float64(time.Second)); (st.ETA - want).Abs() > want/5 {
+				t.Fatalf("%s at position %d: ETA %s, want about %s", c.user, st.Position, st.ETA, want)
+			}
+		}
+	}
+}
+
+// testETAHeld: while every free slot is held by an unpaid claim, nobody is
+// admitted and nobody waiting gets an ETA, however long it lasts: not one
+// from a rate decaying toward zero, nor from the configured rate once the
+// measured one is zero.
+func testETAHeld(t *testing.T, r dibs.Room) {
+	const stock, rate = 10, 100
+	h := newHarness(t, r, NewDrop(stock, rate, dibs.OrderFIFO, epoch), options{node: "leader"})
+	h.hold = true
+	for i := range 30 {
+		h.join(fmt.Sprintf("u%d", i))
+	}
+	for range 5 {
+		h.step()
+		for i := range 30 {
+			u := fmt.Sprintf("u%d", i)
+			if st := h.status(u); st.State == dibs.QueueAdmitted && !h.won[u] {
+				if err := h.claim(u, st.Admission); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if h.wins.Load() != stock {
+		t.Fatalf("%d wins, want the stock %d held", h.wins.Load(), stock)
+	}
+	start := h.now()
+	for _, after := range []time.Duration{time.Second, 5 * time.Second, 30 * time.Second} {
+		for h.now().Sub(start) < after {
+			h.step()
+		}
+		if st := h.status("u10"); st.State != dibs.QueueWaiting || st.ETA >= 0 || st.PollAfter <= 0 {
+			t.Fatalf("u10 %s into the holds: %+v, want waiting with no ETA", after, st)
+		}
+	}
+	// Even a measured rate of exactly zero (the end of a long decay) is not
+	// replaced by the configured one.
+	st, _ := mustSync(t, r, h.drop.ID, "leader")
+	if _, err := r.Advance(ctx, h.drop.ID, "leader", dibs.Advance{Now: h.now(), BatchWindow: time.Second, ExpireBefore: h.now().Add(-time.Hour), Rate: 0, Remaining: st.Remaining}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		h.step()
+	}
+	if st := h.status("u10"); st.ETA >= 0 {
+		t.Fatalf("u10 with a measured rate of zero: %+v, want no ETA", st)
+	}
+	// A hold comes back: the next person is admitted; the ones behind still
+	// wait on holds.
+	h.stock.Release(1)
+	h.svc.Released(ctx, h.drop.ID, 1)
+	h.step()
+	if st := h.status("u10"); st.State != dibs.QueueAdmitted {
+		t.Fatalf("u10 after a hold came back: %+v, want admitted", st)
+	}
+	if st := h.status("u11"); st.State != dibs.QueueWaiting || st.ETA >= 0 {
+		t.Fatalf("u11 after one hold came back: %+v, want waiting with no ETA", st)
 	}
 }
 
