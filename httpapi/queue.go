@@ -15,7 +15,10 @@ import (
 // Room is the waiting room the API serves; *room.Service implements it.
 type Room interface {
 	Join(ctx context.Context, d *dibs.Drop, userID string) (room.Status, error)
-	Status(ctx context.Context, d *dibs.Drop, userID, ticket string) (room.Status, error)
+	// Verify checks a ticket once; StatusOf reads its status, as often as
+	// a stream wakes, without verifying it again.
+	Verify(ctx context.Context, d *dibs.Drop, userID, ticket string) (room.Held, error)
+	StatusOf(ctx context.Context, d *dibs.Drop, t room.Held) (room.Status, error)
 	Info(ctx context.Context, d *dibs.Drop) (room.Info, error)
 	Changed(dropID string) <-chan struct{}
 }
@@ -139,13 +142,11 @@ func (s *Server) queuedDrop(r *http.Request) (*dibs.Drop, error) {
 }
 
 // joinQueue answers 201 with a new ticket, or 200 with the ticket of a
-// user who had joined. Joins are limited per client address.
+// user who had joined. Joins are limited per client address; only joins
+// with a valid passport for a queued drop count, so that junk sent from a
+// shared address (an office, a carrier's NAT) does not use up its people's
+// joins. Everything checked before the limit is local and cheap.
 func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) {
-	if wait, ok := s.joins.allow(clientKey(r, s.ipHeader), time.Now()); !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		writeError(w, r, s.log, dibs.Errorf(dibs.ETHROTTLED, "Too many joins from your address; retry shortly."))
-		return
-	}
 	d, err := s.queuedDrop(r)
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -158,6 +159,11 @@ func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := decodeNoBody(w, r); err != nil {
 		writeError(w, r, s.log, err)
+		return
+	}
+	if wait, ok := s.joins.allow(clientKey(r, s.ipHeader), time.Now()); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeError(w, r, s.log, dibs.Errorf(dibs.ETHROTTLED, "Too many joins from your address; retry shortly."))
 		return
 	}
 	st, err := s.room.Join(r.Context(), d, user)
@@ -174,23 +180,28 @@ func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, newTicketJSON(d, st))
 }
 
-// ticketStatus reads the path's ticket for the request's user.
-func (s *Server) ticketStatus(r *http.Request) (*dibs.Drop, string, room.Status, error) {
+// ticket verifies the path's ticket for the request's user.
+func (s *Server) ticket(r *http.Request) (*dibs.Drop, room.Held, error) {
 	d, err := s.queuedDrop(r)
 	if err != nil {
-		return nil, "", room.Status{}, err
+		return nil, room.Held{}, err
 	}
 	user, err := s.user(r)
 	if err != nil {
-		return nil, "", room.Status{}, err
+		return nil, room.Held{}, err
 	}
-	st, err := s.room.Status(r.Context(), d, user, r.PathValue("ticket"))
-	return d, user, st, err
+	t, err := s.room.Verify(r.Context(), d, user, r.PathValue("ticket"))
+	return d, t, err
 }
 
 // queueStatus answers where a ticket stands.
 func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
-	d, _, st, err := s.ticketStatus(r)
+	d, t, err := s.ticket(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	st, err := s.room.StatusOf(r.Context(), d, t)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -221,15 +232,20 @@ func (s *Server) queueInfo(w http.ResponseWriter, r *http.Request) {
 // (admitted, sold out, closed, expired), the stream has lived
 // streamLifetime, or the server shuts down. It wakes when this node's view
 // of the room changes, once per tick for every stream together: no stream
-// reads the backend. The state is sent at once when it changes, a moving
+// reads the backend, and the ticket's signature is verified once, when
+// the stream opens. The state is sent at once when it changes, a moving
 // position at most once a second.
 func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) {
-	d, user, st, err := s.ticketStatus(r)
+	d, t, err := s.ticket(r)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	ticket := r.PathValue("ticket")
+	st, err := s.room.StatusOf(r.Context(), d, t)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -277,7 +293,7 @@ func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) {
 		if cur, err := s.engine.Drop(d.ID); err == nil {
 			d = cur // an operator may have closed or paused it
 		}
-		if st, err = s.room.Status(r.Context(), d, user, ticket); err != nil {
+		if st, err = s.room.StatusOf(r.Context(), d, t); err != nil {
 			return // the client reconnects, and hears why from GET
 		}
 		moved := st.Position != last.Position && time.Since(sentAt) >= streamEvery

@@ -12,9 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
 	"github.com/dibs-io/dibs/memory"
@@ -26,6 +28,7 @@ import (
 var roomSecret = []byte("httpapi-test-room-secret-0123456")
 
 type roomSetup struct {
+	room   func(httpapi.Room) httpapi.Room // wraps the room the API serves
 	limits httpapi.Limits
 	joins  httpapi.JoinLimit
 	header string
@@ -63,9 +66,13 @@ func setupRoom(t testing.TB, o roomSetup) *roomBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var served httpapi.Room = svc
+	if o.room != nil {
+		served = o.room(svc)
+	}
 	api := httpapi.New(e, httpapi.Config{
 		Passports: v, AdminToken: adminToken, Limits: o.limits,
-		Room: svc, Joins: o.joins, ClientIPHeader: o.header,
+		Room: served, Joins: o.joins, ClientIPHeader: o.header,
 	})
 	var h http.Handler = api
 	if o.wrap != nil {
@@ -228,6 +235,90 @@ func TestExpiredAdmissionIsRefused(t *testing.T) {
 	wantProblem(t, b.do(t, "POST", "/v1/drops/q/claims", alice, "", "Dibs-Admission", adm.body["admission"].(string)), 403, "admission_invalid")
 	if r := b.do(t, "GET", "/v1/drops/q/queue/"+j.body["ticket"].(string), alice, ""); r.body["state"] != "expired" {
 		t.Fatalf("after the turn passed: %s", r.raw)
+	}
+}
+
+// TestWinnerReadsWon: a winner who comes back after the admission has
+// expired (a reload of the page) reads won, by status and by joining
+// again, also once the drop has sold out; nobody else gets in then.
+func TestWinnerReadsWon(t *testing.T) {
+	t.Parallel()
+	b := setupRoom(t, roomSetup{ttl: 300 * time.Millisecond})
+	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":1,"admission":{"mode":"queue","rate":100}}`)
+	alice, bob := pass(t, "alice"), pass(t, "bob")
+	j := b.do(t, "POST", "/v1/drops/q/queue", alice, "")
+	ticket := j.body["ticket"].(string)
+	adm := b.waitAdmitted(t, "q", alice, ticket)
+	if r := b.do(t, "POST", "/v1/drops/q/claims", alice, "", "Dibs-Admission", adm.body["admission"].(string)); r.status != http.StatusCreated {
+		t.Fatalf("claim: %d %s", r.status, r.raw)
+	}
+	time.Sleep(400 * time.Millisecond)
+	st := b.do(t, "GET", "/v1/drops/q/queue/"+ticket, alice, "")
+	if st.status != http.StatusOK || st.body["state"] != "won" || st.body["poll_after_ms"] != 0.0 || st.body["admission"] != nil {
+		t.Fatalf("the winner's ticket after the admission expired: %d %s, want won", st.status, st.raw)
+	}
+	wantProblem(t, b.do(t, "POST", "/v1/drops/q/queue", bob, ""), 410, "sold_out")
+	again := b.do(t, "POST", "/v1/drops/q/queue", alice, "")
+	if again.status != http.StatusOK || again.body["state"] != "won" || again.body["number"] != j.body["number"] || again.body["ticket"] == "" {
+		t.Fatalf("the winner joins the sold-out room again: %d %s, want 200, won, the same number", again.status, again.raw)
+	}
+}
+
+// TestJoinLimitCountsRealJoins: requests without a valid passport, with a
+// body, or for a drop that does not queue are refused before the
+// per-address limit and take none of its joins.
+func TestJoinLimitCountsRealJoins(t *testing.T) {
+	t.Parallel()
+	b := setupRoom(t, roomSetup{joins: httpapi.JoinLimit{Rate: 0.01, Burst: 2}})
+	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":5,"admission":{"mode":"queue","rate":1}}`)
+	b.mustCreateDrop(t, `{"id":"d","title":"d","kind":"coupon","stock":5}`)
+	for range 5 {
+		wantProblem(t, b.do(t, "POST", "/v1/drops/q/queue", "", ""), 401, "unauthorized")
+		wantProblem(t, b.do(t, "POST", "/v1/drops/q/queue", "junk", ""), 401, "unauthorized")
+		wantProblem(t, b.do(t, "POST", "/v1/drops/q/queue", pass(t, "x"), `{"a":1}`), 400, "invalid")
+		wantProblem(t, b.do(t, "POST", "/v1/drops/nope/queue", pass(t, "x"), ""), 404, "not_found")
+		wantProblem(t, b.do(t, "POST", "/v1/drops/d/queue", pass(t, "x"), ""), 409, "conflict")
+	}
+	for _, u := range []string{"u1", "u2"} {
+		if r := b.do(t, "POST", "/v1/drops/q/queue", pass(t, u), ""); r.status != http.StatusCreated {
+			t.Fatalf("%s after the junk: %d %s, want 201", u, r.status, r.raw)
+		}
+	}
+	wantProblem(t, b.do(t, "POST", "/v1/drops/q/queue", pass(t, "u3"), ""), 429, "throttled")
+}
+
+// verifyCounter counts the ticket verifications of the room it wraps.
+type verifyCounter struct {
+	httpapi.Room
+	n atomic.Int64
+}
+
+func (c *verifyCounter) Verify(ctx context.Context, d *dibs.Drop, userID, ticket string) (room.Held, error) {
+	c.n.Add(1)
+	return c.Room.Verify(ctx, d, userID, ticket)
+}
+
+// TestStreamVerifiesOnce: a stream verifies its ticket when it opens, not
+// on each of its many wakes.
+func TestStreamVerifiesOnce(t *testing.T) {
+	t.Parallel()
+	counter := &verifyCounter{}
+	b := setupRoom(t, roomSetup{room: func(r httpapi.Room) httpapi.Room { counter.Room = r; return counter }})
+	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":50,"admission":{"mode":"queue","rate":20}}`)
+	var tickets []string
+	for i := range 20 {
+		tickets = append(tickets, b.do(t, "POST", "/v1/drops/q/queue", pass(t, fmt.Sprint("u", i)), "").body["ticket"].(string))
+	}
+	before := counter.n.Load()
+	events := 0
+	for ev := range readEvents(openStream(t, b, "q", pass(t, "u19"), tickets[19])) {
+		events++
+		if ev["state"] == "admitted" {
+			break
+		}
+	}
+	if got := counter.n.Load() - before; events < 2 || got != 1 {
+		t.Fatalf("a stream of %d events over about a second of 20ms ticks verified its ticket %d times, want once", events, got)
 	}
 }
 
