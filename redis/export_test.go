@@ -42,3 +42,14 @@ func (g *Gate) ReleaseUnheard(ctx context.Context, dropID, claimID string) error
 	_, err = g.execInt(ctx, opRelease, releaseScript, dr, claimID, g.key(dropID, "unheard"), strconv.Itoa(dibs.ReleasedKeys))
 	return err
 }
+
+// SetStatusUnheard is SetStatus with its notice published where no node
+// listens, and without this node taking the status itself.
+func (g *Gate) SetStatusUnheard(ctx context.Context, dropID string, s dibs.Status) error {
+	dr, err := g.drop(dropID)
+	if err != nil {
+		return err
+	}
+	_, err = g.execInt(ctx, opStatus, statusScript, dr, string(s), stamp(g.opts.Now()), g.key(dropID, "unheard"))
+	return err
+}

@@ -66,7 +66,7 @@ var (
 // Defaults of GateOptions.
 const (
 	DefaultTimeout          = time.Second
-	DefaultPollInterval     = 100 * time.Millisecond
+	DefaultPollInterval     = 50 * time.Millisecond
 	DefaultIdentityInterval = 500 * time.Millisecond
 	DefaultLoadChunk        = 1000
 	DefaultLockTTL          = 10 * time.Second
@@ -81,7 +81,9 @@ type GateOptions struct {
 	// that runs out answers EUNAVAILABLE.
 	Timeout time.Duration
 	// PollInterval is how often a node checks the drops it answers "sold
-	// out" for, in case a release notice was lost (default 100ms).
+	// out" for, in case a release notice was lost (default 50ms: with a
+	// round trip and a late tick, a lost notice is still made good within
+	// the 100 ms in which every node must learn of a release).
 	PollInterval time.Duration
 	// IdentityInterval is how often a node checks that the primary is the
 	// server the drops were built on (default 500ms).
