@@ -222,13 +222,17 @@ func (r *runner) finalStates(ex *export, stats adminDrop) Check {
 // readWinners streams the winners export and checks it line by line against
 // the acknowledged claims. Its memory grows with the winners, not the users.
 func (r *runner) readWinners(ctx context.Context) (*export, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+"/v1/admin/drops/"+r.drop.ID+"/winners", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+r.cfg.AdminToken)
-	req.Header.Set("Accept", "application/x-ndjson")
-	resp, err := r.cfg.Client.Do(req)
+	var resp *http.Response
+	err := r.adminCall(func(base string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/admin/drops/"+r.drop.ID+"/winners", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+r.cfg.AdminToken)
+		req.Header.Set("Accept", "application/x-ndjson")
+		resp, err = r.cfg.Client.Do(req)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read winners: %w", err)
 	}
@@ -313,7 +317,9 @@ func (r *runner) missingAcks(ctx context.Context, seen map[string]bool) (lost []
 		}
 		a := b.acked[id]
 		var c claimBody
-		err := doJSON(ctx, r.cfg.Client, r.base+"/v1/claims/"+id, r.passports[a.user], http.MethodGet, nil, &c)
+		err := r.adminCall(func(base string) error {
+			return doJSON(ctx, r.cfg.Client, base+"/v1/claims/"+id, r.passports[a.user], http.MethodGet, nil, &c)
+		})
 		if err == nil && !dibs.ClaimState(c.State).Active() && c.State != "" {
 			gone++
 			continue

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -83,6 +85,7 @@ type result struct {
 	retryAfter time.Duration
 	hasRetry   bool // the answer carried a Retry-After
 	done       time.Time
+	node       int // the target that answered, or the last one tried
 }
 
 // unknown reports whether the request may or may not have taken effect.
@@ -100,10 +103,18 @@ type request struct {
 	path     string
 	bearer   string
 	headers  [][2]string // extra headers: name, value
+	node     int         // index of the target to send it to
 	intended time.Time
 	// first marks an arrival's first request: if it gets a connection
 	// later than StartSlack after intended, the start was missed.
 	first bool
+}
+
+// target is one node the generator sends to, and what it sent there.
+type target struct {
+	url      string
+	requests atomic.Int64 // requests that reached it (answered or not)
+	refused  atomic.Int64 // requests it refused to connect (sent on to the next node, if any)
 }
 
 // maxBody bounds what is read of an answer; dibs answers are small.
@@ -111,6 +122,12 @@ const maxBody = 64 << 10
 
 // send sends req once, records its answer and returns it. ctx is the run's:
 // its end marks the answer canceled, while RequestTimeout marks it timed out.
+//
+// A node that refuses the connection never saw the request, so send tries
+// the next node, as a load balancer does with a backend that is down, until
+// one takes the connection or every node was tried. Anything after the
+// connection (a reset, a timeout) is the request's answer: the claim may
+// have been taken, and a load balancer would not send it twice either.
 func (r *runner) send(ctx context.Context, req request) result {
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
@@ -125,7 +142,21 @@ func (r *runner) send(ctx context.Context, req request) result {
 			}
 		}})
 	}
-	res := r.roundTrip(rctx, req)
+	var res result
+	for tries := 1; ; tries++ {
+		var err error
+		res, err = r.roundTrip(rctx, req)
+		if !refused(err) {
+			r.targets[req.node].requests.Add(1)
+			break
+		}
+		r.targets[req.node].refused.Add(1)
+		if rctx.Err() != nil || tries == len(r.targets) {
+			break
+		}
+		req.node = (req.node + 1) % len(r.targets)
+	}
+	res.node = req.node
 	if res.status == 0 {
 		switch {
 		case ctx.Err() != nil:
@@ -142,10 +173,12 @@ func (r *runner) send(ctx context.Context, req request) result {
 	return res
 }
 
-func (r *runner) roundTrip(ctx context.Context, req request) result {
-	hr, err := http.NewRequestWithContext(ctx, req.method, r.base+req.path, nil)
+// roundTrip sends req to its node once; with no answer it returns the
+// error that prevented one.
+func (r *runner) roundTrip(ctx context.Context, req request) (result, error) {
+	hr, err := http.NewRequestWithContext(ctx, req.method, r.targets[req.node].url+req.path, nil)
 	if err != nil {
-		return result{}
+		return result{}, err
 	}
 	if req.bearer != "" {
 		hr.Header.Set("Authorization", "Bearer "+req.bearer)
@@ -155,14 +188,14 @@ func (r *runner) roundTrip(ctx context.Context, req request) result {
 	}
 	resp, err := r.cfg.Client.Do(hr)
 	if err != nil {
-		return result{}
+		return result{}, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	// Drain what is left so the connection goes back to the pool.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return result{}
+		return result{}, err
 	}
 	res := result{status: resp.StatusCode}
 	if res.status >= 300 {
@@ -176,7 +209,14 @@ func (r *runner) roundTrip(ctx context.Context, req request) result {
 	if v := resp.Header.Get("Retry-After"); v != "" {
 		res.retryAfter, res.hasRetry = parseRetryAfter(v, r.cfg.Now())
 	}
-	return res
+	return res, nil
+}
+
+// refused reports an error from dialling: the request never reached a
+// server, so it may go to another node.
+func refused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
@@ -192,7 +232,27 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 
 // getAdmin reads an admin resource into v.
 func (r *runner) getAdmin(ctx context.Context, path string, v any) error {
-	return doJSON(ctx, r.cfg.Client, r.base+path, r.cfg.AdminToken, http.MethodGet, nil, v)
+	return r.adminCall(func(base string) error {
+		return doJSON(ctx, r.cfg.Client, base+path, r.cfg.AdminToken, http.MethodGet, nil, v)
+	})
+}
+
+// adminCall runs call with the base URL of the admin node: the first
+// target, or, once it refuses connections (a rehearsal may kill a node),
+// the next. With one target it is that one, whatever happens.
+func (r *runner) adminCall(call func(base string) error) error {
+	var err error
+	for range r.targets {
+		k := r.admin.Load()
+		if err = call(r.targets[k].url); err == nil || !refused(err) {
+			return err
+		}
+		next := (k + 1) % int32(len(r.targets))
+		if r.admin.CompareAndSwap(k, next) {
+			r.log.Warn("admin node refuses connections; reading from the next target", "refused", r.targets[k].url, "next", r.targets[next].url)
+		}
+	}
+	return err
 }
 
 // doJSON sends a request outside the measured load (setup, samples, the

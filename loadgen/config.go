@@ -34,6 +34,20 @@ const (
 type Config struct {
 	// Target is the base URL of a dibs server, e.g. http://127.0.0.1:8080.
 	Target string
+	// Targets are the base URLs of several nodes of one deployment, in
+	// place of Target. Users' requests are spread over them (see Sticky);
+	// a request whose node refuses the connection goes to the next one, as
+	// a load balancer does with a node that is down. The setup and the
+	// audit read from the first, or the next one while it does not answer.
+	Targets []string
+	// Sticky sends all of a user's requests to one node (the user's index
+	// modulo the nodes), as a load balancer with session affinity does.
+	// Without it each of a user's requests goes to the next node after the
+	// one its previous request went to, as a round-robin load balancer
+	// without affinity does, so a retry, a waiting-room poll or a payment
+	// always reaches another node than the claim before it. dibs needs no
+	// affinity; the default rehearses what happens without it.
+	Sticky bool
 	// DropID names the drop to claim.
 	DropID string
 	// Users is how many distinct users arrive, one passport each.
@@ -42,7 +56,9 @@ type Config struct {
 	Profile Profile
 
 	// RetryFraction of the users claim a second time after their first
-	// answer (same passport), as people who press the button twice do.
+	// answer (same passport), as people who press the button twice do:
+	// exactly ⌊Users × RetryFraction⌋ of them, spread evenly over the
+	// arrivals.
 	RetryFraction float64
 	// RetryDelay is the mean pause before that second claim (default 100ms).
 	RetryDelay time.Duration
@@ -66,11 +82,12 @@ type Config struct {
 	// which bounds its connections and memory. An arrival that finds the
 	// bound reached waits for a free place and counts as a missed start.
 	MaxInFlight int
-	// MaxConns bounds the connections to the target (default 1,024).
-	// Requests beyond it wait inside the transport for a free connection;
-	// an arrival that waits longer than StartSlack is a missed start. One
-	// connection per request in flight would run a machine out of ports
-	// and file descriptors long before a spike's peak.
+	// MaxConns bounds the connections to the targets (default 1,024), a
+	// share of it to each of several (rounded up). Requests beyond it wait
+	// inside the transport for a free connection; an arrival that waits
+	// longer than StartSlack is a missed start. One connection per request
+	// in flight would run a machine out of ports and file descriptors long
+	// before a spike's peak.
 	MaxConns int
 	// StartSlack is how late a request may start before it counts as a
 	// missed start (default 10ms).
@@ -101,7 +118,7 @@ type Config struct {
 	Seed int64
 
 	// Client sends every request. The default has a Transport tuned for
-	// many connections to one host (NewTransport).
+	// many connections to a few hosts (NewTransport).
 	Client *http.Client
 	// Progress receives a live progress line; nil keeps quiet. See
 	// TerminalWriter.
@@ -135,10 +152,15 @@ type RegularConfig struct {
 
 // Validate reports the first thing wrong with c.
 func (c *Config) Validate() error {
-	u, err := url.Parse(c.Target)
+	if c.Target != "" && len(c.Targets) > 0 {
+		return errors.New("set target or targets, not both")
+	}
+	for _, t := range c.targets() {
+		if u, err := url.Parse(t); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("target must be an http or https URL: %q", t)
+		}
+	}
 	switch {
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return fmt.Errorf("target must be an http or https URL")
 	case !dibs.ValidDropID(c.DropID):
 		return fmt.Errorf("drop id must match [a-z0-9-]{1,64}")
 	case c.Users < 1:
@@ -167,6 +189,15 @@ func (c *Config) Validate() error {
 }
 
 func fraction(f float64) bool { return f >= 0 && f <= 1 }
+
+// targets is Targets, or Target alone; never empty, so Validate rejects an
+// unset target as a bad URL.
+func (c *Config) targets() []string {
+	if len(c.Targets) > 0 {
+		return c.Targets
+	}
+	return []string{c.Target}
+}
 
 // withDefaults returns c with every zero knob set to its default.
 func (c Config) withDefaults() Config {
@@ -200,7 +231,8 @@ func (c Config) withDefaults() Config {
 		setDefault(&c.Regular.MaxInFlight, 256)
 	}
 	if c.Client == nil {
-		c.Client = &http.Client{Transport: NewTransport(c.MaxConns)}
+		n := len(c.targets())
+		c.Client = &http.Client{Transport: newTransport((c.MaxConns+n-1)/n, c.MaxConns)}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -222,13 +254,17 @@ func setDefault[T comparable](v *T, def T) {
 // host, all kept open when idle (the default keeps 2, so a spike would open
 // and close connections until it ran out of ports). It skips compression and
 // HTTP/2 and bounds the handshake.
-func NewTransport(maxConns int) *http.Transport {
+func NewTransport(maxConns int) *http.Transport { return newTransport(maxConns, maxConns) }
+
+// newTransport is NewTransport for several hosts: up to perHost connections
+// to each, and up to idle kept open in all.
+func newTransport(perHost, idle int) *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          maxConns,
-		MaxIdleConnsPerHost:   maxConns,
-		MaxConnsPerHost:       maxConns,
+		MaxIdleConns:          max(idle, perHost),
+		MaxIdleConnsPerHost:   perHost,
+		MaxConnsPerHost:       perHost,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,

@@ -44,6 +44,8 @@ type Report struct {
 	// could not keep the schedule for them.
 	MissedStarts  int64   `json:"missed_starts"`
 	MaxStartLagMS float64 `json:"max_start_lag_ms"`
+	// Nodes is what went to each target, when there were several.
+	Nodes []NodeStats `json:"nodes,omitempty"`
 
 	// Series is the run step by step, StepS seconds a step.
 	StepS     float64           `json:"step_s"`
@@ -55,18 +57,41 @@ type Report struct {
 
 // RunConfig is the part of Config a report shows (no secrets).
 type RunConfig struct {
-	Target          string  `json:"target"`
-	DropID          string  `json:"drop_id"`
-	Users           int     `json:"users"`
-	Profile         string  `json:"profile"`
-	SpanMS          float64 `json:"span_ms"`   // first to last intended arrival
-	PeakRate        float64 `json:"peak_rate"` // arrivals per second at the peak
-	RetryFraction   float64 `json:"retry_fraction"`
-	IdempotencyKeys bool    `json:"idempotency_keys"`
-	MaxRetries      int     `json:"max_retries"`
-	MaxInFlight     int     `json:"max_in_flight"`
-	RegularRate     float64 `json:"regular_rate"`
-	Seed            int64   `json:"seed"`
+	// Target is the one target, or the first of several: the node the
+	// setup and the audit read from.
+	Target string `json:"target"`
+	// Targets are every target, when there were several.
+	Targets         []string `json:"targets,omitempty"`
+	Sticky          bool     `json:"sticky,omitempty"`
+	DropID          string   `json:"drop_id"`
+	Users           int      `json:"users"`
+	Profile         string   `json:"profile"`
+	SpanMS          float64  `json:"span_ms"`   // first to last intended arrival
+	PeakRate        float64  `json:"peak_rate"` // arrivals per second at the peak
+	RetryFraction   float64  `json:"retry_fraction"`
+	IdempotencyKeys bool     `json:"idempotency_keys"`
+	MaxRetries      int      `json:"max_retries"`
+	MaxInFlight     int      `json:"max_in_flight"`
+	RegularRate     float64  `json:"regular_rate"`
+	Seed            int64    `json:"seed"`
+}
+
+// NodeStats is what the generator sent to one of several targets.
+type NodeStats struct {
+	Target string `json:"target"`
+	// Requests reached the node: answered, or cut off after connecting.
+	Requests int64 `json:"requests"`
+	// Refused counts requests whose connection the node refused; they went
+	// on to the next node.
+	Refused int64 `json:"refused"`
+}
+
+// TargetList names the targets, separated by commas.
+func (c RunConfig) TargetList() string {
+	if len(c.Targets) == 0 {
+		return c.Target
+	}
+	return strings.Join(c.Targets, ",")
 }
 
 // DropInfo is the drop as the server described it before the run.
@@ -212,6 +237,21 @@ func (r *Report) Summary(w io.Writer) error {
 	} else {
 		fmt.Fprintf(&b, "missed:    0 starts (every arrival on schedule)\n")
 	}
+	if len(r.Nodes) > 0 {
+		var nodes []string
+		for _, n := range r.Nodes {
+			l := fmt.Sprintf("%s %d requests", n.Target, n.Requests)
+			if n.Refused > 0 {
+				l += fmt.Sprintf(" (%d refused, sent on)", n.Refused)
+			}
+			nodes = append(nodes, l)
+		}
+		spread := "each user's requests round-robin"
+		if r.Config.Sticky {
+			spread = "each user on one node"
+		}
+		fmt.Fprintf(&b, "nodes:     %s; %s\n", strings.Join(nodes, ", "), spread)
+	}
 	if len(t.Queue) > 0 {
 		fmt.Fprintf(&b, "queue:     %s\n", orNone(countList(t.Queue)))
 	}
@@ -268,7 +308,8 @@ func (r *runner) report() *Report {
 	c := r.cfg
 	rep := &Report{
 		Config: RunConfig{
-			Target: r.base, DropID: c.DropID, Users: c.Users, Profile: string(c.Profile.Shape),
+			Target: r.targets[0].url, Sticky: c.Sticky && len(r.targets) > 1,
+			DropID: c.DropID, Users: c.Users, Profile: string(c.Profile.Shape),
 			SpanMS: msOf(r.sched.span()), PeakRate: r.sched.peakRate(),
 			RetryFraction: c.RetryFraction, IdempotencyKeys: c.IdempotencyKeys, MaxRetries: c.MaxRetries,
 			MaxInFlight: c.MaxInFlight, RegularRate: c.Regular.Rate, Seed: c.Seed,
@@ -281,6 +322,12 @@ func (r *runner) report() *Report {
 		MissedStarts:  r.spike.missed.Load(),
 		MaxStartLagMS: msOf(time.Duration(r.spike.maxLag.Load())),
 		Totals:        Totals{Users: c.Users, Arrived: r.spike.arrived.Load()},
+	}
+	if len(r.targets) > 1 {
+		for _, t := range r.targets {
+			rep.Config.Targets = append(rep.Config.Targets, t.url)
+			rep.Nodes = append(rep.Nodes, NodeStats{Target: t.url, Requests: t.requests.Load(), Refused: t.refused.Load()})
+		}
 	}
 	if d := r.spike; d.arrived.Load() > 1 && d.last.After(d.first) {
 		rep.Totals.ArrivalRate = float64(d.arrived.Load()-1) / d.last.Sub(d.first).Seconds()

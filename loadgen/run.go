@@ -15,11 +15,12 @@ import (
 
 // runner is one run of the generator.
 type runner struct {
-	cfg   Config
-	log   *slog.Logger
-	base  string // target without a trailing slash
-	drop  adminDrop
-	sched schedule
+	cfg     Config
+	log     *slog.Logger
+	targets []*target    // the nodes, without a trailing slash
+	admin   atomic.Int32 // index of the target the setup and the audit read from
+	drop    adminDrop
+	sched   schedule
 
 	passports []string
 	rec       *recorder
@@ -47,7 +48,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r := &runner{cfg: cfg.withDefaults()}
 	r.log = r.cfg.Logger
-	r.base = strings.TrimRight(r.cfg.Target, "/")
+	for _, t := range r.cfg.targets() {
+		r.targets = append(r.targets, &target{url: strings.TrimRight(t, "/")})
+	}
 	r.sched = newSchedule(r.cfg.Profile, r.cfg.Users)
 	if err := r.getAdmin(ctx, "/v1/admin/drops/"+r.cfg.DropID, &r.drop); err != nil {
 		return nil, fmt.Errorf("read drop: %w", err)
@@ -65,8 +68,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.spike = &dispatcher{name: "spike", slots: newLimiter(r.cfg.MaxInFlight), slack: r.cfg.StartSlack, log: r.log, now: r.cfg.Now}
 	r.regular = &dispatcher{name: "regular", slots: newLimiter(r.cfg.Regular.MaxInFlight), slack: r.cfg.StartSlack, log: r.log, now: r.cfg.Now}
 
+	if len(r.targets) > 1 {
+		r.awaitDrop(ctx)
+	}
 	r.warmUp(ctx)
-	r.log.Info("load starting", "target", r.base, "drop", r.drop.ID, "kind", r.drop.Kind,
+	r.log.Info("load starting", "target", r.targetList(), "drop", r.drop.ID, "kind", r.drop.Kind,
 		"admission", r.drop.Admission.Mode, "stock", r.drop.Stock, "users", r.cfg.Users,
 		"span", r.sched.span(), "peak_rate", int(r.sched.peakRate()))
 	stopped := r.run(ctx)
@@ -132,12 +138,50 @@ func (r *runner) run(ctx context.Context) error {
 // handshakes that only the generator causes, and its first second measures
 // the generator's dialling. Its requests are not counted.
 func (r *runner) warmUp(ctx context.Context) {
-	n := min(r.cfg.MaxConns, max(8, int(r.sched.peakRate()/100)))
+	n := min(r.cfg.MaxConns, max(8*len(r.targets), int(r.sched.peakRate()/100)))
 	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() { _, _ = r.readDrop(ctx) })
+	for i := range n {
+		wg.Go(func() { _, _ = r.readDropAt(ctx, r.targets[i%len(r.targets)].url) })
 	}
 	wg.Wait()
+}
+
+// maxAwaitDrop bounds the wait for every node to serve the drop.
+const maxAwaitDrop = 10 * time.Second
+
+// awaitDrop waits until every target serves the drop: a drop created on
+// one node reaches the others within their refresh interval (500ms by
+// default), and a user sent to a node that does not know it yet would be
+// told 404. A node still without it after maxAwaitDrop is logged, and the
+// run goes ahead; so it does at once past a node that refuses connections
+// (its users go to the next node).
+func (r *runner) awaitDrop(ctx context.Context) {
+	deadline := r.cfg.Now().Add(maxAwaitDrop)
+	for _, t := range r.targets {
+		for {
+			_, err := r.readDropAt(ctx, t.url)
+			if err == nil {
+				break
+			}
+			if refused(err) {
+				r.log.Warn("a target refuses connections; its users go to the next", "target", t.url)
+				break
+			}
+			if r.cfg.Now().After(deadline) || !r.sleepUntil(ctx, r.cfg.Now().Add(50*time.Millisecond)) {
+				r.log.Warn("a target does not serve the drop; going ahead", "target", t.url, "drop", r.drop.ID)
+				break
+			}
+		}
+	}
+}
+
+// targetList names the targets for a log line.
+func (r *runner) targetList() string {
+	urls := make([]string, len(r.targets))
+	for i, t := range r.targets {
+		urls[i] = t.url
+	}
+	return strings.Join(urls, ",")
 }
 
 // runRegular sends regular traffic at a constant rate until stop ends.
@@ -147,8 +191,8 @@ func (r *runner) runRegular(ctx, stop context.Context) {
 	rng := rand.New(rand.NewPCG(uint64(r.cfg.Seed), 1<<63))
 	var wg sync.WaitGroup
 	r.regular.run(stop, r.start, -1, func(i int) time.Duration { return time.Duration(i) * interval },
-		func(_ int, intended time.Time, _ bool) {
-			req := request{op: opDropRead, method: "GET", path: "/v1/drops/" + r.drop.ID, intended: intended}
+		func(i int, intended time.Time, _ bool) {
+			req := request{op: opDropRead, method: "GET", path: "/v1/drops/" + r.drop.ID, intended: intended, node: i % len(r.targets)}
 			if rng.Float64() < r.cfg.Regular.ClaimReadFraction {
 				if c, ok := r.book.randomClaim(rng); ok {
 					req.op, req.path, req.bearer = opClaimRead, "/v1/claims/"+c.id, r.passports[c.user]
@@ -191,12 +235,23 @@ func (r *runner) takeSample(ctx context.Context) {
 	r.samplesMu.Unlock()
 }
 
-// readDrop reads the drop's public view, outside the measured load.
+// readDrop reads the drop's public view from the admin node, outside the
+// measured load.
 func (r *runner) readDrop(ctx context.Context) (publicDrop, error) {
+	var d publicDrop
+	err := r.adminCall(func(base string) (err error) {
+		d, err = r.readDropAt(ctx, base)
+		return err
+	})
+	return d, err
+}
+
+// readDropAt reads the drop's public view from the node at base.
+func (r *runner) readDropAt(ctx context.Context, base string) (publicDrop, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	var d publicDrop
-	err := doJSON(ctx, r.cfg.Client, r.base+"/v1/drops/"+r.drop.ID, "", http.MethodGet, nil, &d)
+	err := doJSON(ctx, r.cfg.Client, base+"/v1/drops/"+r.drop.ID, "", http.MethodGet, nil, &d)
 	return d, err
 }
 

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -17,6 +18,7 @@ type session struct {
 	user  int
 	id    string
 	rng   *rand.Rand
+	node  int  // the target of the next request
 	held  bool // holds an in-flight place for the next request
 	first bool // the next request is the arrival's first, not yet counted as missed
 }
@@ -25,7 +27,7 @@ type session struct {
 // waiting room when the drop queues, a claim, perhaps a second claim, and
 // for a purchase drop the payment of what it won.
 func (r *runner) user(ctx context.Context, i int, intended time.Time, missed bool) {
-	s := &session{r: r, user: i, id: r.userID(i), held: true, first: !missed,
+	s := &session{r: r, user: i, id: r.userID(i), node: i % len(r.targets), held: true, first: !missed,
 		rng: rand.New(rand.NewPCG(uint64(r.cfg.Seed), uint64(i)))}
 	defer func() {
 		if s.held {
@@ -49,7 +51,7 @@ func (r *runner) user(ctx context.Context, i int, intended time.Time, missed boo
 	if first.claim != nil {
 		won = append(won, *first.claim)
 	}
-	if first.res.code != codeCanceled && s.rng.Float64() < r.cfg.RetryFraction {
+	if first.res.code != codeCanceled && r.claimsTwice(i) {
 		// Up to twice the mean delay: people press again after a moment.
 		at := r.cfg.Now().Add(time.Duration(s.rng.Int64N(int64(2*r.cfg.RetryDelay) + 1)))
 		if !r.sleepUntil(ctx, at) {
@@ -66,6 +68,14 @@ func (r *runner) user(ctx context.Context, i int, intended time.Time, missed boo
 			s.pay(ctx, c)
 		}
 	}
+}
+
+// claimsTwice reports whether user i claims a second time: exactly
+// ⌊Users × RetryFraction⌋ users do, every 1/RetryFraction-th arrival, so a
+// run's number of claims is known beforehand.
+func (r *runner) claimsTwice(i int) bool {
+	f := r.cfg.RetryFraction
+	return math.Floor(float64(i+1)*f) > math.Floor(float64(i)*f)
 }
 
 // claimOutcome is the answer to a claim, and the claim when it was a win.
@@ -197,6 +207,8 @@ func (s *session) pay(ctx context.Context, c claimBody) {
 // do sends req with the user's passport, retrying answers 429 and 503 up to
 // MaxRetries times after their Retry-After (at least) and an exponential,
 // jittered backoff. Each retry is measured from its own intended time.
+// Each request goes to the user's node; without Sticky the user moves on to
+// the next node after each request, retries included.
 func (s *session) do(ctx context.Context, req request) result {
 	r := s.r
 	if req.bearer == "" {
@@ -209,9 +221,14 @@ func (s *session) do(ctx context.Context, req request) result {
 			}
 		}
 		req.first, s.first = s.first, false
+		req.node = s.node
 		res := r.send(ctx, req)
 		r.spike.slots.release()
 		s.held = false
+		s.node = res.node // where it went: another node if its own refused
+		if !r.cfg.Sticky {
+			s.node = (s.node + 1) % len(r.targets)
+		}
 		if !res.shed() || attempt >= r.cfg.MaxRetries {
 			return res
 		}

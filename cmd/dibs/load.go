@@ -29,10 +29,12 @@ func loadMain(ctx context.Context, args []string, env func(string) (string, bool
 	fs := flag.NewFlagSet("dibs load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: dibs load --target URL --drop ID [flags]
+		fmt.Fprintf(fs.Output(), `Usage: dibs load --target URL[,URL...] --drop ID [flags]
 
 Fires an open-model spike of users at a drop, then audits its winners over
-the admin API. Needs DIBS_PASSPORT_SECRET (to sign passports) and
+the admin API. Several targets are nodes of one deployment: the users'
+requests are spread over them, the audit reads from the first. Needs
+DIBS_PASSPORT_SECRET (to sign passports) and
 DIBS_ADMIN_TOKEN (to read the winners). Every flag may also be set as
 DIBS_<FLAG>, e.g. DIBS_USERS=200000. Exits non-zero if an invariant broke.
 
@@ -41,7 +43,8 @@ Flags:
 		fs.PrintDefaults()
 	}
 	var (
-		target      = fs.String("target", "", "base `URL` of the dibs server (required)")
+		target      = fs.String("target", "", "base `URL` of the dibs server, or of several nodes separated by commas (required)")
+		sticky      = fs.Bool("sticky", false, "with several targets: send all of a user's requests to one node, as a load balancer with affinity does (default: each request to the next node)")
 		dropID      = fs.String("drop", "", "`ID` of the drop to claim (required)")
 		users       = fs.Int("users", 10_000, "users that arrive, one passport each")
 		seconds     = fs.Float64("seconds", 2, "span of the arrivals in seconds (constant profile: users/seconds per second unless --rate)")
@@ -98,8 +101,10 @@ Flags:
 		logOut = clearLineWriter{stderr}
 	}
 	logger := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+	targets := splitTargets(*target)
 	cfg := loadgen.Config{
-		Target:          *target,
+		Targets:         targets,
+		Sticky:          *sticky,
 		DropID:          *dropID,
 		Users:           *users,
 		Profile:         loadgen.Profile{Shape: loadgen.Shape(*profile), Duration: time.Duration(*seconds * float64(time.Second)), Rate: *rate, Ramp: *ramp, Decay: *decay},
@@ -125,7 +130,7 @@ Flags:
 	if *createStock > 0 {
 		spec := loadgen.DropSpec{ID: *dropID, Kind: dibs.Kind(*kind), Stock: *createStock,
 			PerUserLimit: *perUser, QueueRate: *queueRate, HoldTTL: *holdTTL, Price: *price}
-		if err := loadgen.CreateDrop(ctx, &http.Client{Timeout: *timeout}, *target, token, spec); err != nil {
+		if err := loadgen.CreateDrop(ctx, &http.Client{Timeout: *timeout}, targets[0], token, spec); err != nil {
 			return err
 		}
 		logger.Info("drop created", "drop", *dropID, "kind", *kind, "stock", *createStock)
@@ -146,6 +151,21 @@ Flags:
 		return runErr
 	}
 	return rep.Err()
+}
+
+// splitTargets reads --target: one URL, or several separated by commas
+// (spaces around them ignored, empty ones skipped).
+func splitTargets(v string) []string {
+	var out []string
+	for _, t := range strings.Split(v, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return []string{v} // Validate names what is wrong with it
+	}
+	return out
 }
 
 // writeLoadReports writes the JSON and HTML reports where asked.

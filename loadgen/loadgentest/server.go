@@ -48,13 +48,19 @@ type Options struct {
 	Decline func(n int) bool
 }
 
-// Server is a running fake dibs server.
+// Server is a running fake dibs server: node 0 of a deployment that
+// AddNode can grow.
 type Server struct {
 	*httptest.Server
-	opts Options
+	opts    Options
+	handler http.Handler
 
 	stall    sync.RWMutex // handlers hold it for reading; Stall takes it
 	verified sync.Map     // passport → subject: verifying each once keeps the fake cheap
+
+	logMu    sync.Mutex
+	nodes    []*httptest.Server
+	requests []Request
 
 	mu        sync.Mutex
 	drops     map[string]*drop
@@ -111,13 +117,56 @@ func NewServer(tb testing.TB, opts Options) *Server {
 	mux.HandleFunc("POST /v1/claims/{id}/pay", s.user(s.pay))
 	mux.HandleFunc("POST /v1/drops/{id}/queue", s.user(s.join))
 	mux.HandleFunc("GET /v1/drops/{id}/queue/{ticket}", s.user(s.poll))
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.stall.RLock()
 		s.stall.RUnlock()
 		mux.ServeHTTP(w, r)
-	}))
-	tb.Cleanup(s.Close)
+	})
+	s.Server = s.AddNode(tb)
 	return s
+}
+
+// Request is one request a node of the fake took.
+type Request struct {
+	Node   int    // 0 for the first node, then in the order of AddNode
+	Method string // GET, POST
+	Path   string
+	User   string // the passport's subject; "" for admin and anonymous requests
+}
+
+// AddNode starts another node over the same drops and claims, as another
+// dibs node sharing one gate and record does, and returns it; tb closes it
+// at its end. Close it to take the node down: connections to it are then
+// refused.
+func (s *Server) AddNode(tb testing.TB) *httptest.Server {
+	tb.Helper()
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	node := len(s.nodes)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.logMu.Lock()
+		s.requests = append(s.requests, Request{Node: node, Method: r.Method, Path: r.URL.Path,
+			User: r.Header.Get("Authorization")}) // the subject, once Requests looks it up
+		s.logMu.Unlock()
+		s.handler.ServeHTTP(w, r)
+	}))
+	s.nodes = append(s.nodes, srv)
+	tb.Cleanup(srv.Close)
+	return srv
+}
+
+// Requests returns every request the nodes took, in order of arrival.
+func (s *Server) Requests() []Request {
+	s.logMu.Lock()
+	out := append([]Request(nil), s.requests...)
+	s.logMu.Unlock()
+	for i, r := range out {
+		out[i].User = ""
+		if sub, ok := s.verified.Load(strings.TrimPrefix(r.User, "Bearer ")); ok {
+			out[i].User = sub.(string)
+		}
+	}
+	return out
 }
 
 // MustCreateDrop creates a drop straight in memory; queueRate > 0 puts
