@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/dibs-io/dibs"
 )
@@ -68,17 +71,87 @@ func StatusOf(code string) int {
 }
 
 // writeError answers with err as problem+json. Internal errors are logged
-// with their cause; the client sees only the code's generic message.
+// with their cause (unavailable ones as warnings: a dependency is down, and
+// says so in its own log), at most a line per code every few seconds (see
+// failures); the client sees only the code's generic message.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	code := dibs.ErrorCode(err)
 	status := StatusOf(code)
 	if status >= 500 && code != dibs.EOVERLOADED && code != dibs.EPAUSED {
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		failures.log(log, r, code, err)
 	}
 	if code == dibs.EINTERNAL {
 		err = dibs.Errorf(dibs.EINTERNAL, "An internal error occurred.")
 	}
 	writeProblem(w, status, code, dibs.ErrorMessage(err))
+}
+
+// failures limits the lines failed requests write: a Redis outage during a
+// spike would otherwise write one per claim.
+var failures = newFailureLog(10 * time.Second)
+
+// failureLog logs the first failed request of a burst, per logger and
+// code, at once and in full; the others of the next window are only
+// counted, and one line at the end of the window says how many there were
+// and the last one's cause. The next failure after that starts a new burst.
+// Its memory is one entry per logger and code failing in the last window.
+type failureLog struct {
+	window time.Duration
+	mu     sync.Mutex
+	bursts map[burstKey]*burst
+}
+
+type burstKey struct {
+	log  *slog.Logger
+	code string
+}
+
+type burst struct {
+	n             int // failures after the first
+	method, path  string
+	err           error // the last one's
+	first, latest time.Time
+}
+
+func newFailureLog(window time.Duration) *failureLog {
+	return &failureLog{window: window, bursts: make(map[burstKey]*burst)}
+}
+
+func levelOf(code string) slog.Level {
+	if code == dibs.EUNAVAILABLE {
+		return slog.LevelWarn
+	}
+	return slog.LevelError
+}
+
+func (f *failureLog) log(log *slog.Logger, r *http.Request, code string, err error) {
+	k := burstKey{log, code}
+	now := time.Now()
+	f.mu.Lock()
+	if b := f.bursts[k]; b != nil {
+		b.n++
+		b.method, b.path, b.err, b.latest = r.Method, r.URL.Path, err, now
+		f.mu.Unlock()
+		return
+	}
+	f.bursts[k] = &burst{first: now}
+	f.mu.Unlock()
+	time.AfterFunc(f.window, func() { f.end(k) })
+	log.Log(r.Context(), levelOf(code), "request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+}
+
+// end closes the burst k and sums it up.
+func (f *failureLog) end(k burstKey) {
+	f.mu.Lock()
+	b := f.bursts[k]
+	delete(f.bursts, k)
+	f.mu.Unlock()
+	if b == nil || b.n == 0 {
+		return
+	}
+	k.log.Log(context.Background(), levelOf(k.code), "requests failed like the one before; not logged one by one",
+		"code", k.code, "count", b.n, "over", b.latest.Sub(b.first).Round(time.Millisecond),
+		"last_method", b.method, "last_path", b.path, "last_err", b.err)
 }
 
 func writeProblem(w http.ResponseWriter, status int, code, detail string) {
