@@ -61,17 +61,18 @@ func browser(t *testing.T) context.Context {
 	return ctx
 }
 
-// shoot opens url, waits for the page to show view, checks the text of the
-// given elements, and saves a screenshot as room-<name>.png in the test's
-// directory (and in docs/img with -update-images).
-func shoot(t *testing.T, ctx context.Context, url, view, name string, want map[string]string) {
+// see opens url (unless it is empty: the page as it is), waits for the
+// page to show view, and checks the text of the given elements.
+func see(t *testing.T, ctx context.Context, url, view, name string, want map[string]string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx,
-		chromedp.Navigate(url),
-		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`body[data-view=%q] [data-for=%q]`, view, view))),
-	); err != nil {
+	var steps []chromedp.Action[chromedp.Void]
+	if url != "" {
+		steps = append(steps, chromedp.Navigate(url))
+	}
+	steps = append(steps, chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`body[data-view=%q] [data-for=%q]`, view, view))))
+	if err := chromedp.Do(ctx, steps...); err != nil {
 		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.dataset.view + ": " + document.body.innerText`))
 		t.Fatalf("%s: the page did not show %q: %v (it shows %s)", name, view, err, body)
 	}
@@ -84,6 +85,13 @@ func shoot(t *testing.T, ctx context.Context, url, view, name string, want map[s
 	if hash, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash`)); hash != "" {
 		t.Errorf("%s: the passport stayed in the address bar (%q)", name, hash)
 	}
+}
+
+// shoot is see, then saves a screenshot as room-<name>.png in the test's
+// directory (and in docs/img with -update-images, for docs/waiting-room.md).
+func shoot(t *testing.T, ctx context.Context, url, view, name string, want map[string]string) {
+	t.Helper()
+	see(t, ctx, url, view, name, want)
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatal(err)
@@ -101,19 +109,23 @@ func shoot(t *testing.T, ctx context.Context, url, view, name string, want map[s
 }
 
 // TestPageInChromium drives the waiting room page in headless Chromium
-// through its states: the countdown, waiting in line, admitted and won
-// (the page claims by itself), sold out, and the passport form.
+// through its states: the countdown, waiting in line, admitted (the page
+// claims by itself; the claim is held in its commit long enough to see
+// it) and won, the winner reloading the page after the admission expired,
+// sold out, and the passport form.
 func TestPageInChromium(t *testing.T) {
 	if raceEnabled {
 		t.Skip("Chromium and the race detector together are too slow for the page's timers")
 	}
-	b := setupRoom(t, roomSetup{})
+	const ttl = 2 * time.Second
+	b := setupRoom(t, roomSetup{ttl: ttl})
 	ctx := browser(t)
 	opens := time.Now().Add(150 * time.Minute).UTC().Format(time.RFC3339)
 	b.mustCreateDrop(t, `{"id":"soon","title":"Pepero Day coupons","kind":"coupon","stock":1111,"opens_at":"`+opens+`","admission":{"mode":"queue","rate":100}}`)
 	b.mustCreateDrop(t, `{"id":"line","title":"iPhone at noon","kind":"purchase","stock":1000,"admission":{"mode":"queue","rate":2}}`)
 	b.mustCreateDrop(t, `{"id":"win","title":"iPhone at noon","kind":"purchase","stock":1000,"admission":{"mode":"queue","rate":50}}`)
 	b.mustCreateDrop(t, `{"id":"gone","title":"iPhone at noon","kind":"coupon","stock":1,"admission":{"mode":"queue","rate":50}}`)
+	b.mustCreateDrop(t, `{"id":"far","title":"iPhone at noon","kind":"coupon","stock":5,"admission":{"mode":"queue","rate":1}}`)
 	page := func(drop, user string) string { return b.srv.URL + "/d/" + drop + "#passport=" + pass(t, user) }
 
 	// Ahead in line: 240 people who joined first.
@@ -123,6 +135,13 @@ func TestPageInChromium(t *testing.T) {
 	}
 	for i := range 240 {
 		if _, err := b.room.Join(context.Background(), line, fmt.Sprintf("early%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Ahead in "far": more people than its stock.
+	far, _ := b.engine.Drop("far")
+	for i := range 20 {
+		if _, err := b.room.Join(context.Background(), far, fmt.Sprintf("early%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -142,7 +161,33 @@ func TestPageInChromium(t *testing.T) {
 
 	shoot(t, ctx, page("soon", "alice"), "countdown", "countdown", map[string]string{"#title": "Pepero Day coupons", "#clock": "02:"})
 	shoot(t, ctx, page("line", "alice"), "waiting", "waiting", map[string]string{"#position": "#2", "#eta": "m "})
-	shoot(t, ctx, page("win", "alice"), "won", "won", map[string]string{"#slot": "#1", "#won-detail": "pay before"})
+	see(t, ctx, page("far", "alice"), "waiting", "past the stock", map[string]string{"#eta": "–", "#eta-note": "only if some come back"})
+	// The claim waits in its commit: the page shows the turn, then the win.
+	block := make(chan struct{})
+	b.store.mu.Lock()
+	b.store.block, b.store.entered = block, make(chan struct{}, 1)
+	b.store.mu.Unlock()
+	go func() {
+		<-b.store.entered
+		time.Sleep(2 * time.Second) // time to see it; the claim passed its check already
+		b.store.mu.Lock()
+		b.store.block = nil
+		b.store.mu.Unlock()
+		close(block)
+	}()
+	shoot(t, ctx, page("win", "alice"), "admitted", "admitted", map[string]string{"[data-for=admitted] h2": "your turn"})
+	shoot(t, ctx, "", "won", "won", map[string]string{"#slot": "#1", "#won-detail": "pay before"})
+	wonAt := time.Now()
+
+	// Reloaded once the admission has expired, the page shows the win, not
+	// a passed turn; without the claim it kept (another browser), it still
+	// says the slot is theirs.
+	time.Sleep(time.Until(wonAt.Add(ttl + 200*time.Millisecond)))
+	see(t, ctx, b.srv.URL+"/d/win", "won", "reload", map[string]string{"#slot": "#1", "#won-detail": "Claim "})
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`localStorage.clear()`)); err != nil {
+		t.Fatal(err)
+	}
+	see(t, ctx, b.srv.URL+"/d/win", "won", "another browser", map[string]string{"#won-detail": "yours"})
 	shoot(t, ctx, page("gone", "alice"), string(dibs.QueueSoldOut), "sold-out", map[string]string{"[data-for=sold_out] h2": "Sold out"})
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`sessionStorage.clear()`)); err != nil {
 		t.Fatal(err)

@@ -5,13 +5,16 @@
 // tab's sessionStorage only. The page joins the line (joining again returns
 // the same place), follows the ticket by server-sent events (or by polling
 // when streaming fails), claims with the admission the moment it comes, and
-// shows the result.
+// shows the result. It keeps the ticket and the claim it won in
+// localStorage (useless without the passport), so that a reload follows the
+// same ticket without joining again and a winner sees their claim.
 (() => {
   'use strict';
 
   const dropID = decodeURIComponent(location.pathname.split('/')[2] || '');
   const base = '/v1/drops/' + encodeURIComponent(dropID);
   const passportKey = 'dibs-passport';
+  const placeKey = 'dibs-place:' + dropID; // {sub, ticket, claim} of this drop
   const $ = (id) => document.getElementById(id);
 
   let passport = null;
@@ -60,6 +63,26 @@
     err.hidden = !message;
     err.textContent = message || '';
     show('passport');
+  }
+
+  // subject is the user id a passport names (its JWT's sub), or ''.
+  function subject(p) {
+    try {
+      return String(JSON.parse(atob(p.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub || '');
+    } catch (e) { return ''; }
+  }
+
+  // loadPlace returns what this page kept of the passport's user's place.
+  function loadPlace() {
+    try {
+      const v = JSON.parse(localStorage.getItem(placeKey) || 'null');
+      return v && v.sub === subject(passport) ? v : {};
+    } catch (e) { return {}; }
+  }
+
+  function savePlace(fields) {
+    const v = Object.assign(loadPlace(), fields, { sub: subject(passport) });
+    try { localStorage.setItem(placeKey, JSON.stringify(v)); } catch (e) { /* not kept: a reload joins again */ }
   }
 
   async function api(method, path, extra) {
@@ -112,11 +135,18 @@
         $('eta').textContent = duration(st.eta_seconds);
         $('left').textContent = number(st.remaining);
         $('progress').value = firstPosition > 1 ? (firstPosition - st.position) / (firstPosition - 1) : 0;
+        $('eta-note').hidden = st.eta_seconds != null;
+        $('eta-note').textContent = st.ahead >= st.remaining
+          ? 'More people are ahead of you than there are slots left: you get in only if some come back.'
+          : 'Nobody is being let in right now. Your place is kept.';
         show('waiting');
         return;
       case 'admitted':
         show('admitted');
         claim(st.admission);
+        return;
+      case 'won':
+        won(null);
         return;
       case 'sold_out':
       case 'closed':
@@ -133,20 +163,49 @@
       const r = await api('POST', base + '/claims', { 'Dibs-Admission': admission });
       const code = r.body && r.body.code;
       if (r.status === 201 || r.status === 200) {
-        $('slot').textContent = '#' + number(r.body.slot);
-        let detail = 'Claim ' + r.body.claim_id;
-        if (r.body.hold_expires_at) detail += ' · pay before ' + new Date(r.body.hold_expires_at).toLocaleTimeString();
-        $('won-detail').textContent = detail;
-        finish('won');
-        return;
+        savePlace({ claim: r.body.claim_id });
+        return won(r.body);
       }
       if (r.status === 410) return finish(code === 'closed' ? 'closed' : 'sold_out');
-      if (r.status === 403) return finish('expired');
+      if (r.status === 403) return settle();
       if (r.status === 401) return forgetPassport('The passport was not accepted. It may have expired.');
       if (r.status === 409) return fail('You already hold as many of these as allowed.');
       await sleep(Math.min(r.retryAfter * 1000, 5000));
     }
     if (!done) fail('The claim could not be made. Please reload the page.');
+  }
+
+  // won shows the claim a ticket won: c, or the one this page kept, read
+  // afresh (a hold may have ended since). A winner on another browser has
+  // no claim kept here and is told it is theirs all the same.
+  async function won(c) {
+    if (done) return;
+    done = true;
+    const id = loadPlace().claim;
+    if (!c && id) {
+      const r = await api('GET', '/v1/claims/' + encodeURIComponent(id));
+      if (r.status === 200) c = r.body;
+    }
+    if (c && (c.state === 'released' || c.state === 'expired')) {
+      $('lapsed-text').textContent = c.state === 'expired'
+        ? 'You got a slot, but it was not paid for in time.'
+        : 'You got a slot, but it was given back: the payment did not go through.';
+      return show('lapsed');
+    }
+    $('slot').textContent = c ? '#' + number(c.slot) : '✓';
+    let detail = c ? 'Claim ' + c.claim_id : 'The claim is yours: the shop has it under your account.';
+    if (c && c.state === 'paid') detail += ' · paid';
+    else if (c && c.hold_expires_at) detail += ' · pay before ' + new Date(c.hold_expires_at).toLocaleTimeString();
+    $('won-detail').textContent = detail;
+    show('won');
+  }
+
+  // settle reads the ticket once more after a refused claim: the turn may
+  // have passed, or an earlier attempt (a retry after a lost answer) won.
+  async function settle() {
+    const r = await api('GET', base + '/queue/' + ticket);
+    if (r.status === 200 && r.body.state === 'won') return won(null);
+    finish('expired');
   }
 
   // follow streams the ticket's status, falling back to polling.
@@ -212,6 +271,7 @@
       const code = r.body && r.body.code;
       if (r.status === 201 || r.status === 200) {
         ticket = r.body.ticket;
+        savePlace({ ticket });
         render(r.body);
         if (!done && !claiming) follow();
         return;
@@ -224,11 +284,31 @@
     }
   }
 
+  // resume follows the ticket this page kept for the passport's user, or
+  // joins: a reload spends none of the address's joins.
+  async function resume() {
+    const kept = loadPlace().ticket;
+    if (kept) {
+      const r = await api('GET', base + '/queue/' + kept);
+      if (r.status === 200) {
+        ticket = kept;
+        render(r.body);
+        if (!done && !claiming) follow();
+        return;
+      }
+      if (r.status === 401) return forgetPassport('The passport was not accepted. It may have expired.');
+    }
+    await join();
+  }
+
   async function start() {
     $('audit').href = base + '/queue';
     $('forget').addEventListener('click', (ev) => {
       ev.preventDefault();
-      try { sessionStorage.removeItem(passportKey); } catch (e) { /* nothing kept */ }
+      try {
+        sessionStorage.removeItem(passportKey);
+        localStorage.removeItem(placeKey);
+      } catch (e) { /* nothing kept */ }
       location.reload();
     });
     $('passport-form').addEventListener('submit', (ev) => {
@@ -238,7 +318,7 @@
       passport = p;
       try { sessionStorage.setItem(passportKey, p); } catch (e) { /* keep it in memory */ }
       show('loading');
-      join().catch((e) => fail(String(e)));
+      resume().catch((e) => fail(String(e)));
     });
 
     const res = await fetch(base, { cache: 'no-store' });
@@ -250,7 +330,7 @@
       (drop.state === 'upcoming' ? ' · opens ' + new Date(drop.opens_at).toLocaleString() : '');
     passport = readPassport();
     if (!passport) return show('passport');
-    await join();
+    await resume();
   }
 
   start().catch((e) => fail(String(e)));
