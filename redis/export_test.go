@@ -53,3 +53,7 @@ func (g *Gate) SetStatusUnheard(ctx context.Context, dropID string, s dibs.Statu
 	_, err = g.execInt(ctx, opStatus, statusScript, dr, string(s), stamp(g.opts.Now()), g.key(dropID, "unheard"))
 	return err
 }
+
+// ReserveScript is the reserve script's source, as the gate sends it, and
+// its SHA-1.
+func ReserveScript() (src, sha string) { return reserveScript.src, reserveScript.sha }
