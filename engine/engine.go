@@ -32,6 +32,13 @@ type Config struct {
 	Now      func() time.Time // time.Now if nil
 	NewID    func() string    // NewClaimID if nil
 
+	// Background, if set, is the store the engine's background work reads
+	// through: loading drops (Open, Refresh), the gate's rebuild scans and
+	// the Reconciler. A store with a pool per workload gives one on its
+	// background pool, so that this work neither waits for nor holds the
+	// connections claims and drop reads need. Store if nil.
+	Background dibs.Store
+
 	// Admissions guards the claims of queued drops; without it they are
 	// refused.
 	Admissions Admissions
@@ -57,6 +64,7 @@ type Admissions interface {
 // Engine runs the drops of one dibs process. Safe for concurrent use.
 type Engine struct {
 	store    dibs.Store
+	bg       dibs.Store // background reads; see Config.Background
 	gate     dibs.Gate
 	admit    Admissions
 	rec      *recorder
@@ -131,6 +139,9 @@ func New(cfg Config) *Engine {
 		conflicts: make(chan string, 256),
 		retryDone: make(chan struct{}),
 	}
+	if e.bg = cfg.Background; e.bg == nil {
+		e.bg = cfg.Store
+	}
 	if e.metrics == nil {
 		e.metrics = NewMetrics()
 	}
@@ -168,7 +179,7 @@ const (
 // goes on preparing it in the background, until the gate takes it or Close.
 // A node started during a gate outage comes up, and heals by itself.
 func (e *Engine) Open(ctx context.Context) error {
-	drops, err := e.store.ListDrops(ctx)
+	drops, err := e.bg.ListDrops(ctx)
 	if err != nil {
 		return fmt.Errorf("load drops: %w", err)
 	}
@@ -227,7 +238,7 @@ func (e *Engine) Close() error {
 // operator actions arrive this way; a gate that lost a drop's state
 // rebuilds it. A drop that fails does not keep the others from refreshing.
 func (e *Engine) Refresh(ctx context.Context) error {
-	drops, err := e.store.ListDrops(ctx)
+	drops, err := e.bg.ListDrops(ctx)
 	if err != nil {
 		return fmt.Errorf("load drops: %w", err)
 	}
@@ -260,7 +271,7 @@ func (e *Engine) install(ctx context.Context, d *dibs.Drop) error {
 	e.mu.Unlock()
 
 	scan := func(ctx context.Context, fn func(*dibs.Claim) error) error {
-		return e.store.ScanActiveClaims(ctx, d.ID, fn)
+		return e.bg.ScanActiveClaims(ctx, d.ID, fn)
 	}
 	if err := e.gate.Prepare(ctx, d, scan); err != nil {
 		return fmt.Errorf("prepare drop %s: %w", d.ID, err)

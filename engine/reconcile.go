@@ -159,7 +159,7 @@ func (r *Reconciler) agrees(ctx context.Context, d *dibs.Drop) bool {
 	if err != nil {
 		return false
 	}
-	counts, err := r.e.store.CountClaims(ctx, d.ID)
+	counts, err := r.e.bg.CountClaims(ctx, d.ID)
 	return err == nil && d.Stock-left == counts.Active()
 }
 
@@ -181,7 +181,7 @@ func (r *Reconciler) pass(ctx context.Context, dropID string) {
 func (r *Reconciler) Reconcile(ctx context.Context, dropID string) (ReconcileResult, error) {
 	var res ReconcileResult
 	e := r.e
-	d, err := e.store.FindDrop(ctx, dropID)
+	d, err := e.bg.FindDrop(ctx, dropID)
 	if err != nil {
 		return res, fmt.Errorf("find drop: %w", err)
 	}
@@ -197,7 +197,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, dropID string) (ReconcileRes
 		return res, fmt.Errorf("gate holds: %w", err)
 	}
 	active := map[string]*dibs.Claim{}
-	if err := e.store.ScanActiveClaims(ctx, dropID, func(c *dibs.Claim) error { active[c.ID] = c; return nil }); err != nil {
+	if err := e.bg.ScanActiveClaims(ctx, dropID, func(c *dibs.Claim) error { active[c.ID] = c; return nil }); err != nil {
 		return res, fmt.Errorf("record claims: %w", err)
 	}
 
@@ -206,7 +206,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, dropID string) (ReconcileRes
 			continue
 		}
 		// Released in the record since the scan? Then it stays out.
-		if cur, err := e.store.FindClaim(ctx, id); err != nil || !cur.State.Active() {
+		if cur, err := e.bg.FindClaim(ctx, id); err != nil || !cur.State.Active() {
 			continue
 		}
 		ok, err := e.gate.Restore(ctx, c)
@@ -228,7 +228,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, dropID string) (ReconcileRes
 			continue
 		}
 		// Recorded since the scan (a retry finished the write)? Then it stays.
-		cur, err := e.store.FindClaim(ctx, id)
+		cur, err := e.bg.FindClaim(ctx, id)
 		switch {
 		case err == nil && cur.State.Active():
 			continue

@@ -2,11 +2,15 @@ package engine_test
 
 import (
 	"context"
+	"maps"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/memory"
+	"github.com/dibs-io/dibs/sqlite"
 )
 
 func mustReconcile(t *testing.T, r *engine.Reconciler, dropID string, want engine.ReconcileResult) {
@@ -185,5 +189,94 @@ func TestReadyChecksGate(t *testing.T) {
 	}
 	if err := b.engine.Ready(context.Background()); err != nil {
 		t.Fatalf("ready = %v", err)
+	}
+}
+
+// countingStore counts the reads that go through it.
+type countingStore struct {
+	dibs.Store
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (s *countingStore) count(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reads == nil {
+		s.reads = map[string]int{}
+	}
+	s.reads[name]++
+}
+
+func (s *countingStore) counts() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.reads)
+}
+
+func (s *countingStore) FindDrop(ctx context.Context, id string) (*dibs.Drop, error) {
+	s.count("FindDrop")
+	return s.Store.FindDrop(ctx, id)
+}
+
+func (s *countingStore) ListDrops(ctx context.Context) ([]*dibs.Drop, error) {
+	s.count("ListDrops")
+	return s.Store.ListDrops(ctx)
+}
+
+func (s *countingStore) FindClaim(ctx context.Context, id string) (*dibs.Claim, error) {
+	s.count("FindClaim")
+	return s.Store.FindClaim(ctx, id)
+}
+
+func (s *countingStore) ScanActiveClaims(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error {
+	s.count("ScanActiveClaims")
+	return s.Store.ScanActiveClaims(ctx, dropID, fn)
+}
+
+func (s *countingStore) CountClaims(ctx context.Context, dropID string) (dibs.ClaimCounts, error) {
+	s.count("CountClaims")
+	return s.Store.CountClaims(ctx, dropID)
+}
+
+// TestBackgroundWorkReadsTheBackgroundStore: loading drops, rebuilding the
+// gate and reconciling read through Config.Background; claims and the
+// user's own reads through Store.
+func TestBackgroundWorkReadsTheBackgroundStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path, _ := recorded(t)
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	front, back := &countingStore{Store: st}, &countingStore{Store: st}
+	e := engine.New(engine.Config{Store: front, Background: back, Gate: memory.NewGate()})
+	if err := e.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	c, _, err := claim(e, "d", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.FindClaim(ctx, c.ID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := engine.NewReconciler(e, engine.ReconcilerConfig{})
+	mustReconcile(t, r, "d", engine.ReconcileResult{})
+
+	got := back.counts()
+	for _, name := range []string{"ListDrops", "ScanActiveClaims", "FindDrop"} {
+		if got[name] == 0 {
+			t.Errorf("background store saw no %s: %v", name, got)
+		}
+	}
+	if got := front.counts(); len(got) != 1 || got["FindClaim"] != 1 {
+		t.Errorf("request store saw %v, want only the user's FindClaim", got)
 	}
 }
