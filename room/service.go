@@ -33,6 +33,16 @@ const (
 	MaxPollAfter = 5 * time.Second
 )
 
+// LastCall is the advice while every free slot is promised to admissions
+// outstanding and the sell-out may come at any moment: between LastCallMin
+// and LastCallMax, spread by ticket number. Its longest, plus a tick and a
+// poll's time, stays within the second in which people are to learn of
+// the sell-out.
+const (
+	LastCallMin = 550 * time.Millisecond
+	LastCallMax = 800 * time.Millisecond
+)
+
 // expiryGrace is how long after its admissions expire a batch still keeps
 // their slots: a claim that passed the admission check just before the
 // expiry finishes within it, so the slot it takes is never promised to the
@@ -778,10 +788,12 @@ func (snap *snapshot) reach() uint64 { return uint64(max(snap.Remaining-snap.out
 // position is past it) can only learn of the sell-out, so they come back
 // just after it is due at the earliest (the room admits at most rate a
 // second), when the admissions that take the last slots have had a poll's
-// time to be claimed. People far back ask rarely, and nobody
-// polls at the floor while the last slots go. Within
-// MinPollAfter..MaxPollAfter, spread by ticket number so that equals do not
-// arrive together.
+// time to be claimed. Once every free slot is promised to admissions
+// outstanding, the sell-out comes whenever their holders claim: everyone
+// asks about once in LastCall, spread evenly by ticket number, so that
+// they learn of it within a second without all coming at the floor.
+// People far back ask rarely. Within MinPollAfter..MaxPollAfter, spread by
+// ticket number so that equals do not arrive together.
 func (s *Service) pollAfter(snap *snapshot, n, position uint64, eta time.Duration, rate int) time.Duration {
 	next := 2 * MaxPollAfter
 	if eta >= 0 {
@@ -790,9 +802,12 @@ func (s *Service) pollAfter(snap *snapshot, n, position uint64, eta time.Duratio
 	if snap.Remaining > 0 && rate > 0 {
 		capacity := snap.reach()
 		soldOut := seconds(float64(capacity)/float64(rate)) + MinPollAfter
-		if position > capacity {
+		switch {
+		case capacity == 0:
+			return LastCallMin + (LastCallMax-LastCallMin)*time.Duration(n%64)/64
+		case position > capacity:
 			next = soldOut
-		} else {
+		default:
 			next = min(next, soldOut/2)
 		}
 	}

@@ -41,6 +41,7 @@ func Run(t *testing.T, newRoom Factory) {
 	t.Run("WinnersReadWon", func(t *testing.T) { t.Parallel(); testWinnersReadWon(t, newRoom(t)) })
 	t.Run("ETAUnknownPastTheStock", func(t *testing.T) { t.Parallel(); testETAPastStock(t, newRoom(t)) })
 	t.Run("ETAUnknownWhileHoldsBlock", func(t *testing.T) { t.Parallel(); testETAHeld(t, newRoom(t)) })
+	t.Run("LastCall", func(t *testing.T) { t.Parallel(); testLastCall(t, newRoom(t)) })
 	t.Run("AdmissionChecks", func(t *testing.T) { t.Parallel(); testAdmissionChecks(t, newRoom(t)) })
 	t.Run("Closed", func(t *testing.T) { t.Parallel(); testClosed(t, newRoom(t)) })
 	t.Run("OneLeader", func(t *testing.T) { t.Parallel(); testOneLeader(t, newRoom(t)) })
@@ -768,6 +769,43 @@ func testETAHeld(t *testing.T, r dibs.Room) {
 	}
 	if st := h.status("u11"); st.State != dibs.QueueWaiting || st.ETA >= 0 {
 		t.Fatalf("u11 after one hold came back: %+v, want waiting with no ETA", st)
+	}
+}
+
+// testLastCall: once every free slot is promised to admissions not yet
+// claimed, the people waiting are asked back within the last call, spread
+// out, not all at the floor; the admitted ones claim and the room sells out.
+func testLastCall(t *testing.T, r dibs.Room) {
+	const stock = 5
+	h := newHarness(t, r, NewDrop(stock, 100, dibs.OrderFIFO, epoch), options{})
+	for i := range 200 {
+		h.join(fmt.Sprintf("u%d", i))
+	}
+	h.step()
+	h.step()
+	if in := h.info(); in.Serving != stock || in.SoldOut {
+		t.Fatalf("%+v, want the stock admitted and not sold out", in)
+	}
+	advice := map[time.Duration]bool{}
+	for i := stock; i < 200; i++ {
+		st := h.status(fmt.Sprintf("u%d", i))
+		if st.State != dibs.QueueWaiting || st.PollAfter < room.LastCallMin || st.PollAfter >= room.LastCallMax {
+			t.Fatalf("u%d while the last slots are promised: %+v, want waiting, asked back within %s..%s", i, st, room.LastCallMin, room.LastCallMax)
+		}
+		advice[st.PollAfter] = true
+	}
+	if len(advice) < 32 {
+		t.Fatalf("%d distinct returns advised to 195 people, want them spread", len(advice))
+	}
+	for i := range stock {
+		u := fmt.Sprintf("u%d", i)
+		if err := h.claim(u, h.status(u).Admission); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.step()
+	if st := h.status("u199"); st.State != dibs.QueueSoldOut {
+		t.Fatalf("u199 after the last claims: %+v, want sold_out", st)
 	}
 }
 
