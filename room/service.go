@@ -462,15 +462,17 @@ func (s *Service) Join(ctx context.Context, d *dibs.Drop, userID string) (Status
 		return Status{}, err
 	}
 	now := s.now()
-	if phaseOf(d, now) == phaseClosed {
-		return Status{}, dibs.Errorf(dibs.ECLOSED, "Drop %s is closed.", d.ID)
-	}
+	closed := phaseOf(d, now) == phaseClosed
 	snap, err := s.snapshot(ctx, d.ID)
-	if err != nil {
+	switch {
+	case closed && err != nil:
+		return Status{}, dibs.Errorf(dibs.ECLOSED, "Drop %s is closed.", d.ID)
+	case err != nil:
 		return Status{}, err
-	}
-	if snap.SoldOut {
-		return s.rejoin(ctx, d, snap, userID, now)
+	case closed:
+		return s.rejoin(ctx, d, snap, userID, now, dibs.Errorf(dibs.ECLOSED, "Drop %s is closed.", d.ID))
+	case snap.SoldOut:
+		return s.rejoin(ctx, d, snap, userID, now, dibs.Errorf(dibs.ESOLDOUT, "Drop %s is sold out.", d.ID))
 	}
 	place, err := s.backend.Join(ctx, d.ID, s.keys.Person(d.ID, userID), s.fresh())
 	if err != nil {
@@ -490,23 +492,22 @@ func (s *Service) Join(ctx context.Context, d *dibs.Drop, userID string) (Status
 	return st, nil
 }
 
-// rejoin answers a join of a sold-out room: ESOLDOUT, unless userID has a
-// ticket there that won (or may still claim), which they get back, so that
-// a winner who comes back reads won and not sold out. If the room cannot
-// be read, the answer is ESOLDOUT: nobody else may join anyway.
-func (s *Service) rejoin(ctx context.Context, d *dibs.Drop, snap *snapshot, userID string, now time.Time) (Status, error) {
-	soldOut := dibs.Errorf(dibs.ESOLDOUT, "Drop %s is sold out.", d.ID)
+// rejoin answers a join of a sold-out or closed room: refused, unless
+// userID has a ticket there that won (or may still claim), which they get
+// back, so that a winner who comes back reads won and not sold out. If the
+// room cannot be read, the join is refused: nobody else may join anyway.
+func (s *Service) rejoin(ctx context.Context, d *dibs.Drop, snap *snapshot, userID string, now time.Time, refused error) (Status, error) {
 	place, ok, err := s.backend.Find(ctx, d.ID, s.keys.Person(d.ID, userID))
 	if err != nil {
-		s.log.Debug("find place in a sold-out room", "drop", d.ID, "err", err)
-		return Status{}, soldOut
+		s.log.Debug("find place in a room that takes no joins", "drop", d.ID, "err", err)
+		return Status{}, refused
 	}
 	if !ok || place.Epoch != snap.Epoch {
-		return Status{}, soldOut
+		return Status{}, refused
 	}
 	st, err := s.settle(ctx, d, s.status(d, snap, userID, place.Number, now))
 	if err != nil || (st.State != dibs.QueueWon && st.State != dibs.QueueAdmitted) {
-		return Status{}, soldOut
+		return Status{}, refused
 	}
 	st.Ticket = s.keys.Ticket(dibs.Ticket{DropID: d.ID, UserID: userID, Number: place.Number, IssuedAt: now}, place.Epoch)
 	st.Existing = true

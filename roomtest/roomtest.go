@@ -684,6 +684,14 @@ func testWinnersReadWon(t *testing.T, r dibs.Room) {
 			t.Fatalf("%s after the close: %s, want %s", u, st.State, want)
 		}
 	}
+	if st, err := h.svc.Join(ctx, h.drop, "u0"); err != nil || st.State != dibs.QueueWon {
+		t.Fatalf("u0 joins the closed room: %+v %v, want their ticket, won", st, err)
+	}
+	for _, u := range []string{"u2", "u5", "late"} {
+		if _, err := h.svc.Join(ctx, h.drop, u); dibs.ErrorCode(err) != dibs.ECLOSED {
+			t.Fatalf("%s joins the closed room: %v, want closed", u, err)
+		}
+	}
 }
 
 // testETAPastStock: people the free stock can reach get an ETA from the
