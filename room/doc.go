@@ -16,7 +16,10 @@
 // free slots minus the admissions still outstanding, and marks the room
 // sold out the moment no slot can come back. Every node reads each room
 // once per tick and answers status reads and streams from that view, so a
-// poll costs no backend call. An admission is a signed token bound to the
-// user, the drop and an expiry; a claim on a queued drop needs one, and
-// every claim with the same admission gets the same claim back.
+// poll costs no backend call while the wait lasts (once a ticket's
+// admission has expired, one read tells a win from a turn that passed). An
+// admission is a signed token bound to the user, the drop and an expiry; a
+// claim on a queued drop needs one, and every claim with the same
+// admission gets the same claim back. The room remembers which tickets
+// won, so that a winner who comes back reads won.
 package room
