@@ -29,6 +29,12 @@
 // Retry-After, a bounded number of times. Every answer is counted by request,
 // status and problem code.
 //
+// With several Targets (nodes of one deployment) each user's requests go
+// round-robin over them, starting at the user's index modulo the nodes, as
+// behind a load balancer without affinity (Sticky keeps a user on one); a
+// node that refuses a connection passes the request to the next. The setup
+// and the audit read from the first node that answers.
+//
 // Regular traffic (RegularConfig) reads the drop and known claims at a steady
 // rate before, during and after the spike, measured apart, so the report
 // shows whether the regular service kept its latency.
