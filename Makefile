@@ -17,9 +17,9 @@ help: ## list the targets
 # Tests that run at their real size only without the race detector, which
 # slows them five to tenfold (under -race they run smaller or skip): the A4
 # simulation's 4,000 seeds, a million people joining a waiting room, the
-# queued-drop acceptance run and the page in Chromium.
-FULLSIZE      ?= ^(TestSim|TestRoomMemoryPerPerson|TestAcceptanceQueuedDrop|TestPageInChromium)$$
-FULLSIZE_PKGS ?= ./post ./memory ./httpapi
+# queued-drop acceptance run, the page in Chromium and the demo.
+FULLSIZE      ?= ^(TestSim|TestRoomMemoryPerPerson|TestAcceptanceQueuedDrop|TestPageInChromium|TestDemo)$$
+FULLSIZE_PKGS ?= ./post ./memory ./httpapi ./cmd/dibs
 
 # The race-built test binaries are compiled before any test runs: on a cold
 # cache that takes minutes, and a compiler sharing the cores with timed tests

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -270,9 +271,9 @@ func (d *demo) paymentChecks(ctx context.Context, drop string, stock int64) ([]l
 	}
 	ledger := d.down.pg.Ledger()
 	var paidCharges, declined int64
-	keys := map[string]int{}
+	perClaim := map[string]int{} // by the claim the charge's reference names, whatever its key
 	for _, e := range ledger {
-		keys[e.Key]++
+		perClaim[strings.TrimPrefix(e.Reference, drop+"/")]++
 		switch e.Status {
 		case "paid":
 			paidCharges++
@@ -281,7 +282,7 @@ func (d *demo) paymentChecks(ctx context.Context, drop string, stock int64) ([]l
 		}
 	}
 	maxPerClaim := 0
-	for _, n := range keys {
+	for _, n := range perClaim {
 		maxPerClaim = max(maxPerClaim, n)
 	}
 	won := st.Paid + st.Released + st.Expired + st.Held
@@ -291,7 +292,7 @@ func (d *demo) paymentChecks(ctx context.Context, drop string, stock int64) ([]l
 			"%d of %d phones paid, %d holds left", st.Paid, stock, st.Held),
 		check("one_charge_per_claim", maxPerClaim <= 1 && paidCharges == st.Paid,
 			"%d charges at the gateway for %d claims, at most %d per claim; %d paid charges for %d paid claims",
-			len(ledger), len(keys), maxPerClaim, paidCharges, st.Paid),
+			len(ledger), len(perClaim), maxPerClaim, paidCharges, st.Paid),
 		check("declines_released", declined == st.Released && int64(failed) == st.Released && bad == 0,
 			"%d charges declined, %d holds released, %d payment_failed webhooks", declined, st.Released, failed),
 		check("released_resold", won-stock == st.Released+st.Expired,
