@@ -19,10 +19,10 @@ import (
 // `dibs serve` node (in-memory gate) keeps its record on a PostgreSQL
 // server of this test's own, and takes a spike from the load generator.
 // Once a fifth of the stock is won, PostgreSQL is stopped the way a crash
-// stops it (pg_ctl stop -m immediate), left down a while and started again
-// (crash recovery). Throughout, /healthz answers 200; /readyz answers 503
-// while PostgreSQL is down and 200 again after. The node reconnects by
-// itself: claims are won again after the restart. Every acknowledged winner
+// stops it (pg_ctl stop -m immediate), left down a second and started
+// again (crash recovery). Throughout, /healthz answers 200; /readyz answers
+// 503 while PostgreSQL is down and 200 again after. The node reconnects by
+// itself: most of the stock is won after the restart. Every acknowledged winner
 // is in the export, never more than the stock; claims cut off by the crash
 // hold their slots until the reconciler returns them (--reconcile-grace
 // 3 s), late users take them, and the drop ends with exactly its stock,
@@ -92,9 +92,13 @@ func TestPostgresCrashMidSpike(t *testing.T) {
 		done <- outcome{rep, err}
 	}()
 
-	for remaining(t, n.url, "pepero") > stock*4/5 {
+	left := remaining(t, n.url, "pepero")
+	for ; left > stock*4/5; left = remaining(t, n.url, "pepero") {
 		time.Sleep(5 * time.Millisecond)
 	}
+	// At most this many winners are in the record when it goes down: the
+	// gate counts each before its commit.
+	claimedAtCrash := stock - int(left)
 	crashed := time.Now()
 	pg.Crash()
 	for !readyz(crashed, http.StatusServiceUnavailable) {
@@ -114,13 +118,9 @@ func TestPostgresCrashMidSpike(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	back := time.Now()
-	wonBefore := len(exportWinners(t, n.url, "pepero"))
-	t.Logf("PostgreSQL crashed at %d remaining, down %v, crash recovery %v, node ready %v after; %d winners then",
-		stock*4/5, restarting.Sub(crashed).Round(time.Millisecond), restarted.Sub(restarting).Round(time.Millisecond),
-		back.Sub(restarted).Round(time.Millisecond), wonBefore)
-	if wonBefore >= stock {
-		t.Fatalf("the drop sold out before PostgreSQL was back (%d winners): nothing shows the node recovered", wonBefore)
-	}
+	t.Logf("PostgreSQL crashed with %d slots claimed, down %v, crash recovery %v, node ready %v after; %d winners then",
+		claimedAtCrash, restarting.Sub(crashed).Round(time.Millisecond), restarted.Sub(restarting).Round(time.Millisecond),
+		back.Sub(restarted).Round(time.Millisecond), len(exportWinners(t, n.url, "pepero")))
 
 	out := <-done
 	if out.err != nil {
@@ -138,8 +138,13 @@ func TestPostgresCrashMidSpike(t *testing.T) {
 		t.Errorf("no claim was answered 503 while PostgreSQL was down")
 	}
 	acked := exportWinners(t, n.url, "pepero") // holds every acknowledged winner (checked above)
-	if len(acked) <= wonBefore {
-		t.Errorf("%d winners at the end of the spike, %d when PostgreSQL was back: no claim won after the restart", len(acked), wonBefore)
+	// Nothing commits while PostgreSQL is down, so the winners beyond those
+	// claimed at the crash (and a few in the instant before it) committed
+	// after the restart, on connections the node opened by itself. They may
+	// have committed before /readyz said so: the users the outage sent away
+	// come back after their Retry-After, all at once.
+	if len(acked) < claimedAtCrash+stock/10 {
+		t.Errorf("%d winners at the end of the spike, %d slots claimed when PostgreSQL crashed: the node did not take claims again", len(acked), claimedAtCrash)
 	}
 
 	// Late users, once the slots the crash cut off are back, take the rest.
