@@ -17,8 +17,9 @@ help: ## list the targets
 # Tests that run at their real size only without the race detector, which
 # slows them five to tenfold (under -race they run smaller or skip): the A4
 # simulation's 4,000 seeds, a million people joining a waiting room, the
-# queued-drop acceptance run, the page in Chromium and the demo.
-FULLSIZE      ?= ^(TestSim|TestRoomMemoryPerPerson|TestAcceptanceQueuedDrop|TestPageInChromium|TestDemo)$$
+# queued-drop acceptance run, the page in Chromium, the demo and three
+# nodes taking the acceptance spike.
+FULLSIZE      ?= ^(TestSim|TestRoomMemoryPerPerson|TestAcceptanceQueuedDrop|TestPageInChromium|TestDemo|TestThreeNodes)$$
 FULLSIZE_PKGS ?= ./post ./memory ./httpapi ./cmd/dibs
 
 # The race-built test binaries are compiled before any test runs: on a cold
