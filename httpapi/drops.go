@@ -296,7 +296,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.engine.Ready(ctx); err != nil {
 		s.log.Warn("not ready", "err", err)
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "detail": err.Error()})
+		// The client learns which dependency is down ("store" or "gate"),
+		// the log why: causes can name hosts and users.
+		dep, _, _ := strings.Cut(err.Error(), ":")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "detail": dep + " does not answer"})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
