@@ -80,3 +80,32 @@ func TestAuditFails(t *testing.T) {
 		})
 	}
 }
+
+// Claims the client never got an answer to can leave the gate holding
+// slots the record never got; the audit waits (SettleWait) for the server
+// to give them back before it judges the stock, and fails it when the
+// server does not settle in time.
+func TestAuditSettles(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		settle time.Duration
+		want   loadgen.CheckStatus
+	}{
+		{"waits for the slots to come back", 5 * time.Second, loadgen.CheckPass},
+		{"does not wait", -1, loadgen.CheckFail},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, cfg := setup(t, loadgentest.Options{Orphans: 5, OrphanGrace: 500 * time.Millisecond}, "coupon", 50, 0)
+			cfg.Users = 30 // fewer than the stock: every slot is not expected to go
+			cfg.Profile = loadgen.Profile{Shape: loadgen.Spike, Duration: 100 * time.Millisecond}
+			cfg.RetryFraction = 0
+			cfg.SettleWait = tt.settle
+			rep := MustRun(t, cfg)
+			if c := check(t, rep, loadgen.AuditStockConserved); c.Status != tt.want {
+				t.Errorf("%s = %s (%s), want %s", c.Name, c.Status, c.Detail, tt.want)
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ const (
 	DefaultRequestTimeout = 10 * time.Second
 	DefaultQueueWait      = 2 * time.Minute
 	DefaultPayWait        = 30 * time.Second
+	DefaultSettleWait     = 60 * time.Second
 	DefaultPollInterval   = 250 * time.Millisecond
 	DefaultSampleInterval = 100 * time.Millisecond
 	DefaultStartSlack     = 10 * time.Millisecond
@@ -100,6 +101,13 @@ type Config struct {
 	// PayWait bounds how long a winner of a purchase drop polls its claim
 	// for the outcome of its payment (default 30s).
 	PayWait time.Duration
+	// SettleWait bounds how long the audit waits for the drop's stock to
+	// add up (winners plus remaining equal the stock) when some claims got
+	// no definite answer (a timeout, a lost connection, a 5xx): the gate
+	// may then hold slots the record never got, which the server's
+	// reconciler gives back after its grace period (dibs: 30 s, checked
+	// every 15 s). Default 60s; negative: do not wait.
+	SettleWait time.Duration
 	// PollInterval spaces polls of a claim, and of a waiting-room ticket
 	// when the server gives no poll_after_ms (default 250ms).
 	PollInterval time.Duration
@@ -213,6 +221,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.RequestTimeout, DefaultRequestTimeout)
 	setDefault(&c.QueueWait, DefaultQueueWait)
 	setDefault(&c.PayWait, DefaultPayWait)
+	setDefault(&c.SettleWait, DefaultSettleWait)
 	setDefault(&c.PollInterval, DefaultPollInterval)
 	setDefault(&c.SampleInterval, DefaultSampleInterval)
 	if c.SeriesStep == 0 {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/dibs-io/dibs"
 )
 
 // Report is what a run did and found. It serialises to JSON as is; times are
@@ -130,6 +132,21 @@ type Answer struct {
 	Status int    `json:"status"` // 0: no answer, see Code
 	Code   string `json:"code,omitempty"`
 	Count  int64  `json:"count"`
+}
+
+// unknownClaims counts the claims whose outcome the client never learnt:
+// no answer, a 5xx, or a 503 unavailable (the server could not tell
+// whether its gate took a slot); a shed claim (503 overloaded or paused)
+// did nothing.
+func (r *Report) unknownClaims() int64 {
+	var n int64
+	for _, a := range r.Answers {
+		shed := a.Status == 503 && a.Code != dibs.EUNAVAILABLE
+		if a.Op == string(opClaim) && (a.Status == 0 || a.Status >= 500 && !shed) {
+			n += a.Count
+		}
+	}
+	return n
 }
 
 // Latency summarises a histogram, in milliseconds.

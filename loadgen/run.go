@@ -81,11 +81,41 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Audit = Audit{Checks: []Check{{Name: "audit", Status: CheckSkip, Detail: "the run was stopped before its end"}}}
 		return rep, fmt.Errorf("run stopped: %w", stopped)
 	}
+	if unknown := rep.unknownClaims(); unknown > 0 && r.cfg.SettleWait > 0 {
+		r.settle(ctx, unknown)
+	}
 	rep.Audit, err = r.audit(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("audit: %w", err)
 	}
 	return rep, nil
+}
+
+// settle waits, up to SettleWait, until the drop's live stats add up to its
+// stock: claims without a definite answer may have left holds in the gate
+// that the record never got, and the server gives their slots back after
+// a grace period. The audit then judges what the server settled on.
+func (r *runner) settle(ctx context.Context, unknown int64) {
+	deadline := r.cfg.Now().Add(r.cfg.SettleWait)
+	for logged := false; ; {
+		var st adminDrop
+		err := r.getAdmin(ctx, "/v1/admin/drops/"+r.drop.ID, &st)
+		if err == nil && st.Remaining+st.Held+st.Confirmed+st.Paid == r.drop.Stock {
+			return
+		}
+		if !r.cfg.Now().Before(deadline) || ctx.Err() != nil {
+			r.log.Warn("the drop's stock did not add up within the settle wait", "wait", r.cfg.SettleWait, "err", err)
+			return
+		}
+		if !logged {
+			logged = true
+			r.log.Info("waiting for the server to settle claims whose outcome the client never learnt", "claims", unknown, "up_to", r.cfg.SettleWait)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (r *runner) userID(i int) string { return r.cfg.UserPrefix + strconv.Itoa(i) }

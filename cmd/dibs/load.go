@@ -58,6 +58,7 @@ Flags:
 		regularRate = fs.Float64("regular-rate", 0, "regular traffic alongside the spike, requests per second (0: none)")
 		maxInFlight = fs.Int("max-inflight", loadgen.DefaultMaxInFlight, "bound on the spike's requests in flight; arrivals beyond it are missed starts")
 		timeout     = fs.Duration("timeout", loadgen.DefaultRequestTimeout, "bound on one request")
+		settle      = fs.Duration("settle", loadgen.DefaultSettleWait, "when claims got no definite answer: how long the audit waits for the server's reconciler to make the stock add up (0: not at all)")
 		seed        = fs.Int64("seed", 0, "seed of user ids and random choices (0: a new one, printed)")
 		reportPath  = fs.String("report", "", "write the report as JSON to `FILE`")
 		htmlPath    = fs.String("html", "", "write the report as a self-contained HTML page to `FILE`")
@@ -116,12 +117,16 @@ Flags:
 		Regular:         loadgen.RegularConfig{Rate: *regularRate},
 		MaxInFlight:     *maxInFlight,
 		RequestTimeout:  *timeout,
+		SettleWait:      *settle,
 		Seed:            *seed,
 		Progress:        progress,
 		Logger:          logger,
 	}
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = -1 // the flag's 0 means none; the config's 0 means the default
+	}
+	if cfg.SettleWait == 0 {
+		cfg.SettleWait = -1
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

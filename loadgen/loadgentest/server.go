@@ -41,6 +41,12 @@ type Options struct {
 	LoseWinner bool
 	// ShedEvery answers every n-th claim 503 with Retry-After: 0.
 	ShedEvery int
+	// Orphans takes a slot for each of the first n winning claims, then
+	// answers 500 without recording the claim, as a node whose record
+	// write had an unknown outcome does; OrphanGrace later the slot goes
+	// back, as dibs's reconciler gives it.
+	Orphans     int
+	OrphanGrace time.Duration
 	// PayDelay is how long a payment takes to settle (default 20ms).
 	PayDelay time.Duration
 	// Decline says whether the n-th payment (from 0) is declined; a
@@ -69,6 +75,7 @@ type Server struct {
 	nclaims   int
 	payments  int
 	lostClaim string
+	orphans   int
 }
 
 type drop struct {
@@ -398,6 +405,16 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, user string) {
 	}
 	c := &claim{ID: fmt.Sprintf("c-%s-%d", d.ID, len(s.claims)+1), DropID: d.ID, UserID: user, Slot: slot,
 		State: string(dibs.InitialClaimState(dibs.Kind(d.Kind)))}
+	if s.orphans < s.opts.Orphans {
+		s.orphans++
+		time.AfterFunc(s.opts.OrphanGrace, func() {
+			s.mu.Lock()
+			d.free = append(d.free, slot)
+			s.mu.Unlock()
+		})
+		problem(w, 500, dibs.EINTERNAL)
+		return
+	}
 	if s.opts.LoseWinner && s.lostClaim == "" {
 		// Acknowledged below, never recorded: the fault the audit must catch.
 		s.lostClaim = c.ID + "-lost"
