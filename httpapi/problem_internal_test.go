@@ -26,3 +26,24 @@ func FuzzAppendProblem(f *testing.F) {
 		}
 	})
 }
+
+func TestClaimsPath(t *testing.T) {
+	for _, tt := range []struct {
+		path, id string
+		ok       bool
+	}{
+		{"/v1/drops/pepero-day/claims", "pepero-day", true},
+		{"/v1/drops/d/claims", "d", true},
+		{"/v1/drops//claims", "", false},
+		{"/v1/drops/a/b/claims", "", false},
+		{"/v1/drops/../claims", "", false},
+		{"/v1/drops/Pepero/claims", "", false},
+		{"/v1/drops/d/claims/", "", false},
+		{"/v1/drops/d", "", false},
+		{"/v2/drops/d/claims", "", false},
+	} {
+		if id, ok := claimsPath(tt.path); id != tt.id && tt.ok || ok != tt.ok {
+			t.Errorf("claimsPath(%q) = %q, %v; want %q, %v", tt.path, id, ok, tt.id, tt.ok)
+		}
+	}
+}

@@ -89,6 +89,7 @@ type Server struct {
 	mux       *http.ServeMux
 	metrics   *httpMetrics
 
+	claims    http.Handler // POST /v1/drops/{id}/claims, served before the mux looks
 	claimRun  *runLimit
 	room      Room
 	post      Post
@@ -154,7 +155,8 @@ func New(e *engine.Engine, cfg Config) *Server {
 	s.mux.Handle("POST /v1/admin/webhooks/failed/{job}/retry", adminOnly(s.retryWebhook))
 
 	s.mux.Handle("GET /v1/drops/{id}", read(http.HandlerFunc(s.publicDrop)))
-	s.mux.Handle("POST /v1/drops/{id}/claims", claim(http.HandlerFunc(s.createClaim)))
+	s.claims = claim(http.HandlerFunc(s.createClaim))
+	s.mux.Handle("POST /v1/drops/{id}/claims", s.claims)
 	s.mux.Handle("GET /v1/claims/{id}", read(http.HandlerFunc(s.getClaim)))
 	s.mux.Handle("POST /v1/claims/{id}/pay", claim(http.HandlerFunc(s.pay)))
 
@@ -172,8 +174,30 @@ func New(e *engine.Engine, cfg Config) *Server {
 	return s
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. A claim, the request a spike is made
+// of, goes to its handler without the mux's pattern matching; anything
+// else that the mux would clean or redirect first does not look like one.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		if id, ok := claimsPath(r.URL.Path); ok {
+			r.SetPathValue("id", id)
+			s.claims.ServeHTTP(w, r)
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// claimsPath returns the {id} of a path /v1/drops/{id}/claims whose id is
+// a valid drop id (then the mux has nothing to clean in it).
+func claimsPath(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, "/v1/drops/")
+	if !ok {
+		return "", false
+	}
+	id, ok := strings.CutSuffix(rest, "/claims")
+	return id, ok && dibs.ValidDropID(id)
+}
 
 // CloseStreams ends every event stream, so that a graceful shutdown need
 // not wait for them (http.Server.RegisterOnShutdown). Safe to call twice.
