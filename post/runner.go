@@ -58,7 +58,10 @@ var Kinds = []string{KindChargePayment, KindExpireHold, KindNotifyWinner, KindPa
 const (
 	DefaultRetryMin     = time.Second
 	DefaultRetryMax     = 5 * time.Minute
-	DefaultPollInterval = 250 * time.Millisecond
+	DefaultPollInterval = time.Second
+
+	// fetchCooldown caps River's pause between two fetches of a queue.
+	fetchCooldown = 10 * time.Millisecond
 
 	// PumpBatch is how many claims one PumpOutbox call moves.
 	PumpBatch = 512
@@ -112,11 +115,13 @@ type Config struct {
 	// snoozed while the gateway is down waits the same way, capped at 30 s.
 	RetryMin, RetryMax time.Duration
 
-	// PollInterval is how often River looks for jobs in each queue (default
-	// 250 ms; River's own default is 1 s; on SQLite a look costs about a
-	// millisecond of CPU) and a quarter of how often the outbox pump runs
-	// without a Kick (every commit kicks it). River's fetch cooldown is a
-	// fifth of it.
+	// PollInterval is how often River looks for jobs in each queue when
+	// it found none (default 1 s, River's own; on SQLite a look costs about
+	// a millisecond of CPU, and River cannot be told of jobs inserted in
+	// another client's transaction) and a quarter of how often the outbox
+	// pump runs without a Kick (every commit kicks it). A queue with jobs
+	// fetches again after a cooldown of a fifth of it, 10 ms at most, so a
+	// queue of quick jobs never waits on its own fetches.
 	PollInterval time.Duration
 
 	// RescueAfter is how long a job may run before River takes it for
@@ -297,7 +302,7 @@ func (r *Runner) Start(ctx context.Context) error {
 		queues[queue] = river.QueueConfig{MaxWorkers: l.Concurrency}
 	}
 	client, err := r.store.NewJobClient(&river.Config{
-		FetchCooldown:     max(r.poll/5, time.Millisecond),
+		FetchCooldown:     max(min(r.poll/5, fetchCooldown), time.Millisecond),
 		FetchPollInterval: r.poll,
 		// A run ends before it could be taken for lost: a job is never
 		// rescued while it still runs.
