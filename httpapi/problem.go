@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dibs-io/dibs"
@@ -167,7 +168,37 @@ func writeProblem(w http.ResponseWriter, status int, code, detail string) {
 		h["Www-Authenticate"] = invalidToken
 	}
 	w.WriteHeader(status)
-	w.Write(appendProblem(make([]byte, 0, 256), status, code, detail))
+	w.Write(problemBody(status, code, detail))
+}
+
+// bodies remembers encoded problem bodies: the losers of a spike get the
+// same few answers (the drop is sold out) tens of thousands of times a
+// second. It stops growing at maxBodies, past which bodies are encoded
+// each time, so details that vary cannot fill memory.
+var (
+	bodies     sync.Map // problemKey → []byte
+	bodiesKept atomic.Int64
+)
+
+const maxBodies = 4096
+
+type problemKey struct {
+	status       int
+	code, detail string
+}
+
+func problemBody(status int, code, detail string) []byte {
+	k := problemKey{status, code, detail}
+	if b, ok := bodies.Load(k); ok {
+		return b.([]byte)
+	}
+	b := appendProblem(make([]byte, 0, 256), status, code, detail)
+	if bodiesKept.Load() < maxBodies {
+		if _, loaded := bodies.LoadOrStore(k, b); !loaded {
+			bodiesKept.Add(1)
+		}
+	}
+	return b
 }
 
 var (

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"testing"
 )
 
@@ -45,5 +46,25 @@ func TestClaimsPath(t *testing.T) {
 		if id, ok := claimsPath(tt.path); id != tt.id && tt.ok || ok != tt.ok {
 			t.Errorf("claimsPath(%q) = %q, %v; want %q, %v", tt.path, id, ok, tt.id, tt.ok)
 		}
+	}
+}
+
+// problemBody answers from its cache what appendProblem would encode, and
+// the cache stops growing at maxBodies.
+func TestProblemBodyCache(t *testing.T) {
+	want := string(appendProblem(nil, 410, "sold_out", "Drop d is sold out."))
+	for range 2 {
+		if got := string(problemBody(410, "sold_out", "Drop d is sold out.")); got != want {
+			t.Fatalf("problemBody = %s, want %s", got, want)
+		}
+	}
+	for i := range maxBodies + 10 {
+		problemBody(409, "limit_reached", "detail "+strconv.Itoa(i))
+	}
+	if n := bodiesKept.Load(); n > maxBodies {
+		t.Errorf("%d bodies kept, want at most %d", n, maxBodies)
+	}
+	if got := string(problemBody(409, "limit_reached", "past the bound")); got != string(appendProblem(nil, 409, "limit_reached", "past the bound")) {
+		t.Errorf("past the bound: %s", got)
 	}
 }
