@@ -123,3 +123,33 @@ func isolationRound(cfg config, client *http.Client, v variant, regularRate, pau
 		return r, nil
 	}
 }
+
+// isolationName names the regular-traffic scenario for -only.
+const isolationName = "regular traffic during a spike"
+
+// isolationBudget: the regular service's p99 during a spike at most this
+// many times its p99 without one.
+const isolationBudget = 1.5
+
+// renderIsolation is the section of docs/benchmarks.md for the isolation
+// rounds: each round's p99 during the spike over its p99 alone, and their
+// median against the budget.
+func renderIsolation(cfg config, rs []isolationResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured with `make bench` (`go run ./bench/run`): %d rounds, each a fresh node (defaults, SQLite record) read at %.0f drop reads/s, open-model and timed from each read's intended send time, for %s alone and then for %s while wrk (%d connections, a new user per claim, on the other core) claims a drop of 1,111 as fast as it goes. The ratio is the median of the rounds' ratios.\n\n",
+		len(rs), cfg.regularRate, cfg.duration, cfg.duration, cfg.conns)
+	b.WriteString("| round | p99 alone | p99 during the spike | ratio | p99.9 alone / during | errors alone / during | spike |\n|---|---|---|---|---|---|---|\n")
+	ratios := make([]float64, len(rs))
+	for i, r := range rs {
+		ratios[i] = r.spike.p99 / r.base.p99
+		fmt.Fprintf(&b, "| %d | %.2f ms | %.2f ms | %.2f× | %.2f / %.2f ms | %d / %d | %.0f claims/s |\n",
+			i+1, r.base.p99, r.spike.p99, ratios[i], r.base.p999, r.spike.p999, r.base.errors, r.spike.errors, r.spikeRPS)
+	}
+	m := median(ratios)
+	verdict := "met"
+	if m > isolationBudget {
+		verdict = "**missed**"
+	}
+	fmt.Fprintf(&b, "\n**Regular traffic p99 during a spike ÷ without one: %.2f×** (budget ≤ %.1f×, %s).\n", m, isolationBudget, verdict)
+	return b.String()
+}

@@ -7,7 +7,10 @@
 // core and the client to the other when taskset is available, so the
 // figures are ratios measured in one run on the same machine.
 //
-//	go run ./bench/run [-rounds 3] [-duration 5s] [-only soldout] [-write docs/benchmarks.md]
+//	go run ./bench/run [-rounds 3] [-duration 5s] [-only "sold-out"] [-write docs/benchmarks.md]
+//
+// -only "isolation variants" compares node settings for the regular
+// traffic's latency during a spike instead, and writes nothing.
 package main
 
 import (
@@ -91,13 +94,27 @@ func run(cfg config) error {
 	}
 
 	defer runCleanups()
-	if cfg.only == "isolation" {
+	if cfg.only == "isolation variants" {
 		_, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{
 			{"defaults", nil},
 			{"GOGC 100", []string{"--gc-percent", "100"}},
 			{"no claim-worker bound", []string{"--claim-workers", "-1"}},
 		})
 		return err
+	}
+	if cfg.only == "" || strings.Contains(isolationName, cfg.only) {
+		log.Printf("== %s", isolationName)
+		rs, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{{"defaults", nil}})
+		if err != nil {
+			return fmt.Errorf("%s: %w", isolationName, err)
+		}
+		table := renderIsolation(cfg, rs)
+		fmt.Print(table)
+		if cfg.write != "" {
+			if err := rewriteSection(cfg.write, "isolation", table); err != nil {
+				return err
+			}
+		}
 	}
 	var results []result
 	for _, sc := range scenarios {
