@@ -7,7 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -37,9 +40,20 @@ type ClientOptions struct {
 	// Dial replaces the TCP dialer, e.g. to follow a promoted replica in
 	// tests the way a Sentinel-aware client does.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Logger hears when Redis cannot be reached at start and when the
+	// client connects after all. Discarded if nil.
+	Logger *slog.Logger
 }
 
-// NewClient connects to the Redis primary named by url:
+// Connecting in the background after a first attempt failed: the wait
+// between attempts starts at connectRetryMin and doubles up to
+// connectRetryMax.
+const (
+	connectRetryMin = 100 * time.Millisecond
+	connectRetryMax = 2 * time.Second
+)
+
+// NewClient returns a client of the Redis primary named by url:
 //
 //	redis://[user:password@]host:port[/db]     one primary
 //	rediss://...                               the same over TLS
@@ -50,6 +64,14 @@ type ClientOptions struct {
 //
 // A Cluster is found from any of its nodes. Whatever the URL says,
 // client-side caching is off and no command is ever sent to a replica.
+//
+// Only a url that cannot be parsed is an error. When Redis does not answer
+// (it is down, the sentinels know no master yet), NewClient returns a
+// client all the same: its calls fail at once with the cause, as calls to
+// a server that went away do, while it connects in the background, and
+// once it has connected it is the client NewClient would have returned.
+// A node therefore starts during a Redis outage, not ready, and recovers
+// by itself.
 func NewClient(url string, opts ClientOptions) (rueidis.Client, error) {
 	opt, err := rueidis.ParseURL(url)
 	if err != nil {
@@ -75,10 +97,200 @@ func NewClient(url string, opts ClientOptions) (rueidis.Client, error) {
 		}
 	}
 	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		return nil, fmt.Errorf("connect to redis: %w", err)
+	if err == nil {
+		return c, nil
 	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	late, err := newLateClient(opt, err, log)
+	if err != nil {
+		return nil, err
+	}
+	return late, nil
+}
+
+// lateClient is the client of a Redis that did not answer when NewClient
+// was called. rueidis connects as it creates a client and returns none
+// when it cannot; none of its options keeps every deployment right:
+// ForceSingleClient keeps a client whose dial failed, but a single-node
+// client never discovers a Cluster (it would send every key to the one
+// node it knows) and is never made for a Sentinel URL, whose client asks
+// the sentinels at creation. So the real client is created late, by the
+// same rueidis.NewClient with the same options as ever: it is a Cluster,
+// Sentinel or single-node client as the server says, primary-only, just as
+// if Redis had answered at once.
+//
+// Until then every call goes to pending, a single-node rueidis client
+// that never connects (its dialer returns the last cause of failure), so
+// that each method fails as rueidis fails calls to a server that is down,
+// with rueidis's own results and streams. Its commands are built by
+// pending's builder, which marks them slotless; a Cluster client cannot
+// route such a command (it would index its slot table with the mark), so
+// a slotless command that reaches the client after it became a Cluster
+// client is failed by pending too, and the caller's retry builds it anew.
+type lateClient struct {
+	pending rueidis.Client
+	noSlot  uint16 // the mark pending's builder gives commands
+	real    atomic.Pointer[connected]
+	cause   atomic.Pointer[error] // why pending fails
+
+	log  *slog.Logger
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+var _ rueidis.Client = (*lateClient)(nil)
+
+// connected is the real client, once created.
+type connected struct {
+	rueidis.Client
+	cluster bool
+}
+
+// errConnectedSince fails a command built before the client connected and
+// sent after, when the server turned out to be a Cluster.
+var errConnectedSince = errors.New("redis: the client connected while this command was built; retry")
+
+func newLateClient(opt rueidis.ClientOption, cause error, log *slog.Logger) (*lateClient, error) {
+	c := &lateClient{log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	c.cause.Store(&cause)
+	pending, _ := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:       []string{"redis"}, // a name: the dialer below never dials
+		ForceSingleClient: true,
+		DisableCache:      true,
+		DisableRetry:      true, // fail at once, as the gate's callers expect
+		DialCtxFn: func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
+			return nil, *c.cause.Load()
+		},
+	})
+	if pending == nil {
+		return nil, fmt.Errorf("connect to redis: %w", cause)
+	}
+	c.pending = pending
+	probe := pending.B().Ping().Build() // keyless: carries the mark alone
+	c.noSlot = probe.Slot()
+	log.Warn("connect to redis failed; going on without it and connecting in the background", "err", cause)
+	go c.connect(opt)
 	return c, nil
+}
+
+// connect creates the real client, retrying with backoff until it succeeds
+// or Close is called.
+func (c *lateClient) connect(opt rueidis.ClientOption) {
+	defer close(c.done)
+	wait := connectRetryMin
+	last := (*c.cause.Load()).Error()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, connectRetryMax)
+		real, err := rueidis.NewClient(opt)
+		if err != nil {
+			c.cause.Store(&err)
+			if msg := err.Error(); msg != last { // once per cause, not per attempt
+				c.log.Warn("connect to redis failed again", "err", err)
+				last = msg
+			}
+			continue
+		}
+		select {
+		case <-c.stop:
+			real.Close()
+			return
+		default:
+		}
+		c.cause.Store(&errConnectedSince)
+		c.real.Store(&connected{Client: real, cluster: real.Mode() == rueidis.ClientModeCluster})
+		c.log.Info("redis connected", "mode", string(real.Mode()))
+		return
+	}
+}
+
+// to is the client a call goes to, given the slots of its commands.
+func (c *lateClient) to(slots ...uint16) rueidis.Client {
+	r := c.real.Load()
+	if r == nil {
+		return c.pending
+	}
+	if r.cluster {
+		for _, s := range slots {
+			if s&c.noSlot != 0 {
+				return c.pending
+			}
+		}
+	}
+	return r.Client
+}
+
+func (c *lateClient) B() rueidis.Builder { return c.to().B() }
+
+func (c *lateClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	return c.to(cmd.Slot()).Do(ctx, cmd)
+}
+
+func (c *lateClient) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
+	return c.to(slots(multi)...).DoMulti(ctx, multi...)
+}
+
+func (c *lateClient) Receive(ctx context.Context, subscribe rueidis.Completed, fn func(rueidis.PubSubMessage)) error {
+	return c.to(subscribe.Slot()).Receive(ctx, subscribe, fn)
+}
+
+func (c *lateClient) DoCache(ctx context.Context, cmd rueidis.Cacheable, ttl time.Duration) rueidis.RedisResult {
+	return c.to(cmd.Slot()).DoCache(ctx, cmd, ttl)
+}
+
+func (c *lateClient) DoMultiCache(ctx context.Context, multi ...rueidis.CacheableTTL) []rueidis.RedisResult {
+	s := make([]uint16, len(multi))
+	for i := range multi {
+		s[i] = multi[i].Cmd.Slot()
+	}
+	return c.to(s...).DoMultiCache(ctx, multi...)
+}
+
+func (c *lateClient) DoStream(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResultStream {
+	return c.to(cmd.Slot()).DoStream(ctx, cmd)
+}
+
+func (c *lateClient) DoMultiStream(ctx context.Context, multi ...rueidis.Completed) rueidis.MultiRedisResultStream {
+	return c.to(slots(multi)...).DoMultiStream(ctx, multi...)
+}
+
+func slots(multi []rueidis.Completed) []uint16 {
+	s := make([]uint16, len(multi))
+	for i := range multi {
+		s[i] = multi[i].Slot()
+	}
+	return s
+}
+
+func (c *lateClient) Dedicated(fn func(rueidis.DedicatedClient) error) error {
+	return c.to().Dedicated(fn)
+}
+
+func (c *lateClient) Dedicate() (rueidis.DedicatedClient, func()) { return c.to().Dedicate() }
+
+func (c *lateClient) Nodes() map[string]rueidis.Client { return c.to().Nodes() }
+
+func (c *lateClient) Mode() rueidis.ClientMode { return c.to().Mode() }
+
+// Close stops connecting (waiting for an attempt in progress, at most a
+// dial timeout per address) and closes the client. Safe to call twice.
+func (c *lateClient) Close() {
+	c.once.Do(func() {
+		close(c.stop)
+		<-c.done
+		if r := c.real.Load(); r != nil {
+			r.Close()
+		}
+		c.pending.Close()
+	})
 }
 
 // script is a Lua script run with EVALSHA, falling back to EVAL when the

@@ -83,7 +83,12 @@ func openGate(cfg RedisConfig, reg prometheus.Registerer, log *slog.Logger) (*ga
 		s.gate = memory.NewGate()
 		return s, nil
 	}
-	client, err := redis.NewClient(cfg.URL, redis.ClientOptions{})
+	// A Redis that does not answer does not stop the node: the client
+	// connects in the background (redis.NewClient), the engine serves the
+	// drops it cannot prepare yet with 503 and prepares them once Redis
+	// answers, and /readyz says not ready meanwhile. Only a URL that does
+	// not parse is an error.
+	client, err := redis.NewClient(cfg.URL, redis.ClientOptions{Logger: log})
 	if err != nil {
 		return nil, err
 	}
