@@ -224,7 +224,11 @@ func claimArgs(claims []*dibs.Claim) []any {
 
 // FindClaim implements dibs.Store. It reads claims_pkey.
 func (s *Store) FindClaim(ctx context.Context, id string) (*dibs.Claim, error) {
-	c, err := scanClaim(s.read.QueryRow(ctx, `SELECT `+claimFields+` FROM claims WHERE id = $1`, id))
+	return s.findClaim(ctx, s.reads(), id)
+}
+
+func (s *Store) findClaim(ctx context.Context, on reader, id string) (*dibs.Claim, error) {
+	c, err := scanClaim(on.queryRow(ctx, `SELECT `+claimFields+` FROM claims WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, dibs.Errorf(dibs.ENOTFOUND, "claim %s not found", id)
 	} else if err != nil {
@@ -235,9 +239,14 @@ func (s *Store) FindClaim(ctx context.Context, id string) (*dibs.Claim, error) {
 
 // ScanActiveClaims implements dibs.Store. It reads the partial index
 // claims_active_slot in slot order, in one statement (one snapshot), on a
-// read connection that fn's pace holds.
+// read connection (a background one through BackgroundReads) that fn's
+// pace holds.
 func (s *Store) ScanActiveClaims(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error {
-	rows, err := s.read.Query(ctx, `SELECT `+claimFields+` FROM claims
+	return s.scanActiveClaims(ctx, s.reads(), dropID, fn)
+}
+
+func (s *Store) scanActiveClaims(ctx context.Context, on reader, dropID string, fn func(*dibs.Claim) error) error {
+	rows, err := on.query(ctx, `SELECT `+claimFields+` FROM claims
 		WHERE drop_id = $1 AND state IN ('held', 'confirmed', 'paid') ORDER BY slot`, dropID)
 	if err != nil {
 		return fmt.Errorf("scan active claims: %w", s.failed(ctx, err))
@@ -260,8 +269,12 @@ func (s *Store) ScanActiveClaims(ctx context.Context, dropID string, fn func(*di
 
 // CountClaims implements dibs.Store. It counts over claims_drop_state.
 func (s *Store) CountClaims(ctx context.Context, dropID string) (dibs.ClaimCounts, error) {
+	return s.countClaims(ctx, s.reads(), dropID)
+}
+
+func (s *Store) countClaims(ctx context.Context, on reader, dropID string) (dibs.ClaimCounts, error) {
 	var n dibs.ClaimCounts
-	rows, err := s.read.Query(ctx, `SELECT state, count(*) FROM claims WHERE drop_id = $1 GROUP BY state`, dropID)
+	rows, err := on.query(ctx, `SELECT state, count(*) FROM claims WHERE drop_id = $1 GROUP BY state`, dropID)
 	if err != nil {
 		return n, fmt.Errorf("count claims: %w", s.failed(ctx, err))
 	}

@@ -32,7 +32,11 @@ func (s *Store) CreateDrop(ctx context.Context, d *dibs.Drop) error {
 
 // FindDrop implements dibs.Store. It reads drops_pkey.
 func (s *Store) FindDrop(ctx context.Context, id string) (*dibs.Drop, error) {
-	d, err := scanDrop(s.read.QueryRow(ctx, `SELECT `+dropColumns+` FROM drops WHERE id = $1`, id))
+	return s.findDrop(ctx, s.reads(), id)
+}
+
+func (s *Store) findDrop(ctx context.Context, on reader, id string) (*dibs.Drop, error) {
+	d, err := scanDrop(on.queryRow(ctx, `SELECT `+dropColumns+` FROM drops WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, dibs.Errorf(dibs.ENOTFOUND, "drop %s not found", id)
 	} else if err != nil {
@@ -43,7 +47,11 @@ func (s *Store) FindDrop(ctx context.Context, id string) (*dibs.Drop, error) {
 
 // ListDrops implements dibs.Store. It reads drops_created in order.
 func (s *Store) ListDrops(ctx context.Context) ([]*dibs.Drop, error) {
-	rows, err := s.read.Query(ctx, `SELECT `+dropColumns+` FROM drops ORDER BY created_at, id`)
+	return s.listDrops(ctx, s.reads())
+}
+
+func (s *Store) listDrops(ctx context.Context, on reader) ([]*dibs.Drop, error) {
+	rows, err := on.query(ctx, `SELECT `+dropColumns+` FROM drops ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list drops: %w", s.failed(ctx, err))
 	}

@@ -51,8 +51,10 @@ func newInserter(pool *pgxpool.Pool, schema string) (*river.Client[pgx.Tx], erro
 
 // NewJobClient implements post.Store: a River client over the background
 // pool, configured by cfg with the store's schema. Unless cfg.PollOnly is
-// set, a started client keeps one background connection for LISTEN, so
-// the pool needs room for it. Stop the client before closing the store.
+// set, a started client takes one connection out of the background pool
+// for LISTEN and keeps it until it stops: the pool may then open another,
+// so the store holds one connection more than its pools' bounds. Stop the
+// client before closing the store.
 func (s *Store) NewJobClient(cfg *river.Config) (post.JobClient, error) {
 	c := *cfg
 	c.Schema = s.schema

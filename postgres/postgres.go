@@ -56,8 +56,11 @@ type Options struct {
 	// group commits run on. Default DefaultRecordConns. The pool keeps
 	// them open, so the first commits of a spike do not wait to connect.
 	RecordConns int
-	// BackgroundConns bounds the pool of background work (jobs,
-	// reconciliation). Default DefaultBackgroundConns.
+	// BackgroundConns bounds the pool of background work: jobs, the
+	// outbox pump, and the reads of BackgroundReads (loading drops, gate
+	// rebuilds, reconciliation). Default DefaultBackgroundConns. A
+	// running job client holds one connection more, outside this bound:
+	// see NewJobClient.
 	BackgroundConns int
 	// ReadConns bounds the pool of reads and admin writes. Default
 	// DefaultReadConns.
@@ -86,7 +89,7 @@ var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 // Store is the PostgreSQL system of record. Safe for concurrent use.
 type Store struct {
 	record     *pgxpool.Pool // group commits of claims
-	background *pgxpool.Pool // jobs, reconciliation
+	background *pgxpool.Pool // jobs, the outbox pump, BackgroundReads
 	read       *pgxpool.Pool // reads, admin writes, migrations
 
 	schema string                // Options.Schema: River's tables live there too
@@ -284,8 +287,8 @@ func (s *Store) migrateStore(ctx context.Context) error {
 }
 
 // Background is the pool for background work (the job queue, the
-// reconciler): its own bounded pool, so that such work never takes a
-// connection claims need.
+// reads of BackgroundReads): its own bounded pool, so that such work never
+// takes a connection claims need.
 func (s *Store) Background() *pgxpool.Pool { return s.background }
 
 // Ping implements dibs.Store: the store answers and takes writes. A server

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/riverqueue/river"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/post"
@@ -26,6 +28,12 @@ import (
 func TestStoreConformance(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) dibs.Store { return pgtest.MustOpen(t) })
+}
+
+// The store as background work sees it is a store like any other.
+func TestBackgroundReadsConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) dibs.Store { return pgtest.MustOpen(t).BackgroundReads() })
 }
 
 func TestPostConformance(t *testing.T) {
@@ -116,7 +124,9 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 }
 
 // However many callers there are, a node holds at most the sum of its
-// pools' sizes on the server.
+// pools' sizes on the server, and one more for the job client's LISTEN
+// (River takes that session out of the background pool for as long as it
+// runs, so the pool may open another).
 func TestConnectionsStayWithinPools(t *testing.T) {
 	t.Parallel()
 	app := randomName("dibs-budget-")
@@ -126,6 +136,22 @@ func TestConnectionsStayWithinPools(t *testing.T) {
 	d := storetest.MustCreateDrop(t, s, 100_000, 1)
 
 	watch := mustConnect(t, pgtest.URL(t), "")
+	startJobClient(t, s)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var listening int
+		err := watch.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = $1 AND query LIKE 'LISTEN%'`, app).Scan(&listening)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if listening > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job client never listened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	var most atomic.Int64
 	done := make(chan struct{})
 	watched := make(chan error, 1)
@@ -149,6 +175,7 @@ func TestConnectionsStayWithinPools(t *testing.T) {
 		}
 	}()
 
+	bg := s.BackgroundReads()
 	var slot atomic.Int64
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
@@ -162,6 +189,13 @@ func TestConnectionsStayWithinPools(t *testing.T) {
 				if _, err := s.FindClaim(context.Background(), c.ID); err != nil {
 					failed.Store(&err)
 				}
+				// Background work at the same time, on its own pool.
+				if _, err := bg.FindClaim(context.Background(), c.ID); err != nil {
+					failed.Store(&err)
+				}
+				if _, err := bg.CountClaims(context.Background(), d.ID); err != nil {
+					failed.Store(&err)
+				}
 			}
 		})
 	}
@@ -173,11 +207,11 @@ func TestConnectionsStayWithinPools(t *testing.T) {
 	if err := failed.Load(); err != nil {
 		t.Fatal(*err)
 	}
-	budget := int64(opts.RecordConns + opts.BackgroundConns + opts.ReadConns)
+	budget := int64(opts.RecordConns + opts.BackgroundConns + opts.ReadConns + 1)
 	if most.Load() > budget {
 		t.Fatalf("%d connections on the server, budget %d", most.Load(), budget)
 	}
-	t.Logf("at most %d connections for 64 callers (budget %d)", most.Load(), budget)
+	t.Logf("at most %d connections for 64 callers and a job client (budget %d)", most.Load(), budget)
 
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(s.Collector())
@@ -194,6 +228,32 @@ dibs_postgres_pool_max_connections{pool="record"} 2
 	if n, err := testutil.GatherAndCount(reg); err != nil || n == 0 {
 		t.Fatalf("gathered %d metrics: %v", n, err)
 	}
+}
+
+// startJobClient starts a job client on s, as a node does, and stops it
+// when t ends, before the store closes.
+func startJobClient(t *testing.T, s *postgres.Store) {
+	t.Helper()
+	workers := river.NewWorkers()
+	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[post.NotifyWinnerArgs]) error { return nil }))
+	client, err := s.NewJobClient(&river.Config{
+		Logger:  slog.New(slog.DiscardHandler),
+		Queues:  map[string]river.QueueConfig{post.QueueWebhook: {MaxWorkers: 1}},
+		Workers: workers,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := client.Stop(ctx); err != nil {
+			t.Errorf("stop job client: %v", err)
+		}
+	})
 }
 
 // queryLog is a pgx tracer that keeps every statement the store sends.

@@ -214,8 +214,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.engine = engine.New(engine.Config{
-		Store: store, Gate: m.gate.gate, Recorder: rec, Logger: m.log, Admissions: m.room,
-		Recorded: m.kickPost,
+		Store: store, Background: backgroundOf(store), Gate: m.gate.gate, Recorder: rec, Logger: m.log,
+		Admissions: m.room, Recorded: m.kickPost,
 	})
 	if err := m.engine.Register(reg); err != nil {
 		return err
@@ -290,6 +290,18 @@ func openStore(ctx context.Context, cfg Config) (record, engine.RecorderConfig, 
 		return nil, engine.RecorderConfig{}, err
 	}
 	return s, engine.RecorderConfig{Committers: 1}, nil
+}
+
+// backgroundOf is the store the engine's background work (loading and
+// refreshing drops, gate rebuilds, the reconciler) reads through: on
+// PostgreSQL the record's background pool, so that a long rebuild holds
+// none of the read connections claims and /readyz need; nil (the store
+// itself) on SQLite, which has no pool per workload.
+func backgroundOf(store record) dibs.Store {
+	if pg, ok := store.(*postgres.Store); ok {
+		return pg.BackgroundReads()
+	}
+	return nil
 }
 
 // kickPost wakes the outbox pump after a group commit.
