@@ -258,13 +258,23 @@ func (g *Gate) every(ctx context.Context, d time.Duration, fn func(context.Conte
 // may have lost messages, so it invalidates everything.
 func (g *Gate) listen(ctx context.Context) {
 	pattern := globEscape(g.opts.Prefix) + "{drop:*}:events"
+	failures := 0
 	for {
+		began := time.Now()
 		err := g.client.Receive(ctx, g.client.B().Psubscribe().Pattern(pattern).Build(), g.onEvent)
 		g.invalidateAll()
 		if ctx.Err() != nil {
 			return
 		}
-		g.log.Warn("redis subscription lost; resubscribing", "err", err)
+		if time.Since(began) > time.Second {
+			failures = 0 // it was up: a new outage
+		}
+		failures++
+		// Once per outage, then every hundredth attempt: a Redis that is
+		// down for minutes is retried every poll interval.
+		if failures == 1 || failures%100 == 0 {
+			g.log.Warn("redis subscription lost; resubscribing", "attempts", failures, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
