@@ -242,16 +242,20 @@ func (c *lateClient) Receive(ctx context.Context, subscribe rueidis.Completed, f
 	return c.to(subscribe.Slot()).Receive(ctx, subscribe, fn)
 }
 
-func (c *lateClient) DoCache(ctx context.Context, cmd rueidis.Cacheable, ttl time.Duration) rueidis.RedisResult {
-	return c.to(cmd.Slot()).DoCache(ctx, cmd, ttl)
+// errCachedRead: the gate reads the primary only, never a client cache
+// (TestGateReadsNoReplica keeps it so).
+var errCachedRead = errors.New("redis: cached reads are off: the gate reads the primary only")
+
+func (c *lateClient) DoCache(context.Context, rueidis.Cacheable, time.Duration) rueidis.RedisResult {
+	return rueidis.NewErrorResult(errCachedRead)
 }
 
-func (c *lateClient) DoMultiCache(ctx context.Context, multi ...rueidis.CacheableTTL) []rueidis.RedisResult {
-	s := make([]uint16, len(multi))
-	for i := range multi {
-		s[i] = multi[i].Cmd.Slot()
+func (c *lateClient) DoMultiCache(_ context.Context, multi ...rueidis.CacheableTTL) []rueidis.RedisResult {
+	out := make([]rueidis.RedisResult, len(multi))
+	for i := range out {
+		out[i] = rueidis.NewErrorResult(errCachedRead)
 	}
-	return c.to(s...).DoMultiCache(ctx, multi...)
+	return out
 }
 
 func (c *lateClient) DoStream(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResultStream {
