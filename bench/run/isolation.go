@@ -41,6 +41,7 @@ type isolationResult struct {
 	base, spike latencies
 	spikeRPS    float64
 	spikeOut    string // wrk's status line, for the record
+	gcs         float64 // garbage collections during the round
 }
 
 // isolation measures the regular service's latency without and with a
@@ -66,8 +67,8 @@ func isolation(cfg config, regularRate, spikeRate float64, variants []variant) (
 			if err != nil {
 				return nil, err
 			}
-			log.Printf("   round %d %-22s regular p99 %.2f ms alone, %.2f ms during a spike of %.0f claims/s (%.2f×); p99.9 %.2f / %.2f ms; errors %d / %d",
-				round+1, v.name, r.base.p99, r.spike.p99, r.spikeRPS, r.spike.p99/r.base.p99, r.base.p999, r.spike.p999, r.base.errors, r.spike.errors)
+			log.Printf("   round %d %-22s regular p99 %.2f ms alone, %.2f ms during a spike of %.0f claims/s (%.2f×); p99.9 %.2f / %.2f ms; errors %d / %d; %.0f GCs",
+				round+1, v.name, r.base.p99, r.spike.p99, r.spikeRPS, r.spike.p99/r.base.p99, r.base.p999, r.spike.p999, r.base.errors, r.spike.errors, r.gcs)
 			out = append(out, r)
 		}
 	}
@@ -118,6 +119,7 @@ func isolationRound(cfg config, client *http.Client, v variant, regularRate, pau
 		if m := regexp.MustCompile(`Non-2xx or 3xx responses: \d+`).FindString(wrkOut.String()); m != "" {
 			r.spikeOut = m
 		}
+		r.gcs, _ = scrape("http://"+addr, "go_gc_duration_seconds_count")
 		stop()
 		cancel()
 		return r, nil

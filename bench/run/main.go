@@ -97,7 +97,7 @@ func run(cfg config) error {
 	if cfg.only == "isolation variants" {
 		_, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{
 			{"defaults", nil},
-			{"GOGC 100", []string{"--gc-percent", "100"}},
+			{"GOGC 2000", []string{"--gc-percent", "2000"}},
 			{"no claim-worker bound", []string{"--claim-workers", "-1"}},
 		})
 		return err
