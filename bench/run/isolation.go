@@ -40,7 +40,7 @@ type isolationResult struct {
 	variant     string
 	base, spike latencies
 	spikeRPS    float64
-	spikeOut    string // wrk's status line, for the record
+	spikeOut    string  // wrk's status line, for the record
 	gcs         float64 // garbage collections during the round
 }
 
