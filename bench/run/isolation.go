@@ -79,10 +79,23 @@ func isolation(cfg config, regularRate, spikeRate float64, variants []variant) (
 type variant struct {
 	name string
 	args []string
+	// apart: the claims go to one node and the regular reads to another on
+	// the same core, both on the run's Redis and a PostgreSQL record, as
+	// when a load balancer sends an event's claims to a pool of their own.
+	apart bool
 }
 
 func isolationRound(cfg config, client *http.Client, v variant, regularRate, pause float64) (isolationResult, error) {
-	start := dibsNode(`{"id":"d","title":"Pepero Day","kind":"coupon","stock":1111}`, nil, v.args...)
+	const drop = `{"id":"d","title":"Pepero Day","kind":"coupon","stock":1111}`
+	var peer []string
+	start := dibsNode(drop, nil, v.args...)
+	if v.apart {
+		redis, err := benchRedis()
+		if err != nil {
+			return isolationResult{}, err
+		}
+		start = dibsOnPostgres(drop, &peer, append([]string{"--redis", redis, "--redis-prefix", freshPrefix()}, v.args...)...)
+	}
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		addr, err := freeAddr()
@@ -95,7 +108,28 @@ func isolationRound(cfg config, client *http.Client, v variant, regularRate, pau
 			cancel()
 			return isolationResult{}, err
 		}
-		url := "http://" + addr + "/v1/drops/d"
+		readAddr := addr
+		if v.apart {
+			var data string
+			if readAddr, err = freeAddr(); err == nil {
+				data, err = os.MkdirTemp(cfg.dir, "data-")
+			}
+			if err == nil {
+				var stopReads func()
+				stopReads, err = startProcess(ctx, readAddr, []string{"DIBS_PASSPORT_SECRET=" + secret, "DIBS_ADMIN_TOKEN=" + admin},
+					filepath.Join(cfg.dir, "dibs"), append([]string{"serve", "--log-level", "warn", "--addr", readAddr, "--data", data}, peer...)...)
+				if err == nil {
+					stopClaims := stop
+					stop = func() { stopReads(); stopClaims() }
+				}
+			}
+			if err != nil {
+				stop()
+				cancel()
+				return isolationResult{}, err
+			}
+		}
+		url := "http://" + readAddr + "/v1/drops/d"
 		regularTraffic(ctx, client, url, regularRate, time.Second) // warm up connections
 		r := isolationResult{variant: v.name}
 		r.base = regularTraffic(ctx, client, url, regularRate, cfg.duration)

@@ -96,15 +96,16 @@ func run(cfg config) error {
 	defer runCleanups()
 	if cfg.only == "isolation variants" {
 		_, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{
-			{"defaults", nil},
-			{"GOGC 2000", []string{"--gc-percent", "2000"}},
-			{"no claim-worker bound", []string{"--claim-workers", "-1"}},
+			{"defaults", nil, false},
+			{"GOGC 2000", []string{"--gc-percent", "2000"}, false},
+			{"no claim-worker bound", []string{"--claim-workers", "-1"}, false},
+			{"claims on a node apart", nil, true},
 		})
 		return err
 	}
 	if cfg.only == "" || strings.Contains(isolationName, cfg.only) {
 		log.Printf("== %s", isolationName)
-		rs, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{{"defaults", nil}})
+		rs, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{{"defaults", nil, false}})
 		if err != nil {
 			return fmt.Errorf("%s: %w", isolationName, err)
 		}

@@ -41,7 +41,7 @@ var scenarios = []scenario{
 		name: "winning claims, PostgreSQL record",
 		what: "as above with `--postgres`: the claims are committed to PostgreSQL (synchronous_commit on) on this machine, over loopback, in a schema of their own each run.",
 		ref:  target{name: "HTTP ceiling", start: withTokens("fresh.txt", "fresh-", -1, ceiling), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
-		dibs: target{name: "dibs --postgres", start: withTokens("fresh.txt", "fresh-", -1, dibsOnPostgres(`{"id":"d","title":"everyone wins","kind":"coupon","stock":10000000}`)), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
+		dibs: target{name: "dibs --postgres", start: withTokens("fresh.txt", "fresh-", -1, dibsOnPostgres(`{"id":"d","title":"everyone wins","kind":"coupon","stock":10000000}`, nil)), tokens: "fresh.txt", path: "/v1/drops/d/claims"},
 		want: 0.5,
 	},
 	{
@@ -77,8 +77,9 @@ func sellOut(url string) error {
 }
 
 // dibsOnPostgres starts a dibs node whose record is a fresh schema of the
-// benchmark database.
-func dibsOnPostgres(dropJSON string) func(ctx context.Context, cfg config, addr string) (func(), error) {
+// benchmark database, with extra arguments. If peer is not nil, it is set
+// to the arguments a second node needs to share that record.
+func dibsOnPostgres(dropJSON string, peer *[]string, extra ...string) func(ctx context.Context, cfg config, addr string) (func(), error) {
 	return func(ctx context.Context, cfg config, addr string) (func(), error) {
 		url := databaseURL()
 		schema := "bench_dibs_" + strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -97,9 +98,12 @@ func dibsOnPostgres(dropJSON string) func(ctx context.Context, cfg config, addr 
 		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
 			return nil, err
 		}
-		stop, err := dibsNode(dropJSON, nil, "--postgres", q.String())(ctx, cfg, addr)
+		stop, err := dibsNode(dropJSON, nil, append([]string{"--postgres", q.String()}, extra...)...)(ctx, cfg, addr)
 		if err != nil {
 			return nil, err
+		}
+		if peer != nil {
+			*peer = append([]string{"--postgres", q.String()}, extra...)
 		}
 		return func() {
 			stop()
