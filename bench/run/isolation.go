@@ -110,24 +110,15 @@ func isolationRound(cfg config, client *http.Client, v variant, regularRate, pau
 		}
 		readAddr := addr
 		if v.apart {
-			var data string
-			if readAddr, err = freeAddr(); err == nil {
-				data, err = os.MkdirTemp(cfg.dir, "data-")
-			}
-			if err == nil {
-				var stopReads func()
-				stopReads, err = startProcess(ctx, readAddr, []string{"DIBS_PASSPORT_SECRET=" + secret, "DIBS_ADMIN_TOKEN=" + admin},
-					filepath.Join(cfg.dir, "dibs"), append([]string{"serve", "--log-level", "warn", "--addr", readAddr, "--data", data}, peer...)...)
-				if err == nil {
-					stopClaims := stop
-					stop = func() { stopReads(); stopClaims() }
-				}
-			}
+			var stopReads func()
+			readAddr, stopReads, err = readNode(ctx, cfg, peer)
 			if err != nil {
 				stop()
 				cancel()
 				return isolationResult{}, err
 			}
+			stopClaims := stop
+			stop = func() { stopReads(); stopClaims() }
 		}
 		url := "http://" + readAddr + "/v1/drops/d"
 		regularTraffic(ctx, client, url, regularRate, time.Second) // warm up connections
@@ -158,6 +149,17 @@ func isolationRound(cfg config, client *http.Client, v variant, regularRate, pau
 		cancel()
 		return r, nil
 	}
+}
+
+// readNode starts a second dibs node with args (the first one's record and
+// gate) on a free address.
+func readNode(ctx context.Context, cfg config, args []string) (string, func(), error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	stop, err := startServer(ctx, cfg, addr, dibsBin(cfg), serveArgs(args...)...)
+	return addr, stop, err
 }
 
 // isolationName names the regular-traffic scenario for -only.

@@ -431,21 +431,23 @@ func mintTokens(cfg config, file, prefix string, n int) error {
 // prepared by prepare (e.g. sold out).
 func dibsNode(dropJSON string, prepare func(url string) error, extra ...string) func(ctx context.Context, cfg config, addr string) (func(), error) {
 	return func(ctx context.Context, cfg config, addr string) (func(), error) {
-		bin := filepath.Join(cfg.dir, "dibs")
-		return server(dropJSON, prepare, bin, append([]string{"serve", "--log-level", "warn"}, extra...)...)(ctx, cfg, addr)
+		return server(dropJSON, prepare, dibsBin(cfg), serveArgs(extra...)...)(ctx, cfg, addr)
 	}
+}
+
+// dibsBin is the dibs binary built for the run; serveArgs its arguments
+// for a node, before --addr and --data.
+func dibsBin(cfg config) string { return filepath.Join(cfg.dir, "dibs") }
+
+func serveArgs(extra ...string) []string {
+	return append([]string{"serve", "--log-level", "warn"}, extra...)
 }
 
 // server starts bin with args plus --addr and a fresh --data directory,
 // creates one drop through the admin API and prepares it.
 func server(dropJSON string, prepare func(url string) error, bin string, args ...string) func(ctx context.Context, cfg config, addr string) (func(), error) {
 	return func(ctx context.Context, cfg config, addr string) (func(), error) {
-		data, err := os.MkdirTemp(cfg.dir, "data-")
-		if err != nil {
-			return nil, err
-		}
-		args := append(slices.Clone(args), "--addr", addr, "--data", data)
-		stop, err := startProcess(ctx, addr, []string{"DIBS_PASSPORT_SECRET=" + secret, "DIBS_ADMIN_TOKEN=" + admin}, bin, args...)
+		stop, err := startServer(ctx, cfg, addr, bin, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -460,8 +462,24 @@ func server(dropJSON string, prepare func(url string) error, bin string, args ..
 				return nil, err
 			}
 		}
-		return func() { stop(); os.RemoveAll(data) }, nil
+		return stop, nil
 	}
+}
+
+// startServer starts bin with args plus --addr and a fresh --data
+// directory, which its stop removes.
+func startServer(ctx context.Context, cfg config, addr, bin string, args ...string) (func(), error) {
+	data, err := os.MkdirTemp(cfg.dir, "data-")
+	if err != nil {
+		return nil, err
+	}
+	args = append(slices.Clone(args), "--addr", addr, "--data", data)
+	stop, err := startProcess(ctx, addr, []string{"DIBS_PASSPORT_SECRET=" + secret, "DIBS_ADMIN_TOKEN=" + admin}, bin, args...)
+	if err != nil {
+		os.RemoveAll(data)
+		return nil, err
+	}
+	return func() { stop(); os.RemoveAll(data) }, nil
 }
 
 func ceiling(ctx context.Context, cfg config, addr string) (func(), error) {

@@ -98,12 +98,13 @@ func dibsOnPostgres(dropJSON string, peer *[]string, extra ...string) func(ctx c
 		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
 			return nil, err
 		}
-		stop, err := dibsNode(dropJSON, nil, append([]string{"--postgres", q.String()}, extra...)...)(ctx, cfg, addr)
+		args := append([]string{"--postgres", q.String()}, extra...)
+		stop, err := dibsNode(dropJSON, nil, args...)(ctx, cfg, addr)
 		if err != nil {
 			return nil, err
 		}
 		if peer != nil {
-			*peer = append([]string{"--postgres", q.String()}, extra...)
+			*peer = args
 		}
 		return func() {
 			stop()
