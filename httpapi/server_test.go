@@ -267,7 +267,7 @@ func TestBadInput(t *testing.T) {
 		{"alg none", "POST", "/v1/drops/open/claims", sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": "x", "exp": exp}), ``, nil, 401, dibs.EUNAUTHORIZED},
 		{"other secret", "POST", "/v1/drops/open/claims", sign(jwt.SigningMethodHS256, []byte("ffffffffffffffffffffffffffffffff"), jwt.MapClaims{"sub": "x", "exp": exp}), ``, nil, 401, dibs.EUNAUTHORIZED},
 		{"claim body unknown field", "POST", "/v1/drops/open/claims", valid, `{"slot":1}`, nil, 400, dibs.EINVALID},
-		{"claim body too large", "POST", "/v1/drops/open/claims", valid, `{"a":"` + strings.Repeat("x", httpapi.MaxClaimBody) + `"}`, nil, 413, dibs.ETOOLARGE},
+		{"claim body too large", "POST", "/v1/drops/open/claims", valid, `{"a":"` + strings.Repeat("x", httpapi.MaxNoBody) + `"}`, nil, 413, dibs.ETOOLARGE},
 		{"bad idempotency key", "POST", "/v1/drops/open/claims", valid, ``, []string{"Idempotency-Key", strings.Repeat("k", dibs.MaxIdempotencyKey+1)}, 400, dibs.EINVALID},
 		{"not open", "POST", "/v1/drops/later/claims", valid, ``, nil, 425, dibs.ENOTOPEN},
 		{"paused", "POST", "/v1/drops/paused/claims", valid, ``, nil, 503, dibs.EPAUSED},
