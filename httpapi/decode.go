@@ -133,7 +133,7 @@ func decodeBytes(b []byte, v any) error {
 	case errors.As(err, &syntax):
 		return dibs.Errorf(dibs.EINVALID, "The body is not valid JSON (at byte %d).", syntax.Offset)
 	case errors.As(err, &typ) && typ.Field == "":
-		return dibs.Errorf(dibs.EINVALID, "The body must be a JSON %s.", jsonType(typ.Type))
+		return dibs.Errorf(dibs.EINVALID, "The body must be %s.", jsonType(typ.Type))
 	case errors.As(err, &typ):
 		return dibs.Errorf(dibs.EINVALID, "Field %q must be %s.", typ.Field, jsonType(typ.Type))
 	case errors.As(err, &parse):

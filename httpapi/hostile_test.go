@@ -2,6 +2,10 @@ package httpapi_test
 
 import (
 	"bufio"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/httpapi"
@@ -235,5 +241,261 @@ func TestStreamsPerTicket(t *testing.T) {
 	refused(open("d"), http.StatusServiceUnavailable, dibs.EOVERLOADED) // all 4 open
 	if r := b.do(t, "GET", "/v1/drops/q/queue/"+tickets["d"], pass(t, "d"), ""); r.status != http.StatusOK {
 		t.Fatalf("polling while streams are full: %d %s", r.status, r.raw)
+	}
+}
+
+// TestControlCharacters: titles, idempotency keys and passport subjects
+// with control or format characters are refused with a stable code.
+func TestControlCharacters(t *testing.T) {
+	t.Parallel()
+	b := setup(t, httpapi.Limits{})
+	b.mustCreateDrop(t, `{"id":"d","title":"Pepero Day – 빼빼로","kind":"coupon","stock":50}`)
+	for _, title := range []string{`a\r\nb`, `a\nb`, `a\u0000b`, `a\u0085b`, `a\u2028b`, `a\u2029b`, `a\u202eb`, `a\u200db`, `a\u0007b`} {
+		r := b.do(t, "POST", "/v1/admin/drops", adminToken, `{"title":"`+title+`","kind":"coupon","stock":1}`)
+		if r.status != http.StatusBadRequest || r.problem.Code != dibs.EINVALID {
+			t.Errorf("title %s: %d %s, want 400 invalid", title, r.status, r.raw)
+		}
+	}
+	for _, key := range []string{"a\u202eb", "a\u0085b", "a\u2028b", "a\u200bb"} {
+		r := b.do(t, "POST", "/v1/drops/d/claims", pass(t, "u"), "", "Idempotency-Key", key)
+		if r.status != http.StatusBadRequest || r.problem.Code != dibs.EINVALID {
+			t.Errorf("idempotency key %q: %d %s, want 400 invalid", key, r.status, r.raw)
+		}
+	}
+	for _, sub := range []string{"evil\u202eexe", "a\u0085b", "a\u2028b", "a\u200eb"} {
+		// The passport's issuer signed it; the subject cannot name a user.
+		r := b.do(t, "POST", "/v1/drops/d/claims", pass(t, sub), "")
+		if r.status != http.StatusUnauthorized || r.problem.Code != dibs.EUNAUTHORIZED {
+			t.Errorf("passport sub %q: %d %s, want 401 unauthorized", sub, r.status, r.raw)
+		}
+	}
+	if r := b.do(t, "POST", "/v1/drops/d/claims", pass(t, "사용자-ünïcödé"), "", "Idempotency-Key", "키-1"); r.status != http.StatusCreated {
+		t.Fatalf("printable non-ASCII user and key: %d %s", r.status, r.raw)
+	}
+}
+
+// TestWinnersCSVInjection: a winners CSV cell that a spreadsheet would
+// take for a formula starts with a single quote.
+func TestWinnersCSVInjection(t *testing.T) {
+	t.Parallel()
+	b := setup(t, httpapi.Limits{})
+	b.mustCreateDrop(t, `{"id":"d","title":"d","kind":"coupon","stock":10}`)
+	users := []string{`=HYPERLINK("http://x")`, "+1+1", "-2+3", "@SUM(A1)", "alice", "a=b"}
+	for _, u := range users {
+		if r := b.do(t, "POST", "/v1/drops/d/claims", pass(t, u), ""); r.status != http.StatusCreated {
+			t.Fatalf("claim of %q: %d %s", u, r.status, r.raw)
+		}
+	}
+	r := b.do(t, "GET", "/v1/admin/drops/d/winners", adminToken, "", "Accept", "text/csv")
+	rows, err := csv.NewReader(strings.NewReader(r.raw)).ReadAll()
+	if err != nil || len(rows) != len(users)+1 {
+		t.Fatalf("csv %q: %v", r.raw, err)
+	}
+	for i, u := range users {
+		want := u
+		if strings.ContainsAny(u[:1], "=+-@") {
+			want = "'" + u
+		}
+		if got := rows[i+1][1]; got != want {
+			t.Errorf("user_id cell %q, want %q", got, want)
+		}
+	}
+}
+
+// TestDuplicateNames: a JSON body may not name a member twice, however it
+// spells it; unknown members stay refused.
+func TestDuplicateNames(t *testing.T) {
+	t.Parallel()
+	b := setup(t, httpapi.Limits{})
+	for _, body := range []string{
+		`{"id":"a","ID":"b","title":"t","kind":"coupon","stock":1}`,
+		`{"id":"a","id":"b","title":"t","kind":"coupon","stock":1}`,
+		`{"id":"a","title":"t","kind":"coupon","stock":1,"Stock":2}`,
+		`{"id":"a","title":"t","kind":"coupon","stoc\u212a":1,"stock":2}`, // the Kelvin sign folds to k
+		`{"id":"a","title":"t","kind":"purchase","stock":1,"admission":{"mode":"queue","rate":1,"RATE":5}}`,
+	} {
+		r := b.do(t, "POST", "/v1/admin/drops", adminToken, body)
+		if r.status != http.StatusBadRequest || r.problem.Code != dibs.EINVALID || !strings.Contains(r.problem.Detail, "more than once") {
+			t.Errorf("%s: %d %s, want 400 invalid naming the field", body, r.status, r.raw)
+		}
+	}
+	if r := b.do(t, "GET", "/v1/admin/drops/a", adminToken, ""); r.status != http.StatusNotFound {
+		t.Fatalf("a drop was created from a body with duplicate names: %d %s", r.status, r.raw)
+	}
+	// Names in different objects, and equal strings as values, are fine.
+	b.mustCreateDrop(t, `{"id":"mode","title":"mode","kind":"coupon","stock":1,"admission":{"mode":"queue","rate":1}}`)
+	if r := b.do(t, "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":1,"x":1}`); r.status != http.StatusBadRequest || !strings.Contains(r.problem.Detail, `"x"`) {
+		t.Fatalf("unknown field: %d %s", r.status, r.raw)
+	}
+}
+
+// TestAuthorizationAndCaching: two Authorization headers are refused;
+// claim and admin answers are never cached.
+func TestAuthorizationAndCaching(t *testing.T) {
+	t.Parallel()
+	b := setup(t, httpapi.Limits{})
+	b.mustCreateDrop(t, `{"id":"d","title":"d","kind":"coupon","stock":5}`)
+	for _, path := range []string{"/v1/drops/d/claims", "/v1/admin/drops/d/pause"} {
+		req, _ := http.NewRequest("POST", b.srv.URL+path, nil)
+		req.Header.Add("Authorization", "Bearer "+adminToken)
+		req.Header.Add("Authorization", "Bearer "+pass(t, "u"))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p httpapi.Problem
+		err = jsonDecode(res, &p)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest || err != nil || p.Code != dibs.EINVALID {
+			t.Fatalf("%s with two Authorization headers: %d %+v", path, res.StatusCode, p)
+		}
+	}
+
+	alice := pass(t, "alice")
+	won := b.do(t, "POST", "/v1/drops/d/claims", alice, "")
+	id, _ := won.body["claim_id"].(string)
+	answers := map[string]response{
+		"claim 201":     won,
+		"claim 200":     b.do(t, "POST", "/v1/drops/d/claims", alice, ""),
+		"claim read":    b.do(t, "GET", "/v1/claims/"+id, alice, ""),
+		"claim problem": b.do(t, "POST", "/v1/drops/nope/claims", alice, ""),
+		"create drop":   b.do(t, "POST", "/v1/admin/drops", adminToken, `{"id":"e","title":"e","kind":"coupon","stock":1}`),
+		"list drops":    b.do(t, "GET", "/v1/admin/drops", adminToken, ""),
+		"drop stats":    b.do(t, "GET", "/v1/admin/drops/d", adminToken, ""),
+		"winners":       b.do(t, "GET", "/v1/admin/drops/d/winners", adminToken, ""),
+		"winners csv":   b.do(t, "GET", "/v1/admin/drops/d/winners", adminToken, "", "Accept", "text/csv"),
+		"pause":         b.do(t, "POST", "/v1/admin/drops/d/pause", adminToken, ""),
+		"jobs":          b.do(t, "GET", "/v1/admin/drops/d/jobs", adminToken, ""),
+		"failed hooks":  b.do(t, "GET", "/v1/admin/webhooks/failed", adminToken, ""),
+	}
+	for name, r := range answers {
+		if r.status >= 500 || r.header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: %d, Cache-Control %q, want no-store", name, r.status, r.header.Get("Cache-Control"))
+		}
+	}
+}
+
+// TestAlgorithmSwap: a passport signed with the right secret under another
+// algorithm than HS256 is refused, so is one whose header names RS256 over
+// an HMAC signature (the key-confusion attack).
+func TestAlgorithmSwap(t *testing.T) {
+	t.Parallel()
+	b := setup(t, httpapi.Limits{})
+	b.mustCreateDrop(t, `{"id":"d","title":"d","kind":"coupon","stock":5}`)
+	claims := jwt.MapClaims{"sub": "mallory", "exp": time.Now().Add(time.Hour).Unix()}
+	var tokens []string
+	for _, m := range []jwt.SigningMethod{jwt.SigningMethodHS384, jwt.SigningMethodHS512} {
+		tok, err := jwt.NewWithClaims(m, claims).SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, tok)
+	}
+	enc := base64.RawURLEncoding
+	for _, alg := range []string{"RS256", "ES256", "none", "hs256"} {
+		head := enc.EncodeToString([]byte(`{"alg":"` + alg + `","typ":"JWT"}`))
+		body := enc.EncodeToString(fmt.Appendf(nil, `{"sub":"mallory","exp":%d}`, time.Now().Add(time.Hour).Unix()))
+		mac := hmac.New(sha256.New, secret)
+		mac.Write([]byte(head + "." + body))
+		tokens = append(tokens, head+"."+body+"."+enc.EncodeToString(mac.Sum(nil)))
+	}
+	for _, tok := range tokens {
+		if r := b.do(t, "POST", "/v1/drops/d/claims", tok, ""); r.status != http.StatusUnauthorized || r.problem.Code != dibs.EUNAUTHORIZED {
+			t.Errorf("passport %s…: %d %s, want 401", tok[:20], r.status, r.raw)
+		}
+	}
+}
+
+// hardened starts a server with the connection limits dibs serve uses.
+func hardened(t *testing.T) *roomBundle {
+	return setupRoom(t, roomSetup{server: func(s *http.Server) {
+		ref := httpapi.NewHTTPServer(nil)
+		s.ReadHeaderTimeout, s.ReadTimeout, s.WriteTimeout = ref.ReadHeaderTimeout, ref.ReadTimeout, ref.WriteTimeout
+		s.IdleTimeout, s.MaxHeaderBytes = ref.IdleTimeout, ref.MaxHeaderBytes
+	}})
+}
+
+// TestSlowHeaders: a client sending its headers a line at a time is cut
+// off (after ReadHeaderTimeout) and holds nothing others need meanwhile.
+func TestSlowHeaders(t *testing.T) {
+	t.Parallel()
+	b := hardened(t)
+	b.mustCreateDrop(t, `{"id":"d","title":"d","kind":"coupon","stock":5}`)
+	c := rawConn(t, b.bundle, "POST /v1/drops/d/claims HTTP/1.1\r\nHost: dibs\r\n")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the attack: a header line now and then, never the end
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := fmt.Fprintf(c, "X-Slow-%d: 1\r\n", i); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	for i := range 5 {
+		if r := b.do(t, "POST", "/v1/drops/d/claims", pass(t, fmt.Sprint("u", i)), ""); r.status != http.StatusCreated {
+			t.Fatalf("claim while headers trickle: %d %s", r.status, r.raw)
+		}
+	}
+	// Cut off: the read ends, with nothing or a 408, well before the
+	// deadline (generous: the machine may be starved).
+	c.SetReadDeadline(time.Now().Add(httpapi.ReadHeaderTimeout + answerWait))
+	buf := make([]byte, 512)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("a connection trickling its headers was never cut off")
+			}
+			return
+		}
+		if n > 0 && !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 408") {
+			t.Fatalf("a connection trickling its headers was answered %q", buf[:n])
+		}
+	}
+}
+
+// TestOversizedHeaders: headers over MaxHeaderBytes are refused (431,
+// answered by net/http in text/plain before any handler runs).
+func TestOversizedHeaders(t *testing.T) {
+	t.Parallel()
+	b := hardened(t)
+	c := rawConn(t, b.bundle, "GET /healthz HTTP/1.1\r\nHost: dibs\r\nX-Big: "+strings.Repeat("x", 2*httpapi.MaxHeaderBytes)+"\r\n\r\n")
+	res, _ := readAnswer(t, c)
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("oversized headers: %d, want 431", res.StatusCode)
+	}
+	if r := b.do(t, "GET", "/healthz", "", ""); r.status != http.StatusOK {
+		t.Fatalf("healthz after: %d", r.status)
+	}
+}
+
+// TestPageEscaping: a drop's title never reaches the waiting-room page as
+// markup: the page is static, the script sets text only, and the JSON it
+// reads escapes <, > and &.
+func TestPageEscaping(t *testing.T) {
+	t.Parallel()
+	b := setupRoom(t, roomSetup{})
+	const title = `<script>alert(1)</script><img src=x onerror=alert(2)>&amp;`
+	b.mustCreateDrop(t, `{"id":"q","title":"`+strings.ReplaceAll(title, `"`, `\"`)+`","kind":"coupon","stock":5,"admission":{"mode":"queue","rate":1}}`)
+	page := b.do(t, "GET", "/d/q", "", "")
+	if page.status != http.StatusOK || strings.Contains(page.raw, "alert(") || !strings.Contains(page.header.Get("Content-Security-Policy"), "script-src 'self'") {
+		t.Fatalf("page: %d %q", page.status, page.raw)
+	}
+	drop := b.do(t, "GET", "/v1/drops/q", "", "")
+	if drop.body["title"] != title || strings.ContainsAny(drop.raw, "<>") || strings.Contains(drop.raw, "&amp;") {
+		t.Fatalf("public drop: %s", drop.raw)
+	}
+	js := b.do(t, "GET", "/assets/room.js", "", "")
+	for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("} {
+		if strings.Contains(js.raw, sink) {
+			t.Errorf("room.js uses %s", sink)
+		}
 	}
 }

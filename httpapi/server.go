@@ -57,6 +57,31 @@ type Limits struct {
 // answered from memory, winners wait about one group commit).
 var DefaultLimits = Limits{Claim: 4096, Read: 1024, Admin: 64, Ops: 64, Queue: 4096, Stream: 10_000}
 
+// Connection limits of the HTTP server that serves the API: a client
+// sending its headers slowly is cut off after ReadHeaderTimeout, one
+// sending a body slowly after ReadTimeout, and headers over MaxHeaderBytes
+// are refused (431).
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 10 * time.Second
+	WriteTimeout      = 30 * time.Second
+	IdleTimeout       = 2 * time.Minute
+	MaxHeaderBytes    = 16 << 10
+)
+
+// NewHTTPServer returns an http.Server that serves h with the connection
+// limits above.
+func NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
+}
+
 // Config is what a Server needs besides the engine.
 type Config struct {
 	Passports  *passport.Verifier

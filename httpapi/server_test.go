@@ -248,6 +248,9 @@ func TestBadInput(t *testing.T) {
 		{"oversized", "POST", "/v1/admin/drops", adminToken, `{"title":"` + strings.Repeat("x", httpapi.MaxAdminBody) + `"}`, nil, 413, dibs.ETOOLARGE},
 		{"unknown field", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":1,"user_id":"me"}`, nil, 400, dibs.EINVALID},
 		{"wrong type", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":"many"}`, nil, 400, dibs.EINVALID},
+		{"wrong type of kind", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":5,"stock":1}`, nil, 400, dibs.EINVALID},
+		{"wrong type of admission", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":1,"admission":"queue"}`, nil, 400, dibs.EINVALID},
+		{"duplicate names", "POST", "/v1/admin/drops", adminToken, `{"id":"a","ID":"b","title":"t","kind":"coupon","stock":1}`, nil, 400, dibs.EINVALID},
 		{"bad drop id", "POST", "/v1/admin/drops", adminToken, `{"id":"Bad_ID","title":"t","kind":"coupon","stock":1}`, nil, 400, dibs.EINVALID},
 		{"stock zero", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":0}`, nil, 400, dibs.EINVALID},
 		{"stock too big", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":10000001}`, nil, 400, dibs.EINVALID},
@@ -288,6 +291,11 @@ func TestBadInput(t *testing.T) {
 			}
 			if r.problem.Type != httpapi.ProblemType(tt.code) || r.problem.Detail == "" {
 				t.Fatalf("problem %+v lacks type or detail", r.problem)
+			}
+			for _, goism := range []string{"httpapi.", "dibs.", "Go ", "json:", "struct", "int64", "*"} {
+				if strings.Contains(r.problem.Detail, goism) {
+					t.Fatalf("detail %q speaks of Go (%q), not of the API", r.problem.Detail, goism)
+				}
 			}
 			if r.status == 503 && r.header.Get("Retry-After") == "" {
 				t.Fatal("503 without Retry-After")
