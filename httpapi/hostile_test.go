@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -256,6 +257,17 @@ func TestControlCharacters(t *testing.T) {
 			t.Errorf("title %s: %d %s, want 400 invalid", title, r.status, r.raw)
 		}
 	}
+	for _, id := range []string{`a\u202eb`, `a\u0000`, `a\u2028`, `a\r\n`} {
+		r := b.do(t, "POST", "/v1/admin/drops", adminToken, `{"id":"`+id+`","title":"t","kind":"coupon","stock":1}`)
+		if r.status != http.StatusBadRequest || r.problem.Code != dibs.EINVALID {
+			t.Errorf("drop id %s: %d %s, want 400 invalid", id, r.status, r.raw)
+		}
+	}
+	for _, path := range []string{"/v1/drops/a%E2%80%AEb", "/v1/drops/a%00b", "/v1/drops/a%C2%85b"} {
+		if r := b.do(t, "GET", path, "", ""); r.status != http.StatusBadRequest || r.problem.Code != dibs.EINVALID {
+			t.Errorf("GET %s: %d %s, want 400 invalid", path, r.status, r.raw)
+		}
+	}
 	for _, key := range []string{"a\u202eb", "a\u0085b", "a\u2028b", "a\u200bb"} {
 		r := b.do(t, "POST", "/v1/drops/d/claims", pass(t, "u"), "", "Idempotency-Key", key)
 		if r.status != http.StatusBadRequest || r.problem.Code != dibs.EINVALID {
@@ -497,5 +509,37 @@ func TestPageEscaping(t *testing.T) {
 		if strings.Contains(js.raw, sink) {
 			t.Errorf("room.js uses %s", sink)
 		}
+	}
+}
+
+// TestAdmissionReplayAtOnce: one admission replayed by 200 claims released
+// together wins once (201) and answers the other 199 with that claim (200).
+func TestAdmissionReplayAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setupRoom(t, roomSetup{})
+	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":100,"admission":{"mode":"queue","rate":100}}`)
+	alice := pass(t, "alice")
+	j := b.do(t, "POST", "/v1/drops/q/queue", alice, "")
+	adm := b.waitAdmitted(t, "q", alice, j.body["ticket"].(string)).body["admission"].(string)
+	const replays = 200
+	start := make(chan struct{})
+	answers := make(chan response, replays)
+	var wg sync.WaitGroup
+	for range replays {
+		wg.Go(func() {
+			<-start
+			answers <- b.do(t, "POST", "/v1/drops/q/claims", alice, "", "Dibs-Admission", adm)
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(answers)
+	status, claims := map[int]int{}, map[any]bool{}
+	for r := range answers {
+		status[r.status]++
+		claims[r.body["claim_id"]] = true
+	}
+	if status[http.StatusCreated] != 1 || status[http.StatusOK] != replays-1 || len(claims) != 1 {
+		t.Fatalf("answers by status %v, %d distinct claims; want 1 × 201, %d × 200, one claim", status, len(claims), replays-1)
 	}
 }
