@@ -5,6 +5,8 @@
 // bound on requests in flight. Above the bound a request is answered 503
 // with Retry-After at once: a claim spike cannot take the capacity that
 // regular reads and health checks need, and nothing queues without bound.
+// A request's body is read before the request takes its place, so no
+// place waits on a client sending slowly.
 package httpapi
 
 import (
