@@ -11,6 +11,7 @@ package dibs
 import (
 	"regexp"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -107,23 +108,32 @@ var (
 func ValidDropID(id string) bool { return dropIDPattern.MatchString(id) }
 
 // ValidUserID reports whether id can name a user: 1..MaxUserIDLen bytes of
-// printable UTF-8.
+// printable UTF-8 (see printable).
 func ValidUserID(id string) bool {
 	return validToken(id, MaxUserIDLen)
 }
 
 // ValidIdempotencyKey reports whether key is an acceptable Idempotency-Key:
-// 1..MaxIdempotencyKey bytes of printable UTF-8.
+// 1..MaxIdempotencyKey bytes of printable UTF-8 (see printable).
 func ValidIdempotencyKey(key string) bool {
 	return validToken(key, MaxIdempotencyKey)
 }
 
 func validToken(s string, max int) bool {
-	if len(s) == 0 || len(s) > max || !utf8.ValidString(s) {
+	return len(s) > 0 && len(s) <= max && printable(s)
+}
+
+// printable reports whether s is valid UTF-8 without control or format
+// characters (Unicode categories Cc and Cf: NUL, CR, LF, U+0085, the
+// bidirectional overrides such as U+202E, zero-width joiners) or line and
+// paragraph separators (Zl, Zp: U+2028, U+2029): such characters can make
+// a log line, a CSV row or a displayed title say something else.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)) {
 			return false
 		}
 	}
@@ -172,6 +182,8 @@ func (d *Drop) Validate() error {
 		return Errorf(EINVALID, "title is required")
 	case len(d.Title) > MaxTitleLen || !utf8.ValidString(d.Title):
 		return Errorf(EINVALID, "title must be valid UTF-8 of at most %d bytes", MaxTitleLen)
+	case !printable(d.Title):
+		return Errorf(EINVALID, "title must not hold control or format characters (line breaks, NUL, bidirectional overrides)")
 	case d.Kind != KindCoupon && d.Kind != KindPurchase:
 		return Errorf(EINVALID, "kind must be %q or %q", KindCoupon, KindPurchase)
 	case d.Stock < 1 || d.Stock > MaxStock:

@@ -42,6 +42,7 @@ func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer run()
+	w.Header()["Cache-Control"] = noStore
 	id, err := pathDropID(r)
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -49,10 +50,6 @@ func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
 	}
 	user, err := s.user(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	if err := decodeNoBody(w, r); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -98,6 +95,6 @@ func (s *Server) getClaim(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	w.Header().Set("Cache-Control", "private, no-store")
+	w.Header()["Cache-Control"] = noStore
 	writeJSON(w, http.StatusOK, newClaimJSON(c))
 }

@@ -123,7 +123,7 @@ func timePtr(t time.Time) *time.Time {
 
 func (s *Server) createDrop(w http.ResponseWriter, r *http.Request) {
 	var req createDropRequest
-	if err := decodeJSON(w, r, &req, MaxAdminBody, false); err != nil {
+	if err := decodeJSON(r, &req, false); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -268,7 +268,7 @@ func (s *Server) winners(w http.ResponseWriter, r *http.Request) {
 		cw := csv.NewWriter(buf)
 		cw.Write([]string{"claim_id", "user_id", "slot", "state", "created_at", "coupon_code"})
 		write = func(c *dibs.Claim) error {
-			return cw.Write([]string{c.ID, c.UserID, strconv.FormatInt(c.Slot, 10), string(c.State), c.CreatedAt.Format(time.RFC3339Nano), c.CouponCode})
+			return cw.Write([]string{csvCell(c.ID), csvCell(c.UserID), strconv.FormatInt(c.Slot, 10), string(c.State), c.CreatedAt.Format(time.RFC3339Nano), csvCell(c.CouponCode)})
 		}
 		defer cw.Flush()
 	} else {
@@ -284,6 +284,17 @@ func (s *Server) winners(w http.ResponseWriter, r *http.Request) {
 		// The status is out; all we can do is stop and say why in the log.
 		s.log.Error("winners export cut short", "drop", id, "err", err)
 	}
+}
+
+// csvCell neutralises a cell a spreadsheet would take for a formula (one
+// starting with =, +, -, @, a tab or a carriage return) by a leading single
+// quote, as OWASP advises against CSV injection. User ids come from
+// passports, so they may start with anything.
+func csvCell(v string) string {
+	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return "'" + v
+	}
+	return v
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -44,10 +44,6 @@ func (s *Server) pay(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	if err := decodeNoBody(w, r); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
 	if s.post == nil {
 		writeError(w, r, s.log, dibs.Errorf(dibs.EUNAVAILABLE, "Payments are not enabled on this server."))
 		return
@@ -58,7 +54,7 @@ func (s *Server) pay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/v1/claims/"+c.ID)
-	w.Header().Set("Cache-Control", "private, no-store")
+	w.Header()["Cache-Control"] = noStore
 	writeJSON(w, http.StatusAccepted, newClaimJSON(c))
 }
 

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/dibs-io/dibs"
@@ -32,6 +33,55 @@ const (
 	streamEvery     = time.Second
 	streamWrite     = 10 * time.Second
 )
+
+// StreamsPerTicket bounds the event streams one ticket may have open on a
+// node (the page open in two tabs, a reconnect overlapping the stream it
+// replaces). A ticket's second stream is let in only while fewer than half
+// of the node's streams (--max-streams) are open: the first stream of every
+// ticket comes before anyone's second. A refused stream is answered 429
+// telling the client to poll.
+const StreamsPerTicket = 2
+
+// streamCount counts the open event streams, per ticket and in all.
+type streamCount struct {
+	max      int // the node's streams
+	mu       sync.Mutex
+	open     int
+	byTicket map[streamKey]int
+}
+
+type streamKey struct {
+	drop   string
+	number uint64
+}
+
+func newStreamCount(max int) *streamCount {
+	return &streamCount{max: max, byTicket: make(map[streamKey]int)}
+}
+
+// take counts a stream of ticket k and returns its release, or an
+// ETHROTTLED error if k may not have another.
+func (c *streamCount) take(k streamKey) (func(), error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.byTicket[k]
+	switch {
+	case n >= StreamsPerTicket:
+		return nil, dibs.Errorf(dibs.ETHROTTLED, "This ticket has %d event streams open already; close one, or poll GET /v1/drops/%s/queue/{ticket} instead, as poll_after_ms says.", n, k.drop)
+	case n > 0 && 2*c.open >= c.max:
+		return nil, dibs.Errorf(dibs.ETHROTTLED, "This ticket has an event stream open already and this server's streams are shared among tickets; poll GET /v1/drops/%s/queue/{ticket} instead, as poll_after_ms says.", k.drop)
+	}
+	c.byTicket[k] = n + 1
+	c.open++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.open--
+		if c.byTicket[k]--; c.byTicket[k] == 0 {
+			delete(c.byTicket, k)
+		}
+	}, nil
+}
 
 // PermutationName names the shuffle the queue info's seed keys (room.Position).
 const PermutationName = "feistel4-sha256-v1"
@@ -157,10 +207,6 @@ func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	if err := decodeNoBody(w, r); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
 	if wait, ok := s.joins.allow(clientKey(r, s.ipHeader), time.Now()); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		writeError(w, r, s.log, dibs.Errorf(dibs.ETHROTTLED, "Too many joins from your address; retry shortly."))
@@ -234,13 +280,20 @@ func (s *Server) queueInfo(w http.ResponseWriter, r *http.Request) {
 // of the room changes, once per tick for every stream together: no stream
 // reads the backend, and the ticket's signature is verified once, when
 // the stream opens. The state is sent at once when it changes, a moving
-// position at most once a second.
+// position at most once a second. A ticket has at most StreamsPerTicket
+// streams open.
 func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) {
 	d, t, err := s.ticket(r)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
+	release, err := s.streams.take(streamKey{d.ID, t.Number})
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	defer release()
 	st, err := s.room.StatusOf(r.Context(), d, t)
 	if err != nil {
 		writeError(w, r, s.log, err)

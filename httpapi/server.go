@@ -5,6 +5,8 @@
 // bound on requests in flight. Above the bound a request is answered 503
 // with Retry-After at once: a claim spike cannot take the capacity that
 // regular reads and health checks need, and nothing queues without bound.
+// A request's body is read before the request takes its place, so no
+// place waits on a client sending slowly.
 package httpapi
 
 import (
@@ -57,6 +59,31 @@ type Limits struct {
 // answered from memory, winners wait about one group commit).
 var DefaultLimits = Limits{Claim: 4096, Read: 1024, Admin: 64, Ops: 64, Queue: 4096, Stream: 10_000}
 
+// Connection limits of the HTTP server that serves the API: a client
+// sending its headers slowly is cut off after ReadHeaderTimeout, one
+// sending a body slowly after ReadTimeout, and headers over MaxHeaderBytes
+// are refused (431).
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 10 * time.Second
+	WriteTimeout      = 30 * time.Second
+	IdleTimeout       = 2 * time.Minute
+	MaxHeaderBytes    = 16 << 10
+)
+
+// NewHTTPServer returns an http.Server that serves h with the connection
+// limits above.
+func NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
+}
+
 // Config is what a Server needs besides the engine.
 type Config struct {
 	Passports  *passport.Verifier
@@ -95,6 +122,7 @@ type Server struct {
 	post      Post
 	joins     *joinLimiter
 	ipHeader  string
+	streams   *streamCount
 	closing   chan struct{} // closed by CloseStreams
 	closeOnce sync.Once
 }
@@ -126,6 +154,7 @@ func New(e *engine.Engine, cfg Config) *Server {
 	if cfg.Limits.Stream == 0 {
 		cfg.Limits.Stream = DefaultLimits.Stream
 	}
+	s.streams = newStreamCount(cfg.Limits.Stream)
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.NewRegistry()
 	}
@@ -143,7 +172,7 @@ func New(e *engine.Engine, cfg Config) *Server {
 	stream := s.class(ClassStream, cfg.Limits.Stream)
 	adminOnly := func(h http.HandlerFunc) http.Handler { return admin(s.requireAdmin(h)) }
 
-	s.mux.Handle("POST /v1/admin/drops", adminOnly(s.createDrop))
+	s.mux.Handle("POST "+createDropPath, adminOnly(s.createDrop))
 	s.mux.Handle("GET /v1/admin/drops", adminOnly(s.listDrops))
 	s.mux.Handle("GET /v1/admin/drops/{id}", adminOnly(s.dropStats))
 	s.mux.Handle("GET /v1/admin/drops/{id}/winners", adminOnly(s.winners))
@@ -177,7 +206,18 @@ func New(e *engine.Engine, cfg Config) *Server {
 // ServeHTTP implements http.Handler. A claim, the request a spike is made
 // of, goes to its handler without the mux's pattern matching; anything
 // else that the mux would clean or redirect first does not look like one.
+//
+// Before either, the request's body is read (readFirst), and a request
+// with more than one Authorization header is refused: which of them
+// counts would be anyone's guess.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if len(r.Header["Authorization"]) > 1 {
+		writeProblem(w, http.StatusBadRequest, dibs.EINVALID, "Send one Authorization header, not several.")
+		return
+	}
+	if !s.readFirst(w, r) {
+		return
+	}
 	if r.Method == http.MethodPost {
 		if id, ok := claimsPath(r.URL.Path); ok {
 			r.SetPathValue("id", id)
@@ -226,13 +266,17 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 func (s *Server) class(name string, limit int) func(http.Handler) http.Handler {
 	sem := make(chan struct{}, limit)
 	m := s.metrics.forClass(name)
+	shedDetail := "The server is at capacity for " + name + " requests; retry shortly."
+	if name == ClassStream {
+		shedDetail = "The server's event streams are all in use; poll GET /v1/drops/{id}/queue/{ticket} instead, as poll_after_ms says."
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case sem <- struct{}{}:
 			default:
 				m.shed.Inc()
-				writeProblem(w, http.StatusServiceUnavailable, dibs.EOVERLOADED, "The server is at capacity for "+name+" requests; retry shortly.")
+				writeProblem(w, http.StatusServiceUnavailable, dibs.EOVERLOADED, shedDetail)
 				return
 			}
 			m.inflight.Inc()
@@ -248,9 +292,11 @@ func (s *Server) class(name string, limit int) func(http.Handler) http.Handler {
 }
 
 // requireAdmin lets through requests bearing the admin token, compared in
-// constant time (hashes first, so neither length leaks).
+// constant time (hashes first, so neither length leaks). No admin answer
+// may be cached: the winners export holds user ids and coupon codes.
 func (s *Server) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Cache-Control"] = noStore
 		got := sha256.Sum256([]byte(bearer(r)))
 		if subtle.ConstantTimeCompare(got[:], s.adminHash[:]) != 1 {
 			writeError(w, r, s.log, dibs.Errorf(dibs.EUNAUTHORIZED, "A valid admin token is required."))

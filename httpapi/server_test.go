@@ -248,6 +248,9 @@ func TestBadInput(t *testing.T) {
 		{"oversized", "POST", "/v1/admin/drops", adminToken, `{"title":"` + strings.Repeat("x", httpapi.MaxAdminBody) + `"}`, nil, 413, dibs.ETOOLARGE},
 		{"unknown field", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":1,"user_id":"me"}`, nil, 400, dibs.EINVALID},
 		{"wrong type", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":"many"}`, nil, 400, dibs.EINVALID},
+		{"wrong type of kind", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":5,"stock":1}`, nil, 400, dibs.EINVALID},
+		{"wrong type of admission", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":1,"admission":"queue"}`, nil, 400, dibs.EINVALID},
+		{"duplicate names", "POST", "/v1/admin/drops", adminToken, `{"id":"a","ID":"b","title":"t","kind":"coupon","stock":1}`, nil, 400, dibs.EINVALID},
 		{"bad drop id", "POST", "/v1/admin/drops", adminToken, `{"id":"Bad_ID","title":"t","kind":"coupon","stock":1}`, nil, 400, dibs.EINVALID},
 		{"stock zero", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":0}`, nil, 400, dibs.EINVALID},
 		{"stock too big", "POST", "/v1/admin/drops", adminToken, `{"title":"t","kind":"coupon","stock":10000001}`, nil, 400, dibs.EINVALID},
@@ -267,7 +270,7 @@ func TestBadInput(t *testing.T) {
 		{"alg none", "POST", "/v1/drops/open/claims", sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": "x", "exp": exp}), ``, nil, 401, dibs.EUNAUTHORIZED},
 		{"other secret", "POST", "/v1/drops/open/claims", sign(jwt.SigningMethodHS256, []byte("ffffffffffffffffffffffffffffffff"), jwt.MapClaims{"sub": "x", "exp": exp}), ``, nil, 401, dibs.EUNAUTHORIZED},
 		{"claim body unknown field", "POST", "/v1/drops/open/claims", valid, `{"slot":1}`, nil, 400, dibs.EINVALID},
-		{"claim body too large", "POST", "/v1/drops/open/claims", valid, `{"a":"` + strings.Repeat("x", httpapi.MaxClaimBody) + `"}`, nil, 413, dibs.ETOOLARGE},
+		{"claim body too large", "POST", "/v1/drops/open/claims", valid, `{"a":"` + strings.Repeat("x", httpapi.MaxNoBody) + `"}`, nil, 413, dibs.ETOOLARGE},
 		{"bad idempotency key", "POST", "/v1/drops/open/claims", valid, ``, []string{"Idempotency-Key", strings.Repeat("k", dibs.MaxIdempotencyKey+1)}, 400, dibs.EINVALID},
 		{"not open", "POST", "/v1/drops/later/claims", valid, ``, nil, 425, dibs.ENOTOPEN},
 		{"paused", "POST", "/v1/drops/paused/claims", valid, ``, nil, 503, dibs.EPAUSED},
@@ -288,6 +291,11 @@ func TestBadInput(t *testing.T) {
 			}
 			if r.problem.Type != httpapi.ProblemType(tt.code) || r.problem.Detail == "" {
 				t.Fatalf("problem %+v lacks type or detail", r.problem)
+			}
+			for _, goism := range []string{"httpapi.", "dibs.", "Go ", "json:", "struct", "int64", "*"} {
+				if strings.Contains(r.problem.Detail, goism) {
+					t.Fatalf("detail %q speaks of Go (%q), not of the API", r.problem.Detail, goism)
+				}
 			}
 			if r.status == 503 && r.header.Get("Retry-After") == "" {
 				t.Fatal("503 without Retry-After")

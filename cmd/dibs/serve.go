@@ -245,15 +245,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
 		Post: postAPI{store: store, runner: runner, payments: m.cfg.Post.PaymentGateway != ""},
 	})
-	m.srv = &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
-	}
+	m.srv = httpapi.NewHTTPServer(api) // its connection limits are tested in httpapi
+	m.srv.ErrorLog = slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
 	m.srv.RegisterOnShutdown(api.CloseStreams)
 	if m.ln, err = net.Listen("tcp", m.cfg.Addr); err != nil {
 		return fmt.Errorf("listen: %w", err)
