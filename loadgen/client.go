@@ -53,6 +53,7 @@ type (
 		Kind         string `json:"kind"`
 		Stock        int64  `json:"stock"`
 		PerUserLimit int    `json:"per_user_limit"`
+		Price        int64  `json:"price"`
 		Admission    struct {
 			Mode string `json:"mode"`
 			Rate int    `json:"rate"`
