@@ -87,8 +87,8 @@ const (
 	// claims went without a definite answer: the server told the user
 	// something else (sold out, 503 with Retry-After: not processed) or
 	// the user never claimed. Winners of users whose claim got no answer
-	// (timeout, connection lost, 5xx), or of users of other runs, are
-	// information, since such a claim may have won.
+	// (timeout, connection lost, 5xx, 503 unavailable), and of users of
+	// other runs, are information: such a claim may have won.
 	AuditUnacked = "unacked_winners"
 	// AuditStockConserved fails when the winners plus the remaining stock
 	// of the live stats differ from the stock, or the live stats count

@@ -109,6 +109,15 @@ func (b *book) claimAnswer(user int, sent time.Time, res result, c *claimBody) {
 	}
 }
 
+// maybeWon books a claim attempt of user, sent at or after sent, whose
+// outcome is unknown although the claim was retried.
+func (b *book) maybeWon(user int, sent time.Time) {
+	b.mu.Lock()
+	b.users[user] |= userUnknown
+	b.mayHaveWon = append(b.mayHaveWon, sent)
+	b.mu.Unlock()
+}
+
 // secondClaim books a user's second claim. When the first one won and the
 // server must recognise the user (per-user limit 1, or the same
 // Idempotency-Key), the second must get the same claim back.

@@ -233,6 +233,9 @@ func (s *session) do(ctx context.Context, req request) result {
 		if !res.shed() || attempt >= r.cfg.MaxRetries {
 			return res
 		}
+		if req.op == opClaim && res.unknown() {
+			r.book.maybeWon(s.user, req.intended) // retried, yet this attempt may have won
+		}
 		req.intended = r.cfg.Now().Add(s.backoff(attempt, res))
 		if !r.sleepUntil(ctx, req.intended) {
 			return res
