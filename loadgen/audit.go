@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dibs-io/dibs"
 )
@@ -38,37 +40,79 @@ const (
 	CheckSkip CheckStatus = "skip" // does not apply to this run
 )
 
-// The names of the audit's checks.
+// The names of the audit's checks. Each says what breaks it; some faults
+// necessarily break several (more winners than stock cannot have unique
+// slots within 1..stock, nor add up with a remaining stock that is never
+// negative).
 const (
-	// AuditWithinStock: no more active winners than stock.
+	// AuditWithinStock fails when the winners export holds more active
+	// winners than the stock.
 	AuditWithinStock = "winners_within_stock"
-	// AuditEqualStock: when demand reached the stock, every slot has a
-	// winner (purchase drops: or was given back by a released hold).
+	// AuditEqualStock fails when the drop ends undersold: fewer winners
+	// than stock (more is AuditWithinStock's) while demand lasted. It is
+	// skipped when fewer users got a definite answer than the stock and
+	// nothing said the drop sold out. Otherwise, with short = stock -
+	// winners > 0 and freed = the holds released or expired (live stats),
+	// it fails when
+	//   - short > freed: slots were never given to anyone (a coupon drop
+	//     has no releases, so any short fails), or
+	//   - a claim was refused sold out while a slot was surely free: it
+	//     was sent after its user had seen s holds released or expired,
+	//     and at most w claims may have won before its answer came (each
+	//     acknowledged claim and each claim without a definite answer
+	//     that was sent before that answer, plus every claim in the live
+	//     stats beyond the acknowledged ones, which other clients may
+	//     have won), and stock - w + s > 0.
+	// A short made only of slots released after the last such refusal
+	// passes: they came back when nobody was claiming any more. dibs
+	// records a release before it gives the slot back to the gate, so a
+	// claim that reaches it in between (milliseconds) is refused
+	// legitimately; only if that claim were the last of the run would it
+	// show here.
 	AuditEqualStock = "winners_equal_stock"
-	// AuditUniqueSlots: slots are unique and within 1..stock.
+	// AuditUniqueSlots fails when a slot appears twice among the winners
+	// or lies outside 1..stock.
 	AuditUniqueSlots = "unique_slots"
-	// AuditPerUserLimit: no user holds more than the per-user limit.
+	// AuditPerUserLimit fails when a user holds more active winning
+	// claims than the drop's per-user limit.
 	AuditPerUserLimit = "per_user_limit"
-	// AuditAckedPresent: every claim acknowledged with 201 or 200 is among
-	// the winners with the same user and slot, unless its hold was released.
+	// AuditAckedPresent fails when a claim acknowledged with 201 or 200 is
+	// missing from the winners (and its read does not say it was released
+	// or expired since, nor did its user see that), is exported with
+	// another user or slot, or was acknowledged twice with different
+	// users or slots.
 	AuditAckedPresent = "acked_winners_present"
-	// AuditUnacked: winners the client never saw acknowledged. Legitimate
-	// when the client timed out, so it is information, never a failure.
+	// AuditUnacked: winners the client never saw acknowledged. It fails
+	// when such a winner belongs to one of this run's users none of whose
+	// claims went without a definite answer: the server told the user
+	// something else (sold out, 503 with Retry-After: not processed) or
+	// the user never claimed. Winners of users whose claim got no answer
+	// (timeout, connection lost, 5xx, 503 unavailable), and of users of
+	// other runs, are information: such a claim may have won.
 	AuditUnacked = "unacked_winners"
-	// AuditStockConserved: winners plus remaining equal the stock, and the
-	// drop's live stats count the same winners as the export.
+	// AuditStockConserved fails when the winners plus the remaining stock
+	// of the live stats differ from the stock, or the live stats count
+	// other active claims than the export holds.
 	AuditStockConserved = "stock_conserved"
-	// AuditIdempotent: a user who had won and claimed again got the same
-	// claim back (200).
+	// AuditIdempotent fails when a user who had won and claimed again
+	// (per-user limit 1, or the same Idempotency-Key) got anything but its
+	// claim back with 200.
 	AuditIdempotent = "idempotent_claims"
-	// AuditServerErrors: no 5xx except 503 with Retry-After, and every 429
-	// carries Retry-After.
+	// AuditServerErrors fails on any 5xx except 503 with Retry-After, and
+	// on a 429 without Retry-After.
 	AuditServerErrors = "no_server_errors"
-	// AuditFinalStates: winners are in an active state fit for the drop's
-	// kind, and what users saw of their payments agrees with the export.
+	// AuditFinalStates fails when a winner's state does not fit the
+	// drop's kind (coupon: confirmed; purchase: held or paid), a claim
+	// its user saw released or expired is still a winner, or the live
+	// stats count other paid claims than the export.
 	AuditFinalStates = "final_states"
-	// AuditPayments: every payment reached paid, released or expired within
-	// PayWait (purchase drops).
+	// AuditPayments (purchase drops) compares the paid claims with the
+	// payment gateway's ledger (Config.PGSim; priced drops, whose charges
+	// carry the claim id as key and "drop/claim" as reference). It fails
+	// when a paid winner has no paid charge, or a paid charge of the drop
+	// has no live claim (none among the winners: the money was taken for
+	// a released claim). Payments still pending after PayWait are
+	// information.
 	AuditPayments = "payments_settled"
 )
 
@@ -86,7 +130,10 @@ type export struct {
 	released                                []string // claims the user saw released or expired, still exported
 	seen                                    map[string]bool
 	unacked                                 int64
-	explained                               int64 // unacked winners whose user had a claim without an answer
+	explained                               int64    // unacked winners whose user had a claim without an answer
+	phantoms                                []string // unacked winners of this run's users told something else
+	nPhantom                                int64
+	paid                                    map[string]bool // claim id → paid, for every winner (purchase drops)
 }
 
 func (r *runner) audit(ctx context.Context) (Audit, error) {
@@ -120,17 +167,7 @@ func (r *runner) audit(ctx context.Context) (Audit, error) {
 			demand++
 		}
 	}
-	freed := stats.Released + stats.Expired
-	switch {
-	case demand < stock && b.soldOutAt.IsZero():
-		checks = append(checks, Check{Name: AuditEqualStock, Status: CheckSkip,
-			Detail: fmt.Sprintf("demand %d users below stock %d", demand, stock)})
-	case r.drop.purchase():
-		add(AuditEqualStock, ex.winners == stock || ex.winners < stock && stock-ex.winners <= freed,
-			"%d winners, stock %d, %d holds released or expired, demand %d users", ex.winners, stock, freed, demand)
-	default:
-		add(AuditEqualStock, ex.winners == stock, "%d winners, stock %d, demand %d users", ex.winners, stock, demand)
-	}
+	checks = append(checks, r.equalStock(ex, stats, demand))
 
 	add(AuditUniqueSlots, ex.nOut == 0 && ex.nDup == 0,
 		"%d slots out of 1..%d, %d duplicated%s", ex.nOut, stock, ex.nDup, examples(append(ex.outOfRange, ex.dupSlots...)))
@@ -148,8 +185,12 @@ func (r *runner) audit(ctx context.Context) (Audit, error) {
 	unacked := Check{Name: AuditUnacked, Status: CheckPass, Detail: "every winner was acknowledged to the client"}
 	if ex.unacked > 0 {
 		unacked.Status = CheckInfo
-		unacked.Detail = fmt.Sprintf("%d winners the client never saw acknowledged; %d of them belong to users whose claim got no answer (timeout, connection error, 5xx)",
-			ex.unacked, ex.explained)
+		unacked.Detail = fmt.Sprintf("%d winners the client never saw acknowledged; %d of them belong to users whose claim got no answer (timeout, connection error, 5xx), %d to users of other runs",
+			ex.unacked, ex.explained, ex.unacked-ex.explained-ex.nPhantom)
+		if ex.nPhantom > 0 {
+			unacked.Status = CheckFail
+			unacked.Detail += fmt.Sprintf(", %d to users of this run every claim of whom got a definite answer%s", ex.nPhantom, examples(ex.phantoms))
+		}
 	}
 	checks = append(checks, unacked)
 
@@ -173,10 +214,9 @@ func (r *runner) audit(ctx context.Context) (Audit, error) {
 
 	checks = append(checks, r.finalStates(ex, stats))
 	if r.drop.purchase() {
-		pay := Check{Name: AuditPayments, Status: CheckPass, Detail: fmt.Sprintf("settled: %s", orNone(countList(b.payments)))}
-		if b.unsettled > 0 {
-			pay.Status = CheckInfo
-			pay.Detail += fmt.Sprintf("; %d still pending after %s", b.unsettled, r.cfg.PayWait)
+		pay, err := r.payments(ctx, ex)
+		if err != nil {
+			return Audit{}, err
 		}
 		checks = append(checks, pay)
 	}
@@ -188,6 +228,136 @@ func (r *runner) audit(ctx context.Context) (Audit, error) {
 		}
 	}
 	return a, nil
+}
+
+// equalStock judges an undersell (see AuditEqualStock); the caller holds
+// the book's lock.
+func (r *runner) equalStock(ex *export, stats adminDrop, demand int64) Check {
+	b := r.book
+	stock := r.drop.Stock
+	short := stock - ex.winners
+	freed := stats.Released + stats.Expired
+	c := Check{Name: AuditEqualStock, Status: CheckPass}
+	switch {
+	case short <= 0:
+		c.Detail = fmt.Sprintf("%d winners, stock %d", ex.winners, stock)
+		return c
+	case demand < stock && b.soldOutAt.IsZero():
+		c.Status = CheckSkip
+		c.Detail = fmt.Sprintf("demand %d users below stock %d", demand, stock)
+		return c
+	case short > freed:
+		c.Status = CheckFail
+		c.Detail = fmt.Sprintf("%d winners, stock %d: %d slots never given to anyone (%d holds released or expired), demand %d users",
+			ex.winners, stock, short-freed, freed, demand)
+		return c
+	}
+	// Claims may have won that the book never saw acknowledged: those of
+	// other clients, at most every claim of the live stats beyond ours.
+	others := max(stats.Held+stats.Confirmed+stats.Paid+stats.Released+stats.Expired-int64(len(b.acked)), 0)
+	won := slices.SortedFunc(slices.Values(b.mayHaveWon), time.Time.Compare)
+	seen := slices.SortedFunc(slices.Values(b.releasesSeen), time.Time.Compare)
+	var refused int
+	var first string
+	for _, x := range b.lateRefusals {
+		s, _ := slices.BinarySearchFunc(seen, x.sent, func(t, sent time.Time) int {
+			if t.After(sent) {
+				return 1
+			}
+			return -1
+		}) // holds seen released at or before the claim was sent
+		w, _ := slices.BinarySearchFunc(won, x.done, time.Time.Compare) // claims sent before its answer
+		if free := stock - int64(w) - others + int64(s); free > 0 {
+			refused++
+			if first == "" {
+				first = fmt.Sprintf("; e.g. a claim sent %s after the first release seen was refused sold out with at least %d slots free (%d claims may have won before its answer, %d holds seen released before it was sent)",
+					x.sent.Sub(seen[0]).Round(time.Millisecond), free, int64(w)+others, s)
+			}
+		}
+	}
+	c.Detail = fmt.Sprintf("%d winners, stock %d, %d holds released or expired", ex.winners, stock, freed)
+	if refused > 0 {
+		c.Status = CheckFail
+		c.Detail += fmt.Sprintf("; demand lasted: %d claims refused sold out while a released slot was free%s", refused, first)
+		return c
+	}
+	c.Detail += fmt.Sprintf("; the %d slots short came back after the last claim that could have taken them", short)
+	return c
+}
+
+// payments judges the payments of a purchase drop (see AuditPayments).
+func (r *runner) payments(ctx context.Context, ex *export) (Check, error) {
+	b := r.book
+	c := Check{Name: AuditPayments, Status: CheckPass, Detail: fmt.Sprintf("settled: %s", orNone(countList(b.payments)))}
+	var broken []string
+	switch {
+	case r.cfg.PGSim == "":
+		c.Detail += "; no gateway ledger to compare (pgsim)"
+	case r.drop.Price == 0:
+		c.Detail += "; a free drop charges nothing"
+	default:
+		charges, err := r.readLedger(ctx)
+		if err != nil {
+			return Check{}, err
+		}
+		paidCharge := make(map[string]bool)
+		var nCharges, nNoClaim, nNoCharge int
+		for _, ch := range charges {
+			if !strings.HasPrefix(ch.Reference, r.drop.ID+"/") {
+				continue // another drop's
+			}
+			nCharges++
+			if ch.Status != "paid" {
+				continue
+			}
+			paidCharge[ch.Key] = true
+			if _, live := ex.paid[ch.Key]; !live {
+				nNoClaim++
+				broken = appendSample(broken, fmt.Sprintf("charge %s paid, its claim is no winner", ch.Key))
+			}
+		}
+		var ids []string
+		for id, paid := range ex.paid {
+			if paid && !paidCharge[id] {
+				ids = append(ids, id)
+			}
+		}
+		sort.Strings(ids)
+		nNoCharge = len(ids)
+		for _, id := range ids {
+			broken = appendSample(broken, fmt.Sprintf("claim %s paid without a paid charge", id))
+		}
+		c.Detail += fmt.Sprintf("; ledger: %d charges of the drop, %d paid claims without a paid charge, %d paid charges without a live claim",
+			nCharges, nNoCharge, nNoClaim)
+	}
+	if len(broken) > 0 {
+		c.Status = CheckFail
+		c.Detail += examples(broken)
+		return c, nil
+	}
+	if b.unsettled > 0 {
+		c.Status = CheckInfo
+		c.Detail += fmt.Sprintf("; %d still pending after %s", b.unsettled, r.cfg.PayWait)
+	}
+	return c, nil
+}
+
+// charge is an entry of the gateway's ledger, as far as the audit reads it.
+type charge struct {
+	Key       string `json:"key"`
+	Status    string `json:"status"`
+	Reference string `json:"reference"`
+}
+
+// readLedger reads every charge of the payment gateway simulator.
+func (r *runner) readLedger(ctx context.Context) ([]charge, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	defer cancel()
+	var charges []charge
+	if err := doJSON(ctx, r.cfg.Client, strings.TrimRight(r.cfg.PGSim, "/")+"/ledger", "", http.MethodGet, nil, &charges); err != nil {
+		return nil, fmt.Errorf("read the gateway's ledger: %w", err)
+	}
+	return charges, nil
 }
 
 // finalStates checks the winners' states against the drop's kind and what
@@ -245,6 +415,9 @@ func (r *runner) readWinners(ctx context.Context) (*export, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ex := &export{states: make(map[string]int64), seen: make(map[string]bool)}
+	if r.drop.purchase() {
+		ex.paid = make(map[string]bool)
+	}
 	slots := make([]uint64, (r.drop.Stock+64)/64)
 	perUser := make(map[string]int)
 	dec := json.NewDecoder(resp.Body)
@@ -257,6 +430,9 @@ func (r *runner) readWinners(ctx context.Context) (*export, error) {
 		}
 		ex.winners++
 		ex.states[w.State]++
+		if ex.paid != nil {
+			ex.paid[w.ClaimID] = w.State == string(dibs.ClaimPaid)
+		}
 		if w.Slot < 1 || w.Slot > r.drop.Stock {
 			ex.nOut++
 			ex.outOfRange = appendSample(ex.outOfRange, fmt.Sprintf("slot %d (claim %s)", w.Slot, w.ClaimID))
@@ -274,8 +450,12 @@ func (r *runner) readWinners(ctx context.Context) (*export, error) {
 		a, ok := b.acked[w.ClaimID]
 		if !ok {
 			ex.unacked++
-			if u, ours := r.userIndex(w.UserID); ours && b.users[u]&userUnknown != 0 {
+			switch u, ours := r.userIndex(w.UserID); {
+			case ours && b.users[u]&userUnknown != 0:
 				ex.explained++
+			case ours:
+				ex.nPhantom++
+				ex.phantoms = appendSample(ex.phantoms, fmt.Sprintf("claim %s of %s slot %d", w.ClaimID, w.UserID, w.Slot))
 			}
 			continue
 		}

@@ -50,37 +50,6 @@ func TestAuditPasses(t *testing.T) {
 	}
 }
 
-func TestAuditFails(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name  string
-		opts  loadgentest.Options
-		fails []string
-	}{
-		{name: "over-issue", opts: loadgentest.Options{OverIssue: 1},
-			fails: []string{loadgen.AuditWithinStock, loadgen.AuditEqualStock, loadgen.AuditUniqueSlots}},
-		{name: "lost winner", opts: loadgentest.Options{LoseWinner: true},
-			fails: []string{loadgen.AuditAckedPresent, loadgen.AuditEqualStock}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			_, cfg := setup(t, tt.opts, "coupon", 40, 0)
-			cfg.Users = 200
-			cfg.Profile = loadgen.Profile{Shape: loadgen.Spike, Duration: 200 * time.Millisecond}
-			rep := MustRun(t, cfg)
-			if rep.Audit.OK || rep.Err() == nil {
-				t.Fatalf("audit passed against a faulty server:\n%s", summary(rep))
-			}
-			for _, name := range tt.fails {
-				if c := check(t, rep, name); c.Status != loadgen.CheckFail {
-					t.Errorf("%s = %s (%s), want fail", name, c.Status, c.Detail)
-				}
-			}
-		})
-	}
-}
-
 // Claims the client never got an answer to can leave the gate holding
 // slots the record never got; the audit waits (SettleWait) for the server
 // to give them back before it judges the stock, and fails it when the
@@ -89,15 +58,19 @@ func TestAuditSettles(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		name   string
+		grace  time.Duration // when the fake gives the slots back
 		settle time.Duration
 		want   loadgen.CheckStatus
 	}{
-		{"waits for the slots to come back", 5 * time.Second, loadgen.CheckPass},
-		{"does not wait", -1, loadgen.CheckFail},
+		// The wait ends as soon as the stock adds up: its bound only has
+		// to outlast a starved machine.
+		{"waits for the slots to come back", 500 * time.Millisecond, time.Minute, loadgen.CheckPass},
+		// The slots come back long after the test, however slow the run.
+		{"does not wait", time.Hour, -1, loadgen.CheckFail},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, cfg := setup(t, loadgentest.Options{Orphans: 5, OrphanGrace: 500 * time.Millisecond}, "coupon", 50, 0)
+			_, cfg := setup(t, loadgentest.Options{Orphans: 5, OrphanGrace: tt.grace}, "coupon", 50, 0)
 			cfg.Users = 30 // fewer than the stock: every slot is not expected to go
 			cfg.Profile = loadgen.Profile{Shape: loadgen.Spike, Duration: 100 * time.Millisecond}
 			cfg.RetryFraction = 0

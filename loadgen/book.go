@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/dibs-io/dibs"
 )
 
 // book keeps what the server told the users, as evidence for the audit: the
@@ -25,6 +27,14 @@ type book struct {
 	secondBroken int64    // of those, answered with anything but the same claim
 	brokenSample []string // a few of them, for the report
 
+	// Evidence of an undersell (see AuditEqualStock): when each claim that
+	// won or may have won was sent, when the users saw holds released or
+	// expired, and the sold-out answers to claims sent after the first of
+	// those.
+	mayHaveWon   []time.Time
+	releasesSeen []time.Time
+	lateRefusals []span
+
 	queue      map[queueOutcome]int64
 	payments   map[string]int64 // payment outcomes seen by state
 	unsettled  int64            // payments still pending after PayWait
@@ -42,6 +52,9 @@ type ack struct {
 	state   string // the last state seen
 	settled bool   // released or expired: no longer expected among the winners
 }
+
+// span is when a claim was sent and when its answer came.
+type span struct{ sent, done time.Time }
 
 type knownClaim struct {
 	id   string
@@ -69,9 +82,9 @@ func newBook(users int) *book {
 	}
 }
 
-// claimAnswer books the answer to a claim of user; c is the claim when the
-// answer was a win (201) or the user's earlier win (200).
-func (b *book) claimAnswer(user int, res result, c *claimBody) {
+// claimAnswer books the answer to a claim of user sent at sent; c is the
+// claim when the answer was a win (201) or the user's earlier win (200).
+func (b *book) claimAnswer(user int, sent time.Time, res result, c *claimBody) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
@@ -81,14 +94,28 @@ func (b *book) claimAnswer(user int, res result, c *claimBody) {
 		if prev, ok := b.acked[c.ClaimID]; !ok {
 			b.acked[c.ClaimID] = a
 			b.known = append(b.known, knownClaim{c.ClaimID, user})
+			b.mayHaveWon = append(b.mayHaveWon, sent)
 		} else if prev.user != a.user || prev.slot != a.slot {
 			b.ackClash = appendSample(b.ackClash, fmt.Sprintf("claim %s acknowledged with user %d slot %d, then user %d slot %d", c.ClaimID, prev.user, prev.slot, a.user, a.slot))
 		}
 	case res.status == http.StatusGone || res.status == http.StatusConflict:
 		b.users[user] |= userDecided
+		if res.code == dibs.ESOLDOUT && len(b.releasesSeen) > 0 && !sent.Before(b.releasesSeen[0]) {
+			b.lateRefusals = append(b.lateRefusals, span{sent, res.done})
+		}
 	case res.unknown():
 		b.users[user] |= userUnknown
+		b.mayHaveWon = append(b.mayHaveWon, sent)
 	}
+}
+
+// maybeWon books a claim attempt of user, sent at or after sent, whose
+// outcome is unknown although the claim was retried.
+func (b *book) maybeWon(user int, sent time.Time) {
+	b.mu.Lock()
+	b.users[user] |= userUnknown
+	b.mayHaveWon = append(b.mayHaveWon, sent)
+	b.mu.Unlock()
 }
 
 // secondClaim books a user's second claim. When the first one won and the
@@ -140,11 +167,18 @@ func (b *book) queueEnded(o queueOutcome) {
 	b.mu.Unlock()
 }
 
-// settled books the outcome of a won claim's payment.
-func (b *book) settled(claimID, state string) {
+// settled books the outcome of a won claim's payment, seen at t.
+func (b *book) settled(claimID, state string, t time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.payments[state]++
+	if state != string(dibs.ClaimPaid) {
+		b.releasesSeen = append(b.releasesSeen, t)
+		if t.Before(b.releasesSeen[0]) {
+			n := len(b.releasesSeen) - 1
+			b.releasesSeen[0], b.releasesSeen[n] = t, b.releasesSeen[0]
+		}
+	}
 	if a, ok := b.acked[claimID]; ok {
 		a.state = state
 		a.settled = state != "paid"

@@ -53,6 +53,7 @@ type (
 		Kind         string `json:"kind"`
 		Stock        int64  `json:"stock"`
 		PerUserLimit int    `json:"per_user_limit"`
+		Price        int64  `json:"price"`
 		Admission    struct {
 			Mode string `json:"mode"`
 			Rate int    `json:"rate"`
@@ -88,8 +89,12 @@ type result struct {
 	node       int // the target that answered, or the last one tried
 }
 
-// unknown reports whether the request may or may not have taken effect.
-func (r result) unknown() bool { return r.status == 0 || r.status >= 500 && !r.shed() }
+// unknown reports whether the request may or may not have taken effect: no
+// answer, a 5xx, or a 503 unavailable (dibs could not tell whether its gate
+// took a slot), which is retried like a shed answer all the same.
+func (r result) unknown() bool {
+	return r.status == 0 || r.status >= 500 && (!r.shed() || r.code == dibs.EUNAVAILABLE)
+}
 
 // shed reports an answer that asks to come back later.
 func (r result) shed() bool {

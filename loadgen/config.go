@@ -75,6 +75,11 @@ type Config struct {
 	PassportSecret []byte
 	// AdminToken reads the drop and its winners for the audit.
 	AdminToken string
+	// PGSim is the base URL of the payment gateway simulator (dibs pgsim)
+	// the server charges, e.g. http://127.0.0.1:8090. When set, the audit
+	// of a priced purchase drop compares its ledger (GET /ledger) with the
+	// paid claims.
+	PGSim string
 
 	// Regular is the steady traffic sent alongside the spike.
 	Regular RegularConfig
@@ -166,6 +171,11 @@ func (c *Config) Validate() error {
 	for _, t := range c.targets() {
 		if u, err := url.Parse(t); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("target must be an http or https URL: %q", t)
+		}
+	}
+	if c.PGSim != "" {
+		if u, err := url.Parse(c.PGSim); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("pgsim must be an http or https URL: %q", c.PGSim)
 		}
 	}
 	switch {

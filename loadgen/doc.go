@@ -42,13 +42,17 @@
 // # Audit and report
 //
 // After the last user, Run reads the drop's live stats and its winners export
-// over the admin API and checks each invariant by name (the Audit* constants):
-// no more winners than stock and, when demand reached it, exactly the stock;
-// unique slots within 1..stock; at most per_user_limit per user; every claim
-// acknowledged with 201 or 200 present with the same user and slot; no 5xx
-// but 503 with Retry-After; states consistent with the drop's kind and the
-// payments seen. A winner the client never saw acknowledged is information,
-// not a failure: its claim may have timed out.
+// over the admin API (and, given Config.PGSim, the payment gateway
+// simulator's ledger) and checks each invariant by name (the Audit*
+// constants, whose comments say what breaks each): no more winners than
+// stock, and no fewer while demand lasted; unique slots within 1..stock; at
+// most per_user_limit per user; every claim acknowledged with 201 or 200
+// present with the same user and slot; no winner of a user told something
+// else; the stock adding up; a winner's second claim given its claim back; no
+// 5xx but 503 with Retry-After; states consistent with the drop's kind and
+// the payments seen; a paid charge for every paid claim and none for a
+// released one. A winner whose claim got no answer is information, not a
+// failure: its claim may have timed out after it won.
 //
 // The Report serialises to JSON (WriteJSON), to a short text (Summary) and to
 // a self-contained HTML page with charts (WriteHTML) that opens without a

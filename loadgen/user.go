@@ -94,22 +94,23 @@ func (s *session) claim(ctx context.Context, intended time.Time, admission, key 
 	if key != "" {
 		req.headers = append(req.headers, [2]string{"Idempotency-Key", key})
 	}
+	sent := s.r.cfg.Now() // before any wait for a place or a retry: the audit's evidence errs early
 	out := claimOutcome{res: s.do(ctx, req)}
 	b := s.r.book
 	switch res := out.res; {
 	case res.status == http.StatusCreated || res.status == http.StatusOK:
 		var c claimBody
 		if err := json.Unmarshal(res.body, &c); err != nil || c.ClaimID == "" {
-			b.claimAnswer(s.user, res, nil)
+			b.claimAnswer(s.user, sent, res, nil)
 			return out
 		}
 		out.claim = &c
-		b.claimAnswer(s.user, res, &c)
+		b.claimAnswer(s.user, sent, res, &c)
 	case res.status == http.StatusGone && res.code == dibs.ESOLDOUT:
 		b.soldOut(res.done)
-		b.claimAnswer(s.user, res, nil)
+		b.claimAnswer(s.user, sent, res, nil)
 	default:
-		b.claimAnswer(s.user, res, nil)
+		b.claimAnswer(s.user, sent, res, nil)
 	}
 	return out
 }
@@ -198,7 +199,7 @@ func (s *session) pay(ctx context.Context, c claimBody) {
 		}
 		switch dibs.ClaimState(got.State) {
 		case dibs.ClaimPaid, dibs.ClaimReleased, dibs.ClaimExpired:
-			r.book.settled(c.ClaimID, got.State)
+			r.book.settled(c.ClaimID, got.State, r.cfg.Now())
 			return
 		}
 	}
@@ -231,6 +232,9 @@ func (s *session) do(ctx context.Context, req request) result {
 		}
 		if !res.shed() || attempt >= r.cfg.MaxRetries {
 			return res
+		}
+		if req.op == opClaim && res.unknown() {
+			r.book.maybeWon(s.user, req.intended) // retried, yet this attempt may have won
 		}
 		req.intended = r.cfg.Now().Add(s.backoff(attempt, res))
 		if !r.sleepUntil(ctx, req.intended) {

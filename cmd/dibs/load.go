@@ -59,6 +59,7 @@ Flags:
 		maxInFlight = fs.Int("max-inflight", loadgen.DefaultMaxInFlight, "bound on the spike's requests in flight; arrivals beyond it are missed starts")
 		timeout     = fs.Duration("timeout", loadgen.DefaultRequestTimeout, "bound on one request")
 		settle      = fs.Duration("settle", loadgen.DefaultSettleWait, "when claims got no definite answer: how long the audit waits for the server's reconciler to make the stock add up (0: not at all)")
+		pgsimURL    = fs.String("pgsim", "", "purchase drops: base `URL` of the payment gateway simulator the server charges (dibs pgsim); the audit compares its ledger with the paid claims")
 		seed        = fs.Int64("seed", 0, "seed of user ids and random choices (0: a new one, printed)")
 		reportPath  = fs.String("report", "", "write the report as JSON to `FILE`")
 		htmlPath    = fs.String("html", "", "write the report as a self-contained HTML page to `FILE`")
@@ -118,6 +119,7 @@ Flags:
 		MaxInFlight:     *maxInFlight,
 		RequestTimeout:  *timeout,
 		SettleWait:      *settle,
+		PGSim:           *pgsimURL,
 		Seed:            *seed,
 		Progress:        progress,
 		Logger:          logger,

@@ -1,8 +1,10 @@
 // Package loadgentest is a small in-memory dibs server speaking the HTTP API
 // v1, for testing the load generator and its audit. It can be told to break
-// the invariants the audit checks (hand out too many winners, lose an
-// acknowledged one) and to misbehave the ways a loaded server does (stall,
-// shed load, answer slowly).
+// each invariant the audit checks, one per knob (hand out too many winners,
+// lose an acknowledged one, refuse a slot it has, take money for a released
+// claim, ...), and to misbehave the ways a loaded server does (stall, shed
+// load, answer slowly). With a price it also keeps a payment gateway's
+// ledger, served on GET /ledger as dibs pgsim does.
 //
 // It is a fake: one mutex, no durability, just enough of the contract.
 package loadgentest
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,11 +39,42 @@ type Options struct {
 	// OverIssue hands out this many winners beyond the stock (a fault).
 	OverIssue int
 	// LoseWinner acknowledges one win with 201 and then loses it: it is
-	// neither in the winners export nor readable, and its slot stays taken
-	// (a fault).
+	// neither in the winners export nor readable, and its slot goes back to
+	// the stock, as if the record never got it (a fault).
 	LoseWinner bool
+	// DuplicateSlot records the second winning claim with the first one's
+	// slot; the slot it took is never exported (a fault).
+	DuplicateSlot bool
+	// SwapSlots exports two winners with each other's slot (a fault).
+	SwapSlots bool
+	// SoldOutEarly answers claims sold out while this many slots are left,
+	// which the stats still count as remaining (a fault: an undersell).
+	SoldOutEarly int
+	// LoseReleased keeps the slot of a released hold from claims, which
+	// are told sold out, while the stats count it as remaining (a fault:
+	// an undersell of a purchase drop).
+	LoseReleased bool
+	// DoubleClaim records the first winning claim and never answers it (the
+	// handler waits until the client gives up), then gives the same user's
+	// next claim a second claim, over the per-user limit (a fault).
+	DoubleClaim bool
+	// PhantomWinner records the first winning claim and answers it 410
+	// sold out (a fault).
+	PhantomWinner bool
+	// ForgetWinner answers a user who claims again while holding a claim
+	// 410 sold out instead of its claim (a fault).
+	ForgetWinner bool
+	// State records winning claims in this state instead of the first state
+	// of their drop's kind (a fault when it does not fit the kind).
+	State string
+	// RemainingOff is added to the remaining stock the admin stats report
+	// (a fault).
+	RemainingOff int64
 	// ShedEvery answers every n-th claim 503 with Retry-After: 0.
 	ShedEvery int
+	// NoRetryAfter leaves the Retry-After header off those 503 answers (a
+	// fault).
+	NoRetryAfter bool
 	// Orphans takes a slot for each of the first n winning claims, then
 	// answers 500 without recording the claim, as a node whose record
 	// write had an unknown outcome does; OrphanGrace later the slot goes
@@ -52,6 +86,21 @@ type Options struct {
 	// Decline says whether the n-th payment (from 0) is declined; a
 	// declined payment releases the hold and returns its slot.
 	Decline func(n int) bool
+	// AdmitAfterPays > 0 makes the waiting room admit its first ticket at
+	// once and the others only after that many payments were asked for,
+	// whatever the drop's rate: a run whose later claims come after a
+	// payment settled, by construction rather than by timing.
+	AdmitAfterPays int
+	// Price is what the drops MustCreateDrop makes charge per claim. Every
+	// payment is recorded in the ledger (GET /ledger, the shape of dibs
+	// pgsim's) under the claim's id, paid or declined as it settles.
+	Price int64
+	// PaidWithoutCharge records no charge for the first paid claim (a
+	// fault).
+	PaidWithoutCharge bool
+	// ChargeWithoutClaim records the first declined payment as a paid
+	// charge: the money is taken and the claim released (a fault).
+	ChargeWithoutClaim bool
 }
 
 // Server is a running fake dibs server: node 0 of a deployment that
@@ -76,6 +125,22 @@ type Server struct {
 	payments  int
 	lostClaim string
 	orphans   int
+	ledger    []Charge
+	// The faults done once: the first winning claim's slot (DuplicateSlot),
+	// the user owed a second claim (DoubleClaim), and which were done.
+	firstSlot, owedSlot               int64
+	doubleUser                        string
+	duplicated, doubled, phantom      bool
+	paidUncharged, declinedButCharged bool
+}
+
+// Charge is one entry of the ledger, as dibs pgsim lists it.
+type Charge struct {
+	Key       string `json:"key"` // the claim id
+	Status    string `json:"status"`
+	Amount    int64  `json:"amount"`
+	Currency  string `json:"currency"`
+	Reference string `json:"reference"` // drop/claim
 }
 
 type drop struct {
@@ -84,6 +149,7 @@ type drop struct {
 	Kind         string    `json:"kind"`
 	Stock        int64     `json:"stock"`
 	PerUserLimit int       `json:"per_user_limit"`
+	Price        int64     `json:"price,omitempty"`
 	OpensAt      time.Time `json:"opens_at"`
 	HoldTTL      string    `json:"hold_ttl,omitempty"`
 	Admission    struct {
@@ -93,6 +159,7 @@ type drop struct {
 
 	next    int64   // next never-used slot
 	free    []int64 // slots given back
+	lost    []int64 // slots given back that claims never get (LoseReleased)
 	byUser  map[string][]*claim
 	byKey   map[string]*claim
 	tickets int
@@ -124,6 +191,7 @@ func NewServer(tb testing.TB, opts Options) *Server {
 	mux.HandleFunc("POST /v1/claims/{id}/pay", s.user(s.pay))
 	mux.HandleFunc("POST /v1/drops/{id}/queue", s.user(s.join))
 	mux.HandleFunc("GET /v1/drops/{id}/queue/{ticket}", s.user(s.poll))
+	mux.HandleFunc("GET /ledger", s.serveLedger)
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.stall.RLock()
 		s.stall.RUnlock()
@@ -180,7 +248,7 @@ func (s *Server) Requests() []Request {
 // users through a waiting room admitting that many per second.
 func (s *Server) MustCreateDrop(tb testing.TB, id, kind string, stock int64, perUser, queueRate int) {
 	tb.Helper()
-	d := &drop{ID: id, Title: id, Kind: kind, Stock: stock, PerUserLimit: perUser, OpensAt: time.Now()}
+	d := &drop{ID: id, Title: id, Kind: kind, Stock: stock, PerUserLimit: perUser, Price: s.opts.Price, OpensAt: time.Now()}
 	d.Admission.Mode = dibs.AdmissionDirect
 	if queueRate > 0 {
 		d.Admission.Mode, d.Admission.Rate = dibs.AdmissionQueue, queueRate
@@ -282,7 +350,7 @@ func (s *Server) findDrop(w http.ResponseWriter, r *http.Request) *drop {
 
 // remaining is what the gate still has; the caller holds mu.
 func (s *Server) remaining(d *drop) int64 {
-	return max(d.Stock+int64(s.opts.OverIssue)-(d.next-1)+int64(len(d.free)), 0)
+	return max(d.Stock+int64(s.opts.OverIssue)-(d.next-1)+int64(len(d.free)+len(d.lost)), 0)
 }
 
 func (s *Server) adminDrop(w http.ResponseWriter, r *http.Request) {
@@ -310,7 +378,7 @@ func (s *Server) adminDrop(w http.ResponseWriter, r *http.Request) {
 		Expired     int64 `json:"expired"`
 		ClaimsTotal int64 `json:"claims_total"`
 	}
-	writeJSON(w, 200, stats{d, s.remaining(d), counts["held"], counts["confirmed"], counts["paid"],
+	writeJSON(w, 200, stats{d, s.remaining(d) + s.opts.RemainingOff, counts["held"], counts["confirmed"], counts["paid"],
 		counts["released"], counts["expired"], total})
 }
 
@@ -321,13 +389,32 @@ func (s *Server) winners(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
+	var out []claim
 	for _, c := range s.claims {
 		if c.DropID == d.ID && dibs.ClaimState(c.State).Active() {
-			_ = enc.Encode(c)
+			out = append(out, *c)
 		}
 	}
+	if s.opts.SwapSlots && len(out) >= 2 {
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		out[0].Slot, out[1].Slot = out[1].Slot, out[0].Slot
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	for _, c := range out {
+		_ = enc.Encode(c)
+	}
+}
+
+// Ledger returns the charges recorded so far, oldest first.
+func (s *Server) Ledger() []Charge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Charge(nil), s.ledger...)
+}
+
+func (s *Server) serveLedger(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, 200, s.Ledger())
 }
 
 func (s *Server) publicDrop(w http.ResponseWriter, r *http.Request) {
@@ -351,32 +438,43 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, user string) {
 		time.Sleep(s.opts.Delay)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	hang := s.claimLocked(w, r, user)
+	s.mu.Unlock()
+	if hang {
+		<-r.Context().Done() // the answer never comes: the client gives up
+	}
+}
+
+// claimLocked answers a claim, unless it reports that the answer must never
+// come; the caller holds mu.
+func (s *Server) claimLocked(w http.ResponseWriter, r *http.Request, user string) (hang bool) {
 	s.claimsAt = append(s.claimsAt, time.Now())
 	s.nclaims++
 	if s.opts.ShedEvery > 0 && s.nclaims%s.opts.ShedEvery == 0 {
-		w.Header().Set("Retry-After", "0")
+		if !s.opts.NoRetryAfter {
+			w.Header().Set("Retry-After", "0")
+		}
 		problem(w, 503, dibs.EOVERLOADED)
-		return
+		return false
 	}
 	d := s.findDrop(w, r)
 	if d == nil {
-		return
+		return false
 	}
 	if d.Admission.Mode == dibs.AdmissionQueue {
 		switch a := r.Header.Get("Dibs-Admission"); {
 		case a == "":
 			problem(w, 403, dibs.EADMISSIONREQUIRED)
-			return
+			return false
 		case a != "adm:"+user:
 			problem(w, 403, dibs.EADMISSIONINVALID)
-			return
+			return false
 		}
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if c := d.byKey[user+"\x00"+key]; key != "" && c != nil {
 		writeJSON(w, 200, c)
-		return
+		return false
 	}
 	var active []*claim
 	for _, c := range d.byUser[user] {
@@ -384,27 +482,39 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, user string) {
 			active = append(active, c)
 		}
 	}
-	if len(active) >= d.PerUserLimit {
+	owed := s.doubleUser == user && !s.doubled // DoubleClaim: the limit is not enforced
+	switch {
+	case owed:
+		s.doubled = true
+	case len(active) > 0 && s.opts.ForgetWinner:
+		problem(w, 410, dibs.ESOLDOUT)
+		return false
+	case len(active) >= d.PerUserLimit:
 		if d.PerUserLimit == 1 {
 			writeJSON(w, 200, active[0])
-			return
+			return false
 		}
 		problem(w, 409, dibs.ELIMIT)
-		return
+		return false
 	}
 	var slot int64
 	switch {
+	case owed && s.owedSlot > 0:
+		slot = s.owedSlot
 	case len(d.free) > 0:
 		slot, d.free = d.free[len(d.free)-1], d.free[:len(d.free)-1]
-	case d.next <= d.Stock+int64(s.opts.OverIssue):
+	case d.next <= d.Stock+int64(s.opts.OverIssue-s.opts.SoldOutEarly):
 		slot = d.next
 		d.next++
 	default:
 		problem(w, 410, dibs.ESOLDOUT)
-		return
+		return false
 	}
-	c := &claim{ID: fmt.Sprintf("c-%s-%d", d.ID, len(s.claims)+1), DropID: d.ID, UserID: user, Slot: slot,
-		State: string(dibs.InitialClaimState(dibs.Kind(d.Kind)))}
+	state := string(dibs.InitialClaimState(dibs.Kind(d.Kind)))
+	if s.opts.State != "" {
+		state = s.opts.State
+	}
+	c := &claim{ID: fmt.Sprintf("c-%s-%d", d.ID, len(s.claims)+1), DropID: d.ID, UserID: user, Slot: slot, State: state}
 	if s.orphans < s.opts.Orphans {
 		s.orphans++
 		time.AfterFunc(s.opts.OrphanGrace, func() {
@@ -413,21 +523,50 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request, user string) {
 			s.mu.Unlock()
 		})
 		problem(w, 500, dibs.EINTERNAL)
-		return
+		return false
 	}
 	if s.opts.LoseWinner && s.lostClaim == "" {
-		// Acknowledged below, never recorded: the fault the audit must catch.
+		// Acknowledged below, never recorded: the fault the audit must
+		// catch. The slot goes back, so that the stock still adds up.
 		s.lostClaim = c.ID + "-lost"
 		c.ID = s.lostClaim
+		d.free = append(d.free, slot)
 		writeJSON(w, 201, c)
-		return
+		return false
+	}
+	if s.opts.DuplicateSlot && !s.duplicated {
+		if s.firstSlot == 0 {
+			s.firstSlot = slot
+		} else {
+			s.duplicated = true
+			c.Slot = s.firstSlot
+		}
 	}
 	s.claims[c.ID] = c
 	d.byUser[user] = append(d.byUser[user], c)
 	if key != "" {
 		d.byKey[user+"\x00"+key] = c
 	}
+	switch {
+	case s.opts.DoubleClaim && s.doubleUser == "":
+		// The user's next claim comes after its timeout, when the drop
+		// may have sold out: a slot is kept for it.
+		s.doubleUser = user
+		switch {
+		case len(d.free) > 0:
+			s.owedSlot, d.free = d.free[len(d.free)-1], d.free[:len(d.free)-1]
+		case d.next <= d.Stock:
+			s.owedSlot = d.next
+			d.next++
+		}
+		return true
+	case s.opts.PhantomWinner && !s.phantom:
+		s.phantom = true
+		problem(w, 410, dibs.ESOLDOUT)
+		return false
+	}
 	writeJSON(w, 201, c)
+	return false
 }
 
 func (s *Server) readClaim(w http.ResponseWriter, r *http.Request, user string) {
@@ -458,13 +597,29 @@ func (s *Server) pay(w http.ResponseWriter, r *http.Request, user string) {
 	time.AfterFunc(s.opts.PayDelay, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		d := s.drops[c.DropID]
+		charge := Charge{Key: c.ID, Status: "paid", Amount: d.Price, Currency: "KRW", Reference: d.ID + "/" + c.ID}
 		if s.opts.Decline != nil && s.opts.Decline(n) {
 			c.State = string(dibs.ClaimReleased)
-			d := s.drops[c.DropID]
-			d.free = append(d.free, c.Slot)
+			if s.opts.LoseReleased {
+				d.lost = append(d.lost, c.Slot)
+			} else {
+				d.free = append(d.free, c.Slot)
+			}
+			charge.Status = "declined"
+			if s.opts.ChargeWithoutClaim && !s.declinedButCharged {
+				s.declinedButCharged = true
+				charge.Status = "paid"
+			}
+			s.ledger = append(s.ledger, charge)
 			return
 		}
 		c.State = string(dibs.ClaimPaid)
+		if s.opts.PaidWithoutCharge && !s.paidUncharged {
+			s.paidUncharged = true
+			return
+		}
+		s.ledger = append(s.ledger, charge)
 	})
 	writeJSON(w, 202, c)
 }
@@ -498,6 +653,12 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, user string) {
 		return
 	}
 	admitted := int(time.Since(d.queueT0).Seconds() * float64(d.Admission.Rate))
+	if s.opts.AdmitAfterPays > 0 {
+		admitted = 1
+		if s.payments >= s.opts.AdmitAfterPays {
+			admitted = d.tickets
+		}
+	}
 	switch {
 	case s.remaining(d) == 0:
 		writeJSON(w, 200, map[string]any{"state": "sold_out"})
