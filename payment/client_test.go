@@ -211,6 +211,9 @@ func TestChargeOutcomes(t *testing.T) {
 	if err != nil || refunded.Status != payment.StatusRefunded || refunded.ChargeID != paid.ChargeID {
 		t.Errorf("refund = %+v, %v; want %s refunded", refunded, err, paid.ChargeID)
 	}
+	if l := b.sim.Ledger(); l[0].Key != "paid" || l[0].RefundKey != payment.RefundKey("paid") {
+		t.Errorf("ledger = %+v, want paid refunded under %s", l[0], payment.RefundKey("paid"))
+	}
 	if _, err := b.client.Refund(ctx, "declined"); !errors.Is(err, payment.ErrConflict) {
 		t.Errorf("refund of a declined charge: %v, want ErrConflict", err)
 	}

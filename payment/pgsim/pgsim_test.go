@@ -535,10 +535,18 @@ func TestRefund(t *testing.T) {
 	b := setup(t, pgsim.Config{})
 	paid := mustDo(t, "POST", b.url+"/v1/charges", "k", krw(7)).charge(t)
 
-	r1 := mustDo(t, "POST", b.url+"/v1/charges/k/refund", "", nil).charge(t)
-	r2 := mustDo(t, "POST", b.url+"/v1/charges/k/refund", "", nil).charge(t)
-	if r1.Status != payment.StatusRefunded || r1.RefundedAt.IsZero() || r1.ChargeID != paid.ChargeID || r2 != r1 {
-		t.Errorf("refunds = %+v, %+v; want the paid charge %s refunded once", r1, r2, paid.ChargeID)
+	r1 := mustDo(t, "POST", b.url+"/v1/charges/k/refund", "refund:k", nil).charge(t)
+	r2 := mustDo(t, "POST", b.url+"/v1/charges/k/refund", "refund:k", nil).charge(t)
+	r3 := mustDo(t, "POST", b.url+"/v1/charges/k/refund", "", nil).charge(t)
+	if r1.Status != payment.StatusRefunded || r1.RefundedAt.IsZero() || r1.ChargeID != paid.ChargeID || r2 != r1 || r3 != r1 {
+		t.Errorf("refunds = %+v, %+v, %+v; want the paid charge %s refunded once", r1, r2, r3, paid.ChargeID)
+	}
+	// A refund under another key would be a second refund of the charge.
+	if a := mustDo(t, "POST", b.url+"/v1/charges/k/refund", "refund:other", nil); a.status != http.StatusConflict {
+		t.Errorf("refund under another key = %d, want 409", a.status)
+	}
+	if e := b.sim.Ledger()[0]; e.RefundKey != "refund:k" || e.RefundAttempts != 3 || e.RefundsRefused != 1 {
+		t.Errorf("ledger entry = %+v, want refunded under refund:k, asked 3 times, 1 other key refused", e)
 	}
 	if a := mustDo(t, "POST", b.url+"/v1/charges/nope/refund", "", nil); a.status != http.StatusNotFound {
 		t.Errorf("refund of unknown key = %d, want 404", a.status)
