@@ -1,6 +1,7 @@
 // Package post is what happens after a win: coupons are issued, holds are
-// paid or expire, declined payments give their slot back, and the operator's
-// main service is told by signed webhooks. Every step is a durable job
+// paid or expire, declined payments give their slot back, money the payment
+// gateway took after a claim had ended is refunded, and the operator's main
+// service is told by signed webhooks. Every step is a durable job
 // (River) enqueued in the same transaction as the claim change that calls
 // for it, run at least once, with handlers made idempotent by the claim id.
 //
@@ -31,7 +32,9 @@
 //     that finds such a claim gives the slot back again (ReleaseSlot is
 //     idempotent), which finishes the work of a run that died in between;
 //   - a payment is charged under the claim id, and every run after the
-//     first looks the key up at the gateway before charging;
+//     first looks the key up at the gateway before charging; a refund is
+//     asked under payment.RefundKey of the claim id, and only for a claim
+//     that ended (the record's update that enqueues it says so);
 //   - a webhook notice carries the same ID on every delivery.
 //
 // The deterministic simulation in sim_test.go (TESTPLAN A4) runs the real
