@@ -249,12 +249,13 @@ func TestLateChargesAreRefundedPostgres(t *testing.T) {
 }
 
 // testLateChargesRefunded: winners of two purchase drops pay at once; the
-// gateway applies every charge on arrival but answers only 10 s later. The
-// holds of "late" (1 s, a payment grace of 1 ms) expire before their
+// gateway applies every charge on arrival but answers only 15 s later. The
+// holds of "late" (4 s, a payment grace of 1 ms) expire before their
 // charges are answered, so their money arrives late; those of "live" (10
 // minutes) are paid. While the refunds of the late charges are in flight,
 // the node is killed with SIGKILL and restarted. In the end every charge of
-// an expired claim is refunded exactly once, under refund:<claim id>, no
+// an expired claim is refunded exactly once, under refund:<claim id>,
+// though a third of the refund requests are reset (retried), no
 // charge of a paid claim is refunded, and the main service heard one
 // payment_refunded per refund and none for a paid claim.
 func testLateChargesRefunded(t *testing.T, extra ...string) {
@@ -263,28 +264,30 @@ func testLateChargesRefunded(t *testing.T, extra ...string) {
 		lateN, liveN       = 6, 3
 		hookTo             = "0123456789abcdef-hook"
 	)
-	// A 10 s answer against holds of 1 s: the expiry runs within River's
-	// scheduler interval (5 s) of the deadline, well before the answer,
-	// however slow the machine (a slow machine only delays the expiry
-	// more; a charge answered first makes a paid claim, checked as such).
-	pg := startPgsim(t, "--decline-rate", "0", "--latency", "10s", "--latency-median", "0")
+	// A 15 s answer against holds of 4 s: the charge goes out within the
+	// hold (River fetches a new job within a second), and the expiry runs
+	// within River's scheduler interval (5 s) of the deadline, well before
+	// the answer. A charge answered first makes a paid claim, checked as
+	// such; one sent after the expiry is never sent, a claim that expired
+	// unpaid.
+	pg := startPgsim(t, "--decline-rate", "0", "--latency", "15s", "--latency-median", "0")
 	hooks := newHookCounter(t, []byte(hookTo))
 	data := t.TempDir()
 	env := []string{"DIBS_WEBHOOK_SECRET=" + hookTo}
 	args := func(rescueAfter string) []string {
 		return append([]string{
-			"--payment-gateway", pg, "--payment-timeout", "15s", "--payment-grace", "1ms",
+			"--payment-gateway", pg, "--payment-timeout", "20s", "--payment-grace", "1ms",
 			"--webhook-url", hooks.url, "--job-retry-min", "50ms", "--job-retry-max", "500ms",
 			"--job-rescue-after", rescueAfter,
 		}, extra...)
 	}
-	// A run of the first node may wait 10 s for a lookup and 10 s for a
-	// charge: it takes a job for lost only after 30 s.
-	n := startNodeEnv(t, data, env, args("30s")...)
-	createDrop(t, n.url, fmt.Sprintf(`{"id":%q,"title":"late","kind":"purchase","stock":%d,"hold_ttl":"1s","price":1000}`, lateDrop, lateN))
+	// A run of the first node may wait 15 s for a lookup and 15 s for a
+	// charge: it takes a job for lost only after 45 s.
+	n := startNodeEnv(t, data, env, args("45s")...)
+	createDrop(t, n.url, fmt.Sprintf(`{"id":%q,"title":"late","kind":"purchase","stock":%d,"hold_ttl":"4s","price":1000}`, lateDrop, lateN))
 	createDrop(t, n.url, fmt.Sprintf(`{"id":%q,"title":"live","kind":"purchase","stock":%d,"hold_ttl":"10m","price":1000}`, liveDrop, liveN))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	client := &http.Client{Timeout: 10 * time.Second}
 	owner := map[string]string{} // claim id → its owner's passport
@@ -317,20 +320,27 @@ func testLateChargesRefunded(t *testing.T, extra ...string) {
 		t.Fatal("no late hold was paid for in time")
 	}
 
-	// Once the late holds have ended, the gateway answers within 1 s: the
-	// refunds are quick, and the node is killed while some are in flight.
+	// Once the late holds have ended, the gateway answers within 1 s and
+	// resets a third of the refunds (applying half of those anyway), so
+	// refunds are retried; the node is killed while some are in flight.
 	var st struct{ Held, Paid, Released, Expired, Remaining int64 }
 	waitUntil(t, ctx, "the late holds to end", func() bool {
 		getJSON(t, n.url+"/v1/admin/drops/"+lateDrop, &st)
 		return st.Held == 0
 	})
-	if status, body := call(ctx, client, "PUT", pg+"/admin/knobs", "", `{"latency":"1s"}`); status != http.StatusOK {
+	if status, body := call(ctx, client, "PUT", pg+"/admin/knobs", "", `{"latency":"1s","reset_rate":0.3,"fault_applied":0.5}`); status != http.StatusOK {
 		t.Fatalf("pgsim knobs: %d %s", status, body)
 	}
 	var pgst struct{ Refunds int64 }
 	waitUntil(t, ctx, "a refund to reach the gateway", func() bool {
 		getJSON(t, pg+"/stats", &pgst)
 		return pgst.Refunds > 0
+	}, func() string {
+		var stats map[string]any
+		var l []map[string]any
+		getJSON(t, pg+"/stats", &stats)
+		getJSON(t, pg+"/ledger", &l)
+		return fmt.Sprintf("pgsim stats %v, ledger %v, late jobs %v, late drop %+v", stats, l, unfinishedJobs(t, n.url, lateDrop), st)
 	})
 	n.kill()
 	t.Logf("killed with %d refunds applied by the gateway", pgst.Refunds)
@@ -417,13 +427,18 @@ func testLateChargesRefunded(t *testing.T, extra ...string) {
 	t.Logf("%d late charges refunded (%d refund requests), %d live claims paid; webhooks %v", lateCount, refundAsks, len(liveIDs), hooks.summary())
 }
 
-// waitUntil polls cond every 50 ms until it holds or ctx ends.
-func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
+// waitUntil polls cond every 50 ms until it holds or ctx ends; then it
+// fails with what detail says, if given.
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool, detail ...func() string) {
 	t.Helper()
 	for !cond() {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("gave up waiting for %s", what)
+			var d string
+			for _, f := range detail {
+				d += "\n" + f()
+			}
+			t.Fatalf("gave up waiting for %s%s", what, d)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
