@@ -294,6 +294,11 @@ type Claim struct {
 	HoldExpiresAt  time.Time // purchase drops only
 	PayRequestedAt time.Time // purchase drops: when the owner asked to pay
 	CouponCode     string    // coupon drops, once issued
+	// LatePaidAt is when the payment gateway turned out to hold a paid
+	// charge for the claim after it had ended (released or expired): money
+	// taken late, which is refunded. RefundedAt is when it was refunded.
+	LatePaidAt time.Time
+	RefundedAt time.Time
 }
 
 // ClaimCounts are the record's claims of one drop by state.

@@ -2,6 +2,7 @@ package payment
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -290,12 +291,17 @@ func (c *Client) Lookup(ctx context.Context, key string) (*Charge, error) {
 
 // Refund gives back the money of the paid charge under key and returns the
 // charge, now refunded. Refunding a refunded charge returns it unchanged.
+// The request carries RefundKey(key) as its Idempotency-Key, so that a
+// gateway that keys refunds of their own never refunds one charge twice.
 //
 // Errors: ErrNotFound (no charge under key), ErrConflict (the charge was
 // declined), ErrInvalid, and the retryable ErrOutcomeUnknown, ErrUnavailable
 // and ErrCircuitOpen.
 func (c *Client) Refund(ctx context.Context, key string) (*Charge, error) {
-	return c.call(ctx, call{op: "refund", key: key, method: http.MethodPost, path: "/v1/charges/" + url.PathEscape(key) + "/refund", mutates: true})
+	if !ValidKey(RefundKey(key)) {
+		return nil, fmt.Errorf("refund: %w: bad idempotency key %q", ErrInvalid, key)
+	}
+	return c.call(ctx, call{op: "refund", key: key, idem: RefundKey(key), method: http.MethodPost, path: "/v1/charges/" + url.PathEscape(key) + "/refund", mutates: true})
 }
 
 // call is one logical request to the gateway about one key, sent up to
@@ -303,6 +309,7 @@ func (c *Client) Refund(ctx context.Context, key string) (*Charge, error) {
 type call struct {
 	op      string // "charge", "lookup" or "refund"
 	key     string
+	idem    string // the Idempotency-Key when it is not key
 	method  string
 	path    string
 	body    []byte
@@ -452,7 +459,7 @@ func (c *Client) send(ctx context.Context, cl call) (*Charge, string, error) {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if cl.mutates {
-		req.Header.Set("Idempotency-Key", cl.key)
+		req.Header.Set("Idempotency-Key", cmp.Or(cl.idem, cl.key))
 	}
 	if c.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)

@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/payment"
+	"github.com/dibs-io/dibs/payment/internal/inproc"
 	"github.com/dibs-io/dibs/payment/pgsim"
 )
 
@@ -28,26 +31,51 @@ type bundle struct {
 // retries, so each call is one request.
 func setup(t *testing.T, sim pgsim.Config, cfg payment.Config) *bundle {
 	t.Helper()
-	if sim.Seed == 0 {
-		sim.Seed = 1
-	}
-	s, err := pgsim.New(sim, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatalf("new simulator: %v", err)
-	}
+	s := mustSim(t, sim)
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() {
 		s.Close()
 		srv.Close()
 	})
 	cfg.BaseURL = srv.URL
+	return &bundle{sim: s, client: mustClient(t, testConfig(cfg)), url: srv.URL}
+}
+
+// setupInProcess is setup without a network, for a test that runs in a
+// testing/synctest bubble: the client calls the simulator in-process, so
+// the client's timeouts, the simulator's hangs and latencies and the
+// breaker's delay all run on the bubble's fake clock. A timeout then fires
+// after the gateway took the request, never before it, however starved the
+// machine is.
+func setupInProcess(t *testing.T, sim pgsim.Config, cfg payment.Config) *bundle {
+	t.Helper()
+	s := mustSim(t, sim)
+	cfg.BaseURL = "http://pgsim.invalid"
+	cfg.HTTPClient = &http.Client{Transport: inproc.Transport{Handler: s}}
+	return &bundle{sim: s, client: mustClient(t, testConfig(cfg)), url: cfg.BaseURL}
+}
+
+func mustSim(t *testing.T, cfg pgsim.Config) *pgsim.Simulator {
+	t.Helper()
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
+	s, err := pgsim.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("new simulator: %v", err)
+	}
+	return s
+}
+
+// testConfig is cfg with the tests' defaults: no rate limit, one attempt.
+func testConfig(cfg payment.Config) payment.Config {
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = -1
 	}
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = 1
 	}
-	return &bundle{sim: s, client: mustClient(t, cfg), url: srv.URL}
+	return cfg
 }
 
 func mustClient(t *testing.T, cfg payment.Config) *payment.Client {
@@ -63,9 +91,11 @@ func krw(amount int64) payment.ChargeRequest {
 	return payment.ChargeRequest{Amount: amount, Currency: "KRW", Reference: "drop-1/claim"}
 }
 
+// waitFor polls cond until it holds. The deadline only ends a test that
+// hangs: it is a minute so that a starved machine never reaches it.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -181,6 +211,9 @@ func TestChargeOutcomes(t *testing.T) {
 	if err != nil || refunded.Status != payment.StatusRefunded || refunded.ChargeID != paid.ChargeID {
 		t.Errorf("refund = %+v, %v; want %s refunded", refunded, err, paid.ChargeID)
 	}
+	if l := b.sim.Ledger(); l[0].Key != "paid" || l[0].RefundKey != payment.RefundKey("paid") {
+		t.Errorf("ledger = %+v, want paid refunded under %s", l[0], payment.RefundKey("paid"))
+	}
 	if _, err := b.client.Refund(ctx, "declined"); !errors.Is(err, payment.ErrConflict) {
 		t.Errorf("refund of a declined charge: %v, want ErrConflict", err)
 	}
@@ -220,33 +253,35 @@ func TestChargeRejectsBadRequests(t *testing.T) {
 
 func TestTimeoutLeavesOutcomeUnknownAndLookupFindsIt(t *testing.T) {
 	t.Parallel()
-	b := setup(t,
-		pgsim.Config{Knobs: pgsim.Knobs{TimeoutRate: 1, FaultApplied: 1, Hang: time.Minute}},
-		payment.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 1})
-	ctx := context.Background()
+	synctest.Test(t, func(t *testing.T) {
+		b := setupInProcess(t,
+			pgsim.Config{Knobs: pgsim.Knobs{TimeoutRate: 1, FaultApplied: 1, Hang: time.Minute}},
+			payment.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 1})
+		ctx := context.Background()
 
-	_, err := b.client.Charge(ctx, "claim-7", krw(5000))
-	if !errors.Is(err, payment.ErrOutcomeUnknown) || !errors.Is(err, dibs.ErrOutcomeUnknown) ||
-		!errors.Is(err, context.DeadlineExceeded) || !payment.Retryable(err) {
-		t.Fatalf("charge: %v, want an unknown outcome from a timeout", err)
-	}
-	got, err := b.client.Lookup(ctx, "claim-7")
-	if err != nil || got.Status != payment.StatusPaid || got.Amount != 5000 {
-		t.Fatalf("lookup = %+v, %v; want the charge the gateway applied", got, err)
-	}
+		_, err := b.client.Charge(ctx, "claim-7", krw(5000))
+		if !errors.Is(err, payment.ErrOutcomeUnknown) || !errors.Is(err, dibs.ErrOutcomeUnknown) ||
+			!errors.Is(err, context.DeadlineExceeded) || !payment.Retryable(err) {
+			t.Fatalf("charge: %v, want an unknown outcome from a timeout", err)
+		}
+		got, err := b.client.Lookup(ctx, "claim-7")
+		if err != nil || got.Status != payment.StatusPaid || got.Amount != 5000 {
+			t.Fatalf("lookup = %+v, %v; want the charge the gateway applied", got, err)
+		}
 
-	// The gateway recovers; charging again answers the first charge.
-	if err := b.sim.SetKnobs(pgsim.Knobs{}); err != nil {
-		t.Fatal(err)
-	}
-	again, err := b.client.Charge(ctx, "claim-7", krw(5000))
-	if err != nil || *again != *got {
-		t.Fatalf("charge again = %+v, %v; want %+v", again, err, got)
-	}
-	ledger := b.sim.Ledger()
-	if len(ledger) != 1 || ledger[0].Attempts != 2 {
-		t.Errorf("ledger = %+v, want one charge seen twice (timed out, answered)", ledger)
-	}
+		// The gateway recovers; charging again answers the first charge.
+		if err := b.sim.SetKnobs(pgsim.Knobs{}); err != nil {
+			t.Fatal(err)
+		}
+		again, err := b.client.Charge(ctx, "claim-7", krw(5000))
+		if err != nil || *again != *got {
+			t.Fatalf("charge again = %+v, %v; want %+v", again, err, got)
+		}
+		ledger := b.sim.Ledger()
+		if len(ledger) != 1 || ledger[0].Attempts != 2 {
+			t.Errorf("ledger = %+v, want one charge seen twice (timed out, answered)", ledger)
+		}
+	})
 }
 
 // Within one call, a charge whose attempt timed out is looked up before it
@@ -254,44 +289,48 @@ func TestTimeoutLeavesOutcomeUnknownAndLookupFindsIt(t *testing.T) {
 // goes out once.
 func TestRetryLooksUpBeforeCharging(t *testing.T) {
 	t.Parallel()
-	m := &metrics{}
-	b := setup(t,
-		pgsim.Config{Knobs: pgsim.Knobs{TimeoutRate: 1, FaultApplied: 1, Hang: time.Minute}},
-		payment.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 3, Backoff: time.Millisecond, BreakerMinCalls: 100, Metrics: m})
-	got, err := b.client.Charge(context.Background(), "claim-9", krw(5000))
-	if err != nil || got.Status != payment.StatusPaid {
-		t.Fatalf("charge = %+v, %v; want the charge the lookup found", got, err)
-	}
-	if m.count("charge/unknown") != 1 || m.count("lookup/paid") != 1 || len(m.attempts) != 2 {
-		t.Errorf("attempts = %v, want one unknown charge, then one lookup", m.attempts)
-	}
-	if l := b.sim.Ledger(); len(l) != 1 || l[0].Attempts != 1 {
-		t.Errorf("ledger = %+v, want one charge sent once", l)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		m := &metrics{}
+		b := setupInProcess(t,
+			pgsim.Config{Knobs: pgsim.Knobs{TimeoutRate: 1, FaultApplied: 1, Hang: time.Minute}},
+			payment.Config{Timeout: 100 * time.Millisecond, MaxAttempts: 3, Backoff: time.Millisecond, BreakerMinCalls: 100, Metrics: m})
+		got, err := b.client.Charge(context.Background(), "claim-9", krw(5000))
+		if err != nil || got.Status != payment.StatusPaid {
+			t.Fatalf("charge = %+v, %v; want the charge the lookup found", got, err)
+		}
+		if m.count("charge/unknown") != 1 || m.count("lookup/paid") != 1 || len(m.attempts) != 2 {
+			t.Errorf("attempts = %v, want one unknown charge, then one lookup", m.attempts)
+		}
+		if l := b.sim.Ledger(); len(l) != 1 || l[0].Attempts != 1 {
+			t.Errorf("ledger = %+v, want one charge sent once", l)
+		}
+	})
 }
 
 func TestTimeoutNotAppliedIsNotFound(t *testing.T) {
 	t.Parallel()
-	b := setup(t,
-		pgsim.Config{Knobs: pgsim.Knobs{TimeoutRate: 1, Hang: time.Minute}},
-		payment.Config{Timeout: 50 * time.Millisecond})
-	ctx := context.Background()
+	synctest.Test(t, func(t *testing.T) {
+		b := setupInProcess(t,
+			pgsim.Config{Knobs: pgsim.Knobs{TimeoutRate: 1, Hang: time.Minute}},
+			payment.Config{Timeout: 50 * time.Millisecond})
+		ctx := context.Background()
 
-	if _, err := b.client.Charge(ctx, "claim-8", krw(5000)); !errors.Is(err, payment.ErrOutcomeUnknown) {
-		t.Fatalf("charge: %v, want ErrOutcomeUnknown", err)
-	}
-	if _, err := b.client.Lookup(ctx, "claim-8"); !errors.Is(err, payment.ErrNotFound) {
-		t.Fatalf("lookup: %v, want ErrNotFound", err)
-	}
-	if err := b.sim.SetKnobs(pgsim.Knobs{}); err != nil {
-		t.Fatal(err)
-	}
-	if ch, err := b.client.Charge(ctx, "claim-8", krw(5000)); err != nil || ch.Status != payment.StatusPaid {
-		t.Fatalf("retry = %+v, %v; want paid", ch, err)
-	}
-	if l := b.sim.Ledger(); len(l) != 1 {
-		t.Errorf("ledger = %+v, want one charge", l)
-	}
+		if _, err := b.client.Charge(ctx, "claim-8", krw(5000)); !errors.Is(err, payment.ErrOutcomeUnknown) {
+			t.Fatalf("charge: %v, want ErrOutcomeUnknown", err)
+		}
+		if _, err := b.client.Lookup(ctx, "claim-8"); !errors.Is(err, payment.ErrNotFound) {
+			t.Fatalf("lookup: %v, want ErrNotFound", err)
+		}
+		if err := b.sim.SetKnobs(pgsim.Knobs{}); err != nil {
+			t.Fatal(err)
+		}
+		if ch, err := b.client.Charge(ctx, "claim-8", krw(5000)); err != nil || ch.Status != payment.StatusPaid {
+			t.Fatalf("retry = %+v, %v; want paid", ch, err)
+		}
+		if l := b.sim.Ledger(); len(l) != 1 {
+			t.Errorf("ledger = %+v, want one charge", l)
+		}
+	})
 }
 
 func TestLostAnswersAreUnknown(t *testing.T) {
@@ -374,36 +413,38 @@ func TestUnknownOutcomeSurvivesLaterRefusal(t *testing.T) {
 
 func TestOverloadedGatewayAnswersExcessAtOnce(t *testing.T) {
 	t.Parallel()
-	const limit = 3
-	b := setup(t,
-		pgsim.Config{Knobs: pgsim.Knobs{MaxConcurrency: limit, TimeoutRate: 1, Hang: time.Minute}},
-		payment.Config{MaxConcurrent: 20, Timeout: time.Minute, BreakerMinCalls: 100})
+	synctest.Test(t, func(t *testing.T) {
+		const limit = 3
+		b := setupInProcess(t,
+			pgsim.Config{Knobs: pgsim.Knobs{MaxConcurrency: limit, TimeoutRate: 1, Hang: time.Minute}},
+			payment.Config{MaxConcurrent: 20, Timeout: time.Minute, BreakerMinCalls: 100})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	errs := make(chan error, limit)
-	for i := range limit {
-		go func() {
-			_, err := b.client.Charge(ctx, fmt.Sprintf("hang-%d", i), krw(1))
-			errs <- err
-		}()
-	}
-	waitFor(t, "the gateway to fill", func() bool { return b.sim.Stats().InFlight == limit })
+		ctx, cancel := context.WithCancel(context.Background())
+		errs := make(chan error, limit)
+		for i := range limit {
+			go func() {
+				_, err := b.client.Charge(ctx, fmt.Sprintf("hang-%d", i), krw(1))
+				errs <- err
+			}()
+		}
+		waitFor(t, "the gateway to fill", func() bool { return b.sim.Stats().InFlight == limit })
 
-	for i := range 7 {
-		_, err := b.client.Charge(context.Background(), fmt.Sprintf("excess-%d", i), krw(1))
-		if !errors.Is(err, payment.ErrUnavailable) || errors.Is(err, payment.ErrOutcomeUnknown) {
-			t.Errorf("excess charge %d: %v, want ErrUnavailable (overloaded)", i, err)
+		for i := range 7 {
+			_, err := b.client.Charge(context.Background(), fmt.Sprintf("excess-%d", i), krw(1))
+			if !errors.Is(err, payment.ErrUnavailable) || errors.Is(err, payment.ErrOutcomeUnknown) {
+				t.Errorf("excess charge %d: %v, want ErrUnavailable (overloaded)", i, err)
+			}
 		}
-	}
-	cancel()
-	for range limit {
-		if err := <-errs; !errors.Is(err, payment.ErrOutcomeUnknown) || !errors.Is(err, context.Canceled) {
-			t.Errorf("cancelled hanging charge: %v, want ErrOutcomeUnknown from cancellation", err)
+		cancel()
+		for range limit {
+			if err := <-errs; !errors.Is(err, payment.ErrOutcomeUnknown) || !errors.Is(err, context.Canceled) {
+				t.Errorf("cancelled hanging charge: %v, want ErrOutcomeUnknown from cancellation", err)
+			}
 		}
-	}
-	if st := b.sim.Stats(); st.Overloaded != 7 || st.MaxInFlight != limit {
-		t.Errorf("overloaded = %d, max in flight = %d; want 7 and %d", st.Overloaded, st.MaxInFlight, limit)
-	}
+		if st := b.sim.Stats(); st.Overloaded != 7 || st.MaxInFlight != limit {
+			t.Errorf("overloaded = %d, max in flight = %d; want 7 and %d", st.Overloaded, st.MaxInFlight, limit)
+		}
+	})
 }
 
 func TestBulkheadBoundsConcurrency(t *testing.T) {
@@ -482,85 +523,87 @@ func TestRateLimit(t *testing.T) {
 
 func TestBreakerOpensDuringOutageAndClosesAfter(t *testing.T) {
 	t.Parallel()
-	t0 := time.Date(2026, 11, 11, 12, 0, 0, 0, time.UTC)
-	var clk struct {
-		sync.Mutex
-		now time.Time
-	}
-	clk.now = t0
-	now := func() time.Time { clk.Lock(); defer clk.Unlock(); return clk.now }
-	set := func(t time.Time) { clk.Lock(); clk.now = t; clk.Unlock() }
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Date(2026, 11, 11, 12, 0, 0, 0, time.UTC)
+		var clk struct {
+			sync.Mutex
+			now time.Time
+		}
+		clk.now = t0
+		now := func() time.Time { clk.Lock(); defer clk.Unlock(); return clk.now }
+		set := func(t time.Time) { clk.Lock(); clk.now = t; clk.Unlock() }
 
-	m := &metrics{}
-	b := setup(t,
-		pgsim.Config{Outages: []pgsim.Window{{Start: time.Second, Duration: 2 * time.Second}}, Now: now},
-		payment.Config{
-			BreakerFailureRate: 0.5, BreakerMinCalls: 4, BreakerWindow: time.Minute,
-			BreakerOpenFor: 100 * time.Millisecond, BreakerProbes: 2, Metrics: m,
+		m := &metrics{}
+		b := setupInProcess(t,
+			pgsim.Config{Outages: []pgsim.Window{{Start: time.Second, Duration: 2 * time.Second}}, Now: now},
+			payment.Config{
+				BreakerFailureRate: 0.5, BreakerMinCalls: 4, BreakerWindow: time.Minute,
+				BreakerOpenFor: 100 * time.Millisecond, BreakerProbes: 2, Metrics: m,
+			})
+		ctx := context.Background()
+		charge := func(key string) error { _, err := b.client.Charge(ctx, key, krw(1)); return err }
+
+		if err := charge("before"); err != nil {
+			t.Fatalf("charge before the outage: %v", err)
+		}
+		set(t0.Add(1500 * time.Millisecond)) // in the window
+
+		// Failures open the breaker; then calls fail fast without reaching the
+		// gateway.
+		var opened bool
+		for i := range 10 {
+			err := charge(fmt.Sprintf("outage-%d", i))
+			if !payment.Retryable(err) {
+				t.Fatalf("charge during the outage: %v, want retryable", err)
+			}
+			if errors.Is(err, payment.ErrCircuitOpen) {
+				opened = true
+				break
+			}
+		}
+		if !opened || b.client.Breaker() != payment.BreakerOpen {
+			t.Fatalf("breaker = %s after 10 failing calls, want open", b.client.Breaker())
+		}
+		seen := b.sim.Stats().Requests
+		for i := range 5 {
+			if err := charge(fmt.Sprintf("fast-%d", i)); !errors.Is(err, payment.ErrCircuitOpen) || !errors.Is(err, payment.ErrUnavailable) {
+				t.Fatalf("charge with the breaker open: %v, want ErrCircuitOpen", err)
+			}
+		}
+		if got := b.sim.Stats().Requests; got != seen {
+			t.Errorf("gateway saw %d requests while the breaker was open, want none", got-seen)
+		}
+
+		// Still down when the breaker half-opens: the probe fails, it reopens.
+		waitFor(t, "a probe during the outage", func() bool {
+			return !errors.Is(charge("probe-down"), payment.ErrCircuitOpen)
 		})
-	ctx := context.Background()
-	charge := func(key string) error { _, err := b.client.Charge(ctx, key, krw(1)); return err }
-
-	if err := charge("before"); err != nil {
-		t.Fatalf("charge before the outage: %v", err)
-	}
-	set(t0.Add(1500 * time.Millisecond)) // in the window
-
-	// Failures open the breaker; then calls fail fast without reaching the
-	// gateway.
-	var opened bool
-	for i := range 10 {
-		err := charge(fmt.Sprintf("outage-%d", i))
-		if !payment.Retryable(err) {
-			t.Fatalf("charge during the outage: %v, want retryable", err)
+		if got := b.client.Breaker(); got != payment.BreakerOpen {
+			t.Errorf("breaker after a failed probe = %s, want open", got)
 		}
-		if errors.Is(err, payment.ErrCircuitOpen) {
-			opened = true
-			break
-		}
-	}
-	if !opened || b.client.Breaker() != payment.BreakerOpen {
-		t.Fatalf("breaker = %s after 10 failing calls, want open", b.client.Breaker())
-	}
-	seen := b.sim.Stats().Requests
-	for i := range 5 {
-		if err := charge(fmt.Sprintf("fast-%d", i)); !errors.Is(err, payment.ErrCircuitOpen) || !errors.Is(err, payment.ErrUnavailable) {
-			t.Fatalf("charge with the breaker open: %v, want ErrCircuitOpen", err)
-		}
-	}
-	if got := b.sim.Stats().Requests; got != seen {
-		t.Errorf("gateway saw %d requests while the breaker was open, want none", got-seen)
-	}
 
-	// Still down when the breaker half-opens: the probe fails, it reopens.
-	waitFor(t, "a probe during the outage", func() bool {
-		return !errors.Is(charge("probe-down"), payment.ErrCircuitOpen)
+		// The outage ends; probes succeed and the breaker closes.
+		set(t0.Add(3 * time.Second))
+		waitFor(t, "the breaker to let a probe through", func() bool { return charge("probe-up-1") == nil })
+		if err := charge("probe-up-2"); err != nil {
+			t.Fatalf("second probe: %v", err)
+		}
+		if got := b.client.Breaker(); got != payment.BreakerClosed {
+			t.Fatalf("breaker after the outage = %s, want closed", got)
+		}
+		if err := charge("after"); err != nil {
+			t.Errorf("charge after the outage: %v", err)
+		}
+
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if n := len(m.changes); n < 3 || m.changes[0] != payment.BreakerOpen || m.changes[n-1] != payment.BreakerClosed {
+			t.Errorf("breaker transitions = %v, want open … closed", m.changes)
+		}
+		if m.attempts["charge/circuit_open"] < 5 {
+			t.Errorf("attempts = %v, want the fast failures counted as circuit_open", m.attempts)
+		}
 	})
-	if got := b.client.Breaker(); got != payment.BreakerOpen {
-		t.Errorf("breaker after a failed probe = %s, want open", got)
-	}
-
-	// The outage ends; probes succeed and the breaker closes.
-	set(t0.Add(3 * time.Second))
-	waitFor(t, "the breaker to let a probe through", func() bool { return charge("probe-up-1") == nil })
-	if err := charge("probe-up-2"); err != nil {
-		t.Fatalf("second probe: %v", err)
-	}
-	if got := b.client.Breaker(); got != payment.BreakerClosed {
-		t.Fatalf("breaker after the outage = %s, want closed", got)
-	}
-	if err := charge("after"); err != nil {
-		t.Errorf("charge after the outage: %v", err)
-	}
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if n := len(m.changes); n < 3 || m.changes[0] != payment.BreakerOpen || m.changes[n-1] != payment.BreakerClosed {
-		t.Errorf("breaker transitions = %v, want open … closed", m.changes)
-	}
-	if m.attempts["charge/circuit_open"] < 5 {
-		t.Errorf("attempts = %v, want the fast failures counted as circuit_open", m.attempts)
-	}
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -599,58 +642,60 @@ func TestConfigValidate(t *testing.T) {
 // one charge in the ledger, the one the caller was finally told about.
 func TestRetryUntilDefiniteChargesOnce(t *testing.T) {
 	t.Parallel()
-	const keys = 200
-	b := setup(t,
-		pgsim.Config{Knobs: pgsim.Knobs{
-			Latency:     pgsim.Latency{Median: 2 * time.Millisecond, Sigma: 0.5},
-			DeclineRate: 0.05, ResetRate: 0.1, TimeoutRate: 0.1, ErrorRate: 0.05,
-			FaultApplied: 0.5, Hang: time.Minute,
-		}, Seed: 7},
-		payment.Config{Timeout: 50 * time.Millisecond, MaxAttempts: 3, Backoff: time.Millisecond, MaxConcurrent: 8, BreakerOpenFor: 20 * time.Millisecond})
+	synctest.Test(t, func(t *testing.T) {
+		const keys = 200
+		b := setupInProcess(t,
+			pgsim.Config{Knobs: pgsim.Knobs{
+				Latency:     pgsim.Latency{Median: 2 * time.Millisecond, Sigma: 0.5},
+				DeclineRate: 0.05, ResetRate: 0.1, TimeoutRate: 0.1, ErrorRate: 0.05,
+				FaultApplied: 0.5, Hang: time.Minute,
+			}, Seed: 7},
+			payment.Config{Timeout: 50 * time.Millisecond, MaxAttempts: 3, Backoff: time.Millisecond, MaxConcurrent: 8, BreakerOpenFor: 20 * time.Millisecond})
 
-	var (
-		mu   sync.Mutex
-		told = make(map[string]payment.Charge)
-		work = make(chan string)
-		wg   sync.WaitGroup
-	)
-	for range 16 {
-		wg.Go(func() {
-			for key := range work {
-				for try := 0; ; try++ {
-					ch, err := b.client.Charge(context.Background(), key, krw(1000))
-					if err == nil {
-						mu.Lock()
-						told[key] = *ch
-						mu.Unlock()
-						break
+		var (
+			mu   sync.Mutex
+			told = make(map[string]payment.Charge)
+			work = make(chan string)
+			wg   sync.WaitGroup
+		)
+		for range 16 {
+			wg.Go(func() {
+				for key := range work {
+					for try := 0; ; try++ {
+						ch, err := b.client.Charge(context.Background(), key, krw(1000))
+						if err == nil {
+							mu.Lock()
+							told[key] = *ch
+							mu.Unlock()
+							break
+						}
+						if !payment.Retryable(err) || try == 100 {
+							t.Errorf("charge %s: %v", key, err)
+							break
+						}
+						time.Sleep(2 * time.Millisecond)
 					}
-					if !payment.Retryable(err) || try == 100 {
-						t.Errorf("charge %s: %v", key, err)
-						break
-					}
-					time.Sleep(2 * time.Millisecond)
 				}
-			}
-		})
-	}
-	for i := range keys {
-		work <- fmt.Sprintf("claim-%03d", i)
-	}
-	close(work)
-	wg.Wait()
-
-	ledger := b.sim.Ledger()
-	if len(ledger) != keys {
-		t.Fatalf("ledger has %d charges, want %d", len(ledger), keys)
-	}
-	for _, e := range ledger {
-		if got, ok := told[e.Key]; !ok || got != e.Charge {
-			t.Errorf("key %s: caller was told %+v, ledger holds %+v", e.Key, got, e.Charge)
+			})
 		}
-	}
-	st := b.sim.Stats()
-	if st.Charges != keys || st.Timeouts+st.Resets+st.Errors == 0 {
-		t.Errorf("stats = %+v, want %d charges and some faults", st, keys)
-	}
+		for i := range keys {
+			work <- fmt.Sprintf("claim-%03d", i)
+		}
+		close(work)
+		wg.Wait()
+
+		ledger := b.sim.Ledger()
+		if len(ledger) != keys {
+			t.Fatalf("ledger has %d charges, want %d", len(ledger), keys)
+		}
+		for _, e := range ledger {
+			if got, ok := told[e.Key]; !ok || got != e.Charge {
+				t.Errorf("key %s: caller was told %+v, ledger holds %+v", e.Key, got, e.Charge)
+			}
+		}
+		st := b.sim.Stats()
+		if st.Charges != keys || st.Timeouts+st.Resets+st.Errors == 0 {
+			t.Errorf("stats = %+v, want %d charges and some faults", st, keys)
+		}
+	})
 }

@@ -70,6 +70,11 @@ func (r ChargeRequest) Validate() error {
 // the claim API's Idempotency-Key (1..128 bytes of printable UTF-8).
 func ValidKey(key string) bool { return dibs.ValidIdempotencyKey(key) }
 
+// RefundKey is the idempotency key of the refund of the charge under key:
+// "refund:<key>". Every refund of one charge is asked under it, so a retry
+// or a run after a crash asks for the same refund, never a second one.
+func RefundKey(key string) string { return "refund:" + key }
+
 // Charge is what the gateway recorded under one idempotency key. Every answer
 // about the key (the first charge, a replay, a lookup) carries the same
 // Charge, refunds aside.

@@ -26,7 +26,7 @@ func newMetrics() *metrics {
 		}, []string{"kind", "outcome"}),
 		payments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dibs_post_payments_total",
-			Help: "Answers the charge worker acted on: paid, declined, free (price 0, no gateway call), unknown (retried, looked up first), unavailable (snoozed), rejected (refused for good, slot released).",
+			Help: "Answers the charge and refund workers acted on: paid, declined, free (price 0, no gateway call), unknown (retried, looked up first), unavailable (snoozed), rejected (refused for good, slot released), late (paid after the claim ended: a refund follows), refunded, refund_unknown, refund_unavailable, refund_rejected.",
 		}, []string{"outcome"}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dibs_post_webhooks_total",

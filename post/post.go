@@ -1,6 +1,7 @@
 // Package post is what happens after a win: coupons are issued, holds are
-// paid or expire, declined payments give their slot back, and the operator's
-// main service is told by signed webhooks. Every step is a durable job
+// paid or expire, declined payments give their slot back, money the payment
+// gateway took after a claim had ended is refunded, and the operator's main
+// service is told by signed webhooks. Every step is a durable job
 // (River) enqueued in the same transaction as the claim change that calls
 // for it, run at least once, with handlers made idempotent by the claim id.
 //
@@ -31,7 +32,9 @@
 //     that finds such a claim gives the slot back again (ReleaseSlot is
 //     idempotent), which finishes the work of a run that died in between;
 //   - a payment is charged under the claim id, and every run after the
-//     first looks the key up at the gateway before charging;
+//     first looks the key up at the gateway before charging; a refund is
+//     asked under payment.RefundKey of the claim id, and only for a claim
+//     that ended (the record's update that enqueues it says so);
 //   - a webhook notice carries the same ID on every delivery.
 //
 // The deterministic simulation in sim_test.go (TESTPLAN A4) runs the real
@@ -59,15 +62,21 @@ const (
 	KindNotifyWinner  = "notify_winner"  // webhook: a coupon was issued or a hold was paid
 	KindPaymentFailed = "payment_failed" // webhook: a payment was declined, the slot released
 	KindHoldExpired   = "hold_expired"   // webhook: a hold ran out unpaid, the slot released
+
+	// KindRefundPayment: purchase drops: give back money the gateway took
+	// for a claim that had ended (released or expired) by then.
+	KindRefundPayment = "refund_payment"
+	// KindPaymentRefunded: webhook: that money was given back.
+	KindPaymentRefunded = "payment_refunded"
 )
 
 // WebhookKinds are the job kinds that call the operator's main service.
-var WebhookKinds = []string{KindNotifyWinner, KindPaymentFailed, KindHoldExpired}
+var WebhookKinds = []string{KindNotifyWinner, KindPaymentFailed, KindHoldExpired, KindPaymentRefunded}
 
 // Queues: the jobs toward one downstream run in one River queue, whose
 // limits (Limit) are that downstream's.
 const (
-	QueueCharge  = KindChargePayment // the payment gateway
+	QueueCharge  = KindChargePayment // the payment gateway: charges and refunds
 	QueueExpire  = KindExpireHold    // the record
 	QueueWebhook = "webhook"         // the operator's main service: every webhook kind
 )
@@ -78,8 +87,10 @@ var Queues = []string{QueueCharge, QueueExpire, QueueWebhook}
 // QueueOf is the queue of a job kind.
 func QueueOf(kind string) string {
 	switch kind {
-	case KindNotifyWinner, KindPaymentFailed, KindHoldExpired:
+	case KindNotifyWinner, KindPaymentFailed, KindHoldExpired, KindPaymentRefunded:
 		return QueueWebhook
+	case KindRefundPayment:
+		return QueueCharge
 	}
 	return kind
 }
@@ -94,18 +105,22 @@ type ClaimRef struct {
 
 // The arguments of each job kind (river.JobArgs).
 type (
-	ChargePaymentArgs struct{ ClaimRef }
-	ExpireHoldArgs    struct{ ClaimRef }
-	NotifyWinnerArgs  struct{ ClaimRef }
-	PaymentFailedArgs struct{ ClaimRef }
-	HoldExpiredArgs   struct{ ClaimRef }
+	ChargePaymentArgs   struct{ ClaimRef }
+	ExpireHoldArgs      struct{ ClaimRef }
+	NotifyWinnerArgs    struct{ ClaimRef }
+	PaymentFailedArgs   struct{ ClaimRef }
+	HoldExpiredArgs     struct{ ClaimRef }
+	RefundPaymentArgs   struct{ ClaimRef }
+	PaymentRefundedArgs struct{ ClaimRef }
 )
 
-func (ChargePaymentArgs) Kind() string { return KindChargePayment }
-func (ExpireHoldArgs) Kind() string    { return KindExpireHold }
-func (NotifyWinnerArgs) Kind() string  { return KindNotifyWinner }
-func (PaymentFailedArgs) Kind() string { return KindPaymentFailed }
-func (HoldExpiredArgs) Kind() string   { return KindHoldExpired }
+func (ChargePaymentArgs) Kind() string   { return KindChargePayment }
+func (ExpireHoldArgs) Kind() string      { return KindExpireHold }
+func (NotifyWinnerArgs) Kind() string    { return KindNotifyWinner }
+func (PaymentFailedArgs) Kind() string   { return KindPaymentFailed }
+func (HoldExpiredArgs) Kind() string     { return KindHoldExpired }
+func (RefundPaymentArgs) Kind() string   { return KindRefundPayment }
+func (PaymentRefundedArgs) Kind() string { return KindPaymentRefunded }
 
 // Pumped is what the outbox pump does with one flagged claim, as a store
 // reads it.
@@ -161,8 +176,8 @@ func Settled(paid bool) (dibs.ClaimState, func(ClaimRef) river.JobArgs) {
 	return dibs.ClaimReleased, func(ref ClaimRef) river.JobArgs { return PaymentFailedArgs{ClaimRef: ref} }
 }
 
-// Attempts per job kind before River discards a job. A payment is never
-// abandoned while its outcome is unknown (a gateway that is down snoozes
+// Attempts per job kind before River discards a job. A payment (or a
+// refund: RefundPaymentArgs) is never abandoned while its outcome is unknown (a gateway that is down snoozes
 // the job, which costs no attempt); a webhook that still fails after
 // WebhookAttempts is discarded and listed in the admin API for a retry.
 const (
@@ -205,6 +220,15 @@ func (HoldExpiredArgs) InsertOpts() river.InsertOpts {
 	return insertOpts(KindHoldExpired, WebhookAttempts, priorityFirst)
 }
 
+// A refund goes before the charges of its queue: it is rare, and it is
+// money the customer is owed.
+func (RefundPaymentArgs) InsertOpts() river.InsertOpts {
+	return insertOpts(KindRefundPayment, ChargeAttempts, priorityFirst)
+}
+func (PaymentRefundedArgs) InsertOpts() river.InsertOpts {
+	return insertOpts(KindPaymentRefunded, WebhookAttempts, priorityFirst)
+}
+
 // Store is what post-processing needs of the system of record. Each method
 // that changes a claim does so with an update conditional on the claim's
 // current state and enqueues the follow-up jobs in the same transaction, so
@@ -240,6 +264,29 @@ type Store interface {
 	// owner never asked to pay to expired, and enqueues hold_expired.
 	// changed is false if the claim was in any other situation.
 	ExpireHold(ctx context.Context, claimID string, now time.Time) (c *dibs.Claim, changed bool, err error)
+
+	// ExpirePayment moves a held claim whose owner asked to pay, whose
+	// payment has not settled and whose hold ran out by deadline (now
+	// minus the payment grace, Config.PaymentGrace) to expired, and
+	// enqueues hold_expired. changed is false if the claim was in any other
+	// situation. A charge that the gateway applies after this is money
+	// taken late: RecordLatePayment.
+	ExpirePayment(ctx context.Context, claimID string, deadline, now time.Time) (c *dibs.Claim, changed bool, err error)
+
+	// RecordLatePayment records that the gateway holds a paid charge for a
+	// claim that has ended (released or expired) and enqueues
+	// refund_payment. changed is false, and nothing is enqueued, if the
+	// claim is live (held, paid, confirmed): the charge of a live claim is
+	// never refunded; or if its late payment was recorded already. It does
+	// not change the claim's UpdatedAt, which dates the claim's state and
+	// its notices.
+	RecordLatePayment(ctx context.Context, claimID string, now time.Time) (c *dibs.Claim, changed bool, err error)
+
+	// RecordRefund records that the late payment of an ended claim was
+	// refunded and enqueues payment_refunded. changed is false, and
+	// nothing is enqueued, if the claim is live, has no late payment
+	// recorded, or was recorded refunded already.
+	RecordRefund(ctx context.Context, claimID string, now time.Time) (c *dibs.Claim, changed bool, err error)
 
 	// JobCounts counts the drop's jobs by kind and River state.
 	JobCounts(ctx context.Context, dropID string) ([]JobCount, error)

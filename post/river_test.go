@@ -255,6 +255,13 @@ func (p *scriptedPayer) Charge(ctx context.Context, key string, req payment.Char
 	return &payment.Charge{Key: key, Status: payment.StatusPaid}, nil
 }
 
+func (p *scriptedPayer) Refund(ctx context.Context, key string) (*payment.Charge, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, "refund")
+	return &payment.Charge{Key: key, Status: payment.StatusRefunded}, nil
+}
+
 func (p *scriptedPayer) Lookup(ctx context.Context, key string) (*payment.Charge, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

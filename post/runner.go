@@ -52,7 +52,8 @@ func DefaultLimits() map[string]Limit {
 }
 
 // Kinds are all job kinds, in the order of the life of a claim.
-var Kinds = []string{KindChargePayment, KindExpireHold, KindNotifyWinner, KindPaymentFailed, KindHoldExpired}
+var Kinds = []string{KindChargePayment, KindExpireHold, KindNotifyWinner, KindPaymentFailed, KindHoldExpired,
+	KindRefundPayment, KindPaymentRefunded}
 
 // Defaults of Config.
 const (
@@ -95,6 +96,14 @@ type Config struct {
 	Payer Payer
 	// Notifier delivers webhooks. nil: webhook jobs complete at once.
 	Notifier Notifier
+
+	// PaymentGrace is how long past its hold's deadline a payment asked
+	// for in time may stay pending (the gateway slow, down, or its answer
+	// lost) before the hold expires anyway and the slot goes back. A
+	// charge the gateway applies after that is money taken late: it is
+	// refunded (refund_payment). 0: a pending payment keeps its hold until
+	// it settles, however long that takes.
+	PaymentGrace time.Duration
 
 	// Limits per queue (QueueCharge, QueueExpire, QueueWebhook); a queue
 	// missing here takes DefaultLimits.
@@ -150,6 +159,7 @@ type Runner struct {
 	release  Releaser
 	payer    Payer
 	notifier Notifier
+	grace    time.Duration // Config.PaymentGrace
 	limits   map[string]Limit
 	limiters map[string]*rate.Limiter
 
@@ -180,14 +190,15 @@ func NewRunner(cfg Config) (*Runner, error) {
 		return nil, errors.New("post: Config.Store is required")
 	case cfg.Release == nil:
 		return nil, errors.New("post: Config.Release is required")
-	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0:
-		return nil, errors.New("post: negative retry bound, poll interval, rescue time or busy pace")
+	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0 || cfg.PaymentGrace < 0:
+		return nil, errors.New("post: negative retry bound, poll interval, rescue time, busy pace or payment grace")
 	}
 	r := &Runner{
 		store:     cfg.Store,
 		release:   cfg.Release,
 		payer:     cfg.Payer,
 		notifier:  cfg.Notifier,
+		grace:     cfg.PaymentGrace,
 		limits:    DefaultLimits(),
 		limiters:  make(map[string]*rate.Limiter),
 		retryMin:  cmpOr(cfg.RetryMin, DefaultRetryMin),
@@ -297,6 +308,8 @@ func (r *Runner) Start(ctx context.Context) error {
 	river.AddWorker(workers, &worker[NotifyWinnerArgs]{r: r})
 	river.AddWorker(workers, &worker[PaymentFailedArgs]{r: r})
 	river.AddWorker(workers, &worker[HoldExpiredArgs]{r: r})
+	river.AddWorker(workers, &worker[RefundPaymentArgs]{r: r})
+	river.AddWorker(workers, &worker[PaymentRefundedArgs]{r: r})
 	queues := make(map[string]river.QueueConfig, len(r.limits))
 	for queue, l := range r.limits {
 		queues[queue] = river.QueueConfig{MaxWorkers: l.Concurrency}

@@ -180,6 +180,19 @@ var canaries = []variant{
 		name:     "release errors ignored",
 		releaser: func(g post.Releaser) post.Releaser { return ignoreErrors{g} },
 	},
+	{
+		// "Paid after the hold ended: log it": the money a late charge
+		// took is kept.
+		name:  "late payment only logged",
+		store: func(s post.Store, _ post.Releaser) post.Store { return lateIgnored{s} },
+	},
+}
+
+type lateIgnored struct{ post.Store }
+
+func (s lateIgnored) RecordLatePayment(ctx context.Context, id string, now time.Time) (*dibs.Claim, bool, error) {
+	c, err := s.Store.FindClaim(ctx, id)
+	return c, false, err
 }
 
 type declineOnUnknown struct{ post.Payer }
@@ -235,16 +248,17 @@ type simResult struct {
 	hash  uint64   // of the trace, when traced
 	trace []string // every event, when traced
 
-	claims, charges, deliveries, runs, kills int
+	claims, charges, refunds, deliveries, runs, kills int
 }
 
-type simStats struct{ seeds, steps, claims, charges, deliveries, runs, kills int }
+type simStats struct{ seeds, steps, claims, charges, refunds, deliveries, runs, kills int }
 
 func (s *simStats) add(r simResult) {
 	s.seeds++
 	s.steps += r.steps
 	s.claims += r.claims
 	s.charges += r.charges
+	s.refunds += r.refunds
 	s.deliveries += r.deliveries
 	s.runs += r.runs
 	s.kills += r.kills
@@ -255,14 +269,15 @@ func (s *simStats) merge(o simStats) {
 	s.steps += o.steps
 	s.claims += o.claims
 	s.charges += o.charges
+	s.refunds += o.refunds
 	s.deliveries += o.deliveries
 	s.runs += o.runs
 	s.kills += o.kills
 }
 
 func (s simStats) String() string {
-	return fmt.Sprintf("%d events, %d claims, %d charges, %d webhook deliveries, %d job runs of which %d killed",
-		s.steps, s.claims, s.charges, s.deliveries, s.runs, s.kills)
+	return fmt.Sprintf("%d events, %d claims, %d charges, %d refunds of late charges, %d webhook deliveries, %d job runs of which %d killed",
+		s.steps, s.claims, s.charges, s.refunds, s.deliveries, s.runs, s.kills)
 }
 
 type sched struct {
@@ -280,6 +295,7 @@ type sched struct {
 	trace  []string
 
 	maxUsers  []int // per drop: claims still to come
+	grace     time.Duration
 	codes     int
 	runCount  int
 	killCount int
@@ -341,7 +357,11 @@ func simulate(seed uint64, v variant, traced bool) simResult {
 		Limits:   limits,
 		RetryMin: time.Second,
 		RetryMax: time.Minute,
-		Now:      func() time.Time { return w.now },
+		// Pending payments keep their holds for the grace, then expire:
+		// a charge answered after that (a slow answer, a lost one looked
+		// up later) is money taken late, to refund.
+		PaymentGrace: s.grace,
+		Now:          func() time.Time { return w.now },
 		NewCode: func() (string, error) {
 			s.codes++
 			return "CODE-" + strconv.Itoa(s.codes), nil
@@ -369,7 +389,7 @@ func simulate(seed uint64, v variant, traced bool) simResult {
 	}
 	res := simResult{
 		err: s.err, steps: s.step, trace: s.trace,
-		claims: len(w.order), charges: len(w.ledger), deliveries: w.deliveries,
+		claims: len(w.order), charges: len(w.ledger), refunds: w.refunds(), deliveries: w.deliveries,
 		runs: s.runCount, kills: s.killCount,
 	}
 	if traced {
@@ -382,6 +402,15 @@ func simulate(seed uint64, v variant, traced bool) simResult {
 		}
 	}
 	return res
+}
+
+// refunds counts the charges the gateway refunded.
+func (w *world) refunds() int {
+	n := 0
+	for _, ch := range w.ledger {
+		n += ch.refunds
+	}
+	return n
 }
 
 // setup makes the drops: one coupon drop and one purchase drop (free one
@@ -400,7 +429,8 @@ func (s *sched) setup() {
 		w.drops = append(w.drops, &simDrop{Drop: d, slots: make([]string, d.Stock)})
 		s.maxUsers = append(s.maxUsers, int(d.Stock)+s.rng.IntN(5))
 	}
-	s.tracef("drops: coupons stock %d, tickets stock %d price %d", w.drops[0].Stock, w.drops[1].Stock, price)
+	s.grace = time.Duration(s.rng.IntN(4)) * 10 * time.Second
+	s.tracef("drops: coupons stock %d, tickets stock %d price %d, payment grace %s", w.drops[0].Stock, w.drops[1].Stock, price, s.grace)
 }
 
 // tracef records an event when the run is traced.
@@ -773,11 +803,18 @@ func (s *sched) check() {
 		if c.paid > 1 {
 			s.failf("claim %s was charged %d times", c.ID, c.paid)
 		}
+		ch := w.ledger[c.ID]
 		switch {
 		case c.State == dibs.ClaimPaid && c.drop.Price > 0 && c.paid == 0:
 			s.failf("claim %s is paid without a paid charge", c.ID)
-		case !c.State.Active() && c.paid > 0:
-			s.failf("claim %s is %s, yet the gateway took its money", c.ID, c.State)
+		case !c.State.Active() && c.paid > 0 && c.PayRequestedAt.IsZero():
+			s.failf("claim %s is %s and never asked to pay, yet the gateway took its money", c.ID, c.State)
+		case c.State.Active() && (!c.LatePaidAt.IsZero() || !c.RefundedAt.IsZero()):
+			s.failf("claim %s is %s, yet a late payment or a refund is recorded for it", c.ID, c.State)
+		case !c.RefundedAt.IsZero() && (ch == nil || ch.Status != payment.StatusRefunded):
+			s.failf("claim %s has a refund recorded that the gateway never made", c.ID)
+		case ch != nil && ch.refunds > 1:
+			s.failf("the gateway refunded the charge of claim %s %d times", c.ID, ch.refunds)
 		}
 		if c.State.Active() {
 			if c.drop == w.drops[0] {
@@ -806,8 +843,16 @@ func (s *sched) final() {
 	s.tracef("drained")
 	paidClaims, paidCharges := 0, 0
 	for _, key := range w.keys {
-		if w.ledger[key].Status == payment.StatusPaid {
+		ch := w.ledger[key]
+		c := w.claims[ch.claimID]
+		switch {
+		case ch.Status == payment.StatusPaid:
 			paidCharges++
+			if c != nil && !c.State.Active() {
+				s.failf("claim %s is %s, yet the gateway kept its money (charge %s)", c.ID, c.State, key)
+			}
+		case ch.Status == payment.StatusRefunded && c != nil && (c.State.Active() || c.RefundedAt.IsZero()):
+			s.failf("the gateway refunded charge %s of claim %s, which is %s with no refund recorded", key, c.ID, c.State)
 		}
 	}
 	expected := make(map[string]bool)
@@ -837,10 +882,15 @@ func (s *sched) final() {
 		case !c.State.Active() && (c.held() || c.released != 1):
 			s.failf("claim %s is %s; its slot came back %d times, the gate holds it: %v", c.ID, c.State, c.released, c.held())
 		}
-		n := notice + ":" + c.ID
-		expected[n] = true
-		if _, ok := w.delivered[n]; !ok {
-			s.failf("notice %s was never delivered", n)
+		notices := []string{notice + ":" + c.ID}
+		if !c.RefundedAt.IsZero() {
+			notices = append(notices, post.KindPaymentRefunded+":"+c.ID)
+		}
+		for _, n := range notices {
+			expected[n] = true
+			if _, ok := w.delivered[n]; !ok {
+				s.failf("notice %s was never delivered", n)
+			}
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(w.delivered)) {

@@ -72,6 +72,7 @@ type simDrop struct {
 type charge struct {
 	payment.Charge
 	claimID string // from the reference: which claim the money is for
+	refunds int    // refunds the gateway made of it
 }
 
 type world struct {
@@ -157,6 +158,10 @@ func maxAttempts(kind string) int {
 		args = post.PaymentFailedArgs{}
 	case post.KindHoldExpired:
 		args = post.HoldExpiredArgs{}
+	case post.KindRefundPayment:
+		args = post.RefundPaymentArgs{}
+	case post.KindPaymentRefunded:
+		args = post.PaymentRefundedArgs{}
 	}
 	return args.InsertOpts().MaxAttempts
 }
@@ -335,6 +340,60 @@ func (s simStore) ExpireHold(ctx context.Context, claimID string, now time.Time)
 	return &cp, changed, s.commit("expire", claimID)
 }
 
+func (s simStore) ExpirePayment(ctx context.Context, claimID string, deadline, now time.Time) (*dibs.Claim, bool, error) {
+	if err := s.begin("expire-payment", claimID); err != nil {
+		return nil, false, err
+	}
+	c, err := s.claim(claimID)
+	if err != nil {
+		return nil, false, err
+	}
+	changed := c.State == dibs.ClaimHeld && !c.PayRequestedAt.IsZero() && !deadline.Before(c.HoldExpiresAt)
+	if changed {
+		c.State, c.UpdatedAt = dibs.ClaimExpired, now
+		s.w.enqueue(post.KindHoldExpired, c, now)
+		s.w.sched.tracef("expired %s with its payment pending", claimID)
+	}
+	cp := c.Claim
+	return &cp, changed, s.commit("expire-payment", claimID)
+}
+
+func (s simStore) RecordLatePayment(ctx context.Context, claimID string, now time.Time) (*dibs.Claim, bool, error) {
+	if err := s.begin("late-payment", claimID); err != nil {
+		return nil, false, err
+	}
+	c, err := s.claim(claimID)
+	if err != nil {
+		return nil, false, err
+	}
+	changed := !c.State.Active() && c.LatePaidAt.IsZero()
+	if changed {
+		c.LatePaidAt = now
+		s.w.enqueue(post.KindRefundPayment, c, now)
+		s.w.sched.tracef("late payment %s (%s)", claimID, c.State)
+	}
+	cp := c.Claim
+	return &cp, changed, s.commit("late-payment", claimID)
+}
+
+func (s simStore) RecordRefund(ctx context.Context, claimID string, now time.Time) (*dibs.Claim, bool, error) {
+	if err := s.begin("record-refund", claimID); err != nil {
+		return nil, false, err
+	}
+	c, err := s.claim(claimID)
+	if err != nil {
+		return nil, false, err
+	}
+	changed := !c.State.Active() && !c.LatePaidAt.IsZero() && c.RefundedAt.IsZero()
+	if changed {
+		c.RefundedAt = now
+		s.w.enqueue(post.KindPaymentRefunded, c, now)
+		s.w.sched.tracef("refund recorded %s", claimID)
+	}
+	cp := c.Claim
+	return &cp, changed, s.commit("record-refund", claimID)
+}
+
 func (s simStore) JobCounts(ctx context.Context, dropID string) ([]post.JobCount, error) {
 	return nil, errors.New("sim: no job counts")
 }
@@ -469,6 +528,48 @@ func (p simPG) Lookup(ctx context.Context, key string) (*payment.Charge, error) 
 		return nil, fmt.Errorf("sim: 404: %w", payment.ErrNotFound)
 	}
 	w.sched.tracef("lookup %s: %s", key, ch.Status)
+	cp := ch.Charge
+	return &cp, nil
+}
+
+// Refund refunds the paid charge under key, as pgsim does under the
+// refund key payment.RefundKey(key): once, then the same answer.
+func (p simPG) Refund(ctx context.Context, key string) (*payment.Charge, error) {
+	w := p.w
+	w.step("refund " + key)
+	if err := p.down(); err != nil {
+		w.sched.tracef("refund %s: gateway down: %v", key, err)
+		return nil, err
+	}
+	switch {
+	case w.chance(0.05):
+		w.sched.tracef("refund %s: 429", key)
+		return nil, fmt.Errorf("sim: 429: %w", payment.ErrUnavailable)
+	case w.chance(0.08):
+		w.sched.tracef("refund %s: timeout, not applied", key)
+		return nil, fmt.Errorf("sim: timeout: %w", payment.ErrOutcomeUnknown)
+	}
+	ch := w.ledger[key]
+	switch {
+	case ch == nil:
+		return nil, fmt.Errorf("sim: 404: %w", payment.ErrNotFound)
+	case ch.Status == payment.StatusDeclined:
+		return nil, fmt.Errorf("sim: 409: %w", payment.ErrConflict)
+	case ch.Status == payment.StatusPaid:
+		ch.Status, ch.RefundedAt = payment.StatusRefunded, w.now
+		ch.refunds++
+		w.sched.tracef("refund %s: refunded", key)
+		if c := w.claims[ch.claimID]; c != nil && c.State.Active() {
+			w.sched.failf("the gateway refunded the charge of claim %s, which is %s", c.ID, c.State)
+		}
+	default:
+		w.sched.tracef("refund %s: replay", key)
+	}
+	w.step("refund answer " + key)
+	if w.chance(0.08) {
+		w.sched.tracef("refund %s: applied, answer lost", key)
+		return nil, fmt.Errorf("sim: reset: %w", payment.ErrOutcomeUnknown)
+	}
 	cp := ch.Charge
 	return &cp, nil
 }

@@ -21,12 +21,15 @@ type Releaser interface {
 	ReleaseSlot(ctx context.Context, dropID, claimID string) (bool, error)
 }
 
-// Payer is the payment gateway as the charge worker uses it;
+// Payer is the payment gateway as the charge and refund workers use it;
 // *payment.Client implements it. Errors are payment's: ErrOutcomeUnknown,
 // ErrUnavailable (and ErrCircuitOpen), ErrNotFound, ErrConflict, ErrInvalid.
+// Refund must be idempotent per key (payment.Client sends
+// payment.RefundKey(key) as the refund's idempotency key).
 type Payer interface {
 	Charge(ctx context.Context, key string, req payment.ChargeRequest) (*payment.Charge, error)
 	Lookup(ctx context.Context, key string) (*payment.Charge, error)
+	Refund(ctx context.Context, key string) (*payment.Charge, error)
 }
 
 // Notice is one webhook event for the operator's main service.
@@ -34,7 +37,8 @@ type Notice struct {
 	// ID is "<kind>:<claim id>": the same for every delivery of one event,
 	// so that the receiver can drop duplicates (delivery is at least once).
 	ID string
-	// Type is the job kind: notify_winner, payment_failed or hold_expired.
+	// Type is the job kind: notify_winner, payment_failed, hold_expired or
+	// payment_refunded.
 	Type string
 	// Time is when the claim reached the state the notice is about.
 	Time time.Time
@@ -52,6 +56,9 @@ type ClaimNotice struct {
 	State         dibs.ClaimState `json:"state"`
 	CouponCode    string          `json:"coupon_code,omitempty"`
 	HoldExpiresAt time.Time       `json:"hold_expires_at,omitzero"`
+	// RefundedAt is set in payment_refunded notices only, so that the
+	// notices of the claim's end read the same on every delivery.
+	RefundedAt time.Time `json:"refunded_at,omitzero"`
 }
 
 // Notifier delivers notices to the operator's main service. Notify is
@@ -90,7 +97,9 @@ func (r *Runner) Work(ctx context.Context, j Job) error {
 		err = r.chargePayment(ctx, j)
 	case KindExpireHold:
 		err = r.expireHold(ctx, j)
-	case KindNotifyWinner, KindPaymentFailed, KindHoldExpired:
+	case KindRefundPayment:
+		err = r.refundPayment(ctx, j)
+	case KindNotifyWinner, KindPaymentFailed, KindHoldExpired, KindPaymentRefunded:
 		err = r.notify(ctx, j)
 	default:
 		err = river.JobCancel(fmt.Errorf("unknown job kind %q", j.Kind))
@@ -124,7 +133,12 @@ func (r *Runner) chargePayment(ctx context.Context, j Job) error {
 	case dibs.ClaimHeld:
 	case dibs.ClaimReleased, dibs.ClaimExpired:
 		// Settled by an earlier run that may have died before giving
-		// the slot back.
+		// the slot back, or expired while its payment was pending (the
+		// payment grace ran out): a charge an earlier run sent may have
+		// been applied since, and that money goes back.
+		if err := r.findLatePayment(ctx, c, j); err != nil {
+			return err
+		}
 		return r.releaseSlot(ctx, c)
 	default:
 		return nil
@@ -138,7 +152,7 @@ func (r *Runner) chargePayment(ctx context.Context, j Job) error {
 	}
 	if d.Price == 0 {
 		r.metrics.payment("free")
-		return r.settle(ctx, c, true)
+		return r.settle(ctx, c, true, false)
 	}
 	if r.payer == nil {
 		r.log.Warn("charge payment: no payment gateway configured; the job waits for one", "claim", c.ID, "drop", c.DropID)
@@ -206,7 +220,7 @@ func (r *Runner) paymentFailed(ctx context.Context, c *dibs.Claim, j Job, op str
 func (r *Runner) reject(ctx context.Context, c *dibs.Claim, err error) error {
 	r.metrics.payment("rejected")
 	r.log.Error("charge payment: the gateway refused the charge; releasing the slot", "claim", c.ID, "drop", c.DropID, "err", err)
-	return r.settle(ctx, c, false)
+	return r.settle(ctx, c, false, false)
 }
 
 // settleCharge settles the claim by the gateway's record of its charge.
@@ -214,24 +228,30 @@ func (r *Runner) settleCharge(ctx context.Context, c *dibs.Claim, ch *payment.Ch
 	switch ch.Status {
 	case payment.StatusPaid:
 		r.metrics.payment("paid")
-		return r.settle(ctx, c, true)
+		return r.settle(ctx, c, true, true)
 	case payment.StatusDeclined, payment.StatusRefunded:
 		r.metrics.payment("declined")
-		return r.settle(ctx, c, false)
+		return r.settle(ctx, c, false, true)
 	}
 	return fmt.Errorf("charge payment %s: the gateway answered status %q", c.ID, ch.Status)
 }
 
 // settle records the outcome, then gives the slot back if the claim is no
 // longer active: in this order, so that the record never shows an active
-// claim whose slot the gate gave to someone else.
-func (r *Runner) settle(ctx context.Context, c *dibs.Claim, paid bool) error {
+// claim whose slot the gate gave to someone else. charged says the outcome
+// is the gateway's (not a free drop's): a paid one for a claim that ended
+// meanwhile is money taken late.
+func (r *Runner) settle(ctx context.Context, c *dibs.Claim, paid, charged bool) error {
 	got, changed, err := r.store.SettlePayment(ctx, c.ID, paid, r.now())
 	if err != nil {
 		return fmt.Errorf("settle payment %s: %w", c.ID, err)
 	}
-	if !changed && paid && got.State != dibs.ClaimPaid {
-		r.log.Error("charge payment: paid for a claim that is no longer held; refund it", "claim", c.ID, "drop", c.DropID, "state", got.State)
+	if !changed && paid && charged && !got.State.Active() {
+		// The hold ended while the charge was under way (the payment
+		// grace ran out): money taken late, refunded by refund_payment.
+		if err := r.recordLatePayment(ctx, got); err != nil {
+			return err
+		}
 	}
 	if got.State.Active() {
 		return nil
@@ -268,12 +288,117 @@ func (r *Runner) expireHold(ctx context.Context, j Job) error {
 		// Run early (this node's clock is behind the one that scheduled
 		// the job): come back at the deadline.
 		return river.JobSnooze(c.HoldExpiresAt.Sub(now))
+	case c.State == dibs.ClaimHeld && r.grace > 0:
+		// Its owner asked to pay and the payment is pending: it keeps
+		// the hold for the grace, then the slot goes back and a charge
+		// applied after that is refunded.
+		if payBy := c.HoldExpiresAt.Add(r.grace); now.Before(payBy) {
+			return river.JobSnooze(payBy.Sub(now))
+		}
+		c, _, err = r.store.ExpirePayment(ctx, c.ID, now.Add(-r.grace), now)
+		if err != nil {
+			return fmt.Errorf("expire payment %s: %w", j.Claim.ClaimID, err)
+		}
+		if !c.State.Active() {
+			return r.releaseSlot(ctx, c)
+		}
 	}
 	return nil
 }
 
-// notify delivers the webhook of a notify_winner, payment_failed or
-// hold_expired job.
+// findLatePayment looks up the charge of an ended claim whose owner had
+// asked to pay, unless its late payment is recorded already: a paid charge
+// is money taken late, recorded with its refund_payment.
+func (r *Runner) findLatePayment(ctx context.Context, c *dibs.Claim, j Job) error {
+	if c.PayRequestedAt.IsZero() || !c.LatePaidAt.IsZero() || r.payer == nil {
+		return nil
+	}
+	if err := r.wait(ctx, j.Kind); err != nil {
+		return err
+	}
+	ch, err := r.payer.Lookup(ctx, c.ID)
+	switch {
+	case errors.Is(err, payment.ErrNotFound):
+		return nil
+	case errors.Is(err, payment.ErrUnavailable):
+		return river.JobSnooze(r.backoff(j.Snoozes+1, r.snoozeMax))
+	case err != nil:
+		return fmt.Errorf("charge payment %s: look up the charge of an ended claim: %w", c.ID, err)
+	case ch.Status != payment.StatusPaid:
+		return nil
+	}
+	return r.recordLatePayment(ctx, c)
+}
+
+// recordLatePayment records that the gateway took the money of an ended
+// claim, which enqueues its refund. The record refuses it for a live claim.
+func (r *Runner) recordLatePayment(ctx context.Context, c *dibs.Claim) error {
+	got, changed, err := r.store.RecordLatePayment(ctx, c.ID, r.now())
+	if err != nil {
+		return fmt.Errorf("record late payment %s: %w", c.ID, err)
+	}
+	if changed {
+		r.metrics.payment("late")
+		r.log.Warn("charge payment: the gateway took the money after the claim ended; refunding it", "claim", c.ID, "drop", c.DropID, "state", got.State)
+	}
+	return nil
+}
+
+// refundPayment gives back the money the gateway took for a claim after it
+// had ended, and records the refund, which enqueues payment_refunded. The
+// refund carries its own idempotency key (payment.RefundKey of the claim
+// id), so no run, retry or rescue refunds twice.
+func (r *Runner) refundPayment(ctx context.Context, j Job) error {
+	c, err := r.findClaim(ctx, j)
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.State.Active():
+		// RecordLatePayment enqueues refunds of ended claims only, and
+		// an ended claim never comes back; the check stays, as a guard.
+		return river.JobCancel(fmt.Errorf("refund payment: claim %s is %s: the charge of a live claim is never refunded", c.ID, c.State))
+	case c.LatePaidAt.IsZero():
+		return river.JobCancel(fmt.Errorf("refund payment: claim %s has no late payment recorded", c.ID))
+	case !c.RefundedAt.IsZero():
+		return nil
+	}
+	if r.payer == nil {
+		r.log.Warn("refund payment: no payment gateway configured; the job waits for one", "claim", c.ID, "drop", c.DropID)
+		return river.JobSnooze(r.retryMax)
+	}
+	if err := r.wait(ctx, j.Kind); err != nil {
+		return err
+	}
+	ch, err := r.payer.Refund(ctx, c.ID)
+	switch {
+	case err == nil && ch.Status == payment.StatusRefunded:
+	case err == nil:
+		return fmt.Errorf("refund payment %s: the gateway answered status %q", c.ID, ch.Status)
+	case errors.Is(err, payment.ErrUnavailable):
+		r.metrics.payment("refund_unavailable")
+		return river.JobSnooze(r.backoff(j.Snoozes+1, r.snoozeMax))
+	case errors.Is(err, payment.ErrOutcomeUnknown):
+		// Maybe applied: the next run asks again under the same refund
+		// key, which the gateway answers with the refund it made.
+		r.metrics.payment("refund_unknown")
+		return fmt.Errorf("refund payment %s: %w", c.ID, err)
+	default:
+		// Nothing to refund under the key (no charge, a declined one,
+		// or a refund under another key): a bug or a misconfiguration.
+		r.metrics.payment("refund_rejected")
+		r.log.Error("refund payment: the gateway refused the refund", "claim", c.ID, "drop", c.DropID, "err", err)
+		return river.JobCancel(fmt.Errorf("refund payment %s: %w", c.ID, err))
+	}
+	if _, _, err := r.store.RecordRefund(ctx, c.ID, r.now()); err != nil {
+		return fmt.Errorf("record refund %s: %w", c.ID, err)
+	}
+	r.metrics.payment("refunded")
+	return nil
+}
+
+// notify delivers the webhook of a notify_winner, payment_failed,
+// hold_expired or payment_refunded job.
 func (r *Runner) notify(ctx context.Context, j Job) error {
 	if r.notifier == nil {
 		r.metrics.webhook(j.Kind, "skipped")
@@ -299,6 +424,14 @@ func (r *Runner) notify(ctx context.Context, j Job) error {
 			CouponCode:    c.CouponCode,
 			HoldExpiresAt: c.HoldExpiresAt,
 		},
+	}
+	if j.Kind == KindPaymentRefunded {
+		if c.RefundedAt.IsZero() {
+			return river.JobCancel(fmt.Errorf("notify %s: claim %s has no refund recorded", n.ID, c.ID))
+		}
+		d := n.Data.(ClaimNotice)
+		d.RefundedAt = c.RefundedAt
+		n.Time, n.Data = c.RefundedAt, d
 	}
 	err = r.notifier.Notify(ctx, n)
 	switch {

@@ -195,7 +195,8 @@ func TestChargePayment(t *testing.T) {
 		{
 			name: "a claim settled by a run that died gets its slot back", attempt: 2,
 			prepare: func(b *bundle, c *simClaim) { c.State = dibs.ClaimReleased },
-			want:    "done", wantState: dibs.ClaimReleased, wantBack: 1,
+			// It looks for a charge applied since, to refund it.
+			want: "done", wantState: dibs.ClaimReleased, wantCalls: []string{"lookup"}, wantBack: 1,
 		},
 		{
 			name: "a paid claim is left alone", attempt: 2,
@@ -448,5 +449,79 @@ func TestNewCode(t *testing.T) {
 			t.Fatalf("code %q drawn twice", code)
 		}
 		seen[code] = true
+	}
+}
+
+func (p *recordingPayer) Refund(ctx context.Context, key string) (*payment.Charge, error) {
+	p.calls = append(p.calls, "refund")
+	return p.Payer.Refund(ctx, key)
+}
+
+// A charge the gateway applied after the hold expired (its payment grace
+// ran out) is refunded once, and payment_refunded follows; the charge of
+// a live claim is never refunded.
+func TestLatePaymentIsRefunded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const grace = 30 * time.Second
+	b := setup(t, func(c *post.Config) { c.PaymentGrace = grace })
+	c := b.hold(t, true)
+
+	// The hold keeps its slot for the grace, then expires.
+	b.w.now = c.HoldExpiresAt.Add(grace - time.Second)
+	var snooze *river.JobSnoozeError
+	if err := b.work(post.KindExpireHold, c, 1); !errors.As(err, &snooze) || snooze.Duration != time.Second || c.State != dibs.ClaimHeld {
+		t.Fatalf("expire_hold within the grace: %v, claim %s; want a snooze of 1s, held", err, c.State)
+	}
+	b.w.now = c.HoldExpiresAt.Add(grace)
+	if err := b.work(post.KindExpireHold, c, 1); err != nil || c.State != dibs.ClaimExpired || c.released != 1 {
+		t.Fatalf("expire_hold after the grace: %v, claim %s, slot back %d times; want expired, 1", err, c.State, c.released)
+	}
+
+	// The charge the first run sent lands now.
+	if _, err := (simPG{b.w}).Charge(ctx, c.ID, payment.ChargeRequest{Amount: 5000, Currency: "KRW", Reference: "tickets/" + c.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.work(post.KindChargePayment, c, 2); err != nil {
+		t.Fatalf("charge_payment of the expired claim: %v", err)
+	}
+	if c.LatePaidAt.IsZero() || !slices.Contains(b.jobs(c), post.KindRefundPayment) {
+		t.Fatalf("late paid at %v, jobs %v; want the late payment recorded and refund_payment queued", c.LatePaidAt, b.jobs(c))
+	}
+	for attempt := 1; attempt <= 2; attempt++ { // the second run finds it done
+		if err := b.work(post.KindRefundPayment, c, attempt); err != nil {
+			t.Fatalf("refund_payment attempt %d: %v", attempt, err)
+		}
+	}
+	ch := b.w.ledger[c.ID]
+	if ch.Status != payment.StatusRefunded || ch.refunds != 1 || c.RefundedAt.IsZero() {
+		t.Fatalf("charge %s refunded %d times, claim refunded at %v; want refunded once, recorded", ch.Status, ch.refunds, c.RefundedAt)
+	}
+	if got := b.pg.calls; !slices.Equal(got, []string{"lookup", "refund"}) {
+		t.Errorf("gateway calls %v, want [lookup refund]", got)
+	}
+	if err := b.work(post.KindPaymentRefunded, c, 1); err != nil {
+		t.Fatal(err)
+	}
+	n, ok := b.w.delivered[post.KindPaymentRefunded+":"+c.ID]
+	if data, _ := n.Data.(post.ClaimNotice); !ok || !n.Time.Equal(c.RefundedAt) || !data.RefundedAt.Equal(c.RefundedAt) || data.State != dibs.ClaimExpired {
+		t.Errorf("notice %+v, want payment_refunded of the expired claim at %v", n, c.RefundedAt)
+	}
+
+	// A live claim: nothing is recorded, and a refund job is refused
+	// without calling the gateway.
+	live := b.hold(t, true)
+	if _, err := (simPG{b.w}).Charge(ctx, live.ID, payment.ChargeRequest{Amount: 5000, Currency: "KRW", Reference: "tickets/" + live.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, changed, err := (simStore{b.w}).RecordLatePayment(ctx, live.ID, b.w.now); err != nil || changed {
+		t.Errorf("late payment of a held claim: changed %v, %v; want unchanged", changed, err)
+	}
+	b.pg.calls = nil
+	if err := b.work(post.KindRefundPayment, live, 1); outcome(err) != "cancelled" || len(b.pg.calls) != 0 {
+		t.Errorf("refund of a held claim: %v, gateway calls %v; want cancelled, none", err, b.pg.calls)
+	}
+	if ch := b.w.ledger[live.ID]; ch.Status != payment.StatusPaid {
+		t.Errorf("live claim's charge is %s, want paid", ch.Status)
 	}
 }

@@ -22,7 +22,7 @@ const claimColumns = `id, drop_id, user_id, slot, nth, state, idempotency_key, c
 	hold_expires_at, coupon_code`
 
 // claimFields are the columns a claim is read from.
-const claimFields = claimColumns + `, pay_requested_at`
+const claimFields = claimColumns + `, pay_requested_at, late_paid_at, refunded_at`
 
 // insertClaims writes a whole batch in one statement from one array per
 // column: one statement text whatever the batch size, so it is prepared
@@ -295,13 +295,13 @@ func (s *Store) countClaims(ctx context.Context, on reader, dropID string) (dibs
 
 func scanClaim(row pgx.Row) (*dibs.Claim, error) {
 	var (
-		c                dibs.Claim
-		state            string
-		key, coupon      pgtype.Text
-		created, updated time.Time
-		holdExpires, pay pgtype.Timestamptz
+		c                                dibs.Claim
+		state                            string
+		key, coupon                      pgtype.Text
+		created, updated                 time.Time
+		holdExpires, pay, late, refunded pgtype.Timestamptz
 	)
-	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon, &pay)
+	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon, &pay, &late, &refunded)
 	if err != nil {
 		return nil, err
 	}
@@ -309,6 +309,7 @@ func scanClaim(row pgx.Row) (*dibs.Claim, error) {
 	c.IdempotencyKey, c.CouponCode = key.String, coupon.String
 	c.CreatedAt, c.UpdatedAt = created.UTC(), updated.UTC()
 	c.HoldExpiresAt, c.PayRequestedAt = fromNullTime(holdExpires), fromNullTime(pay)
+	c.LatePaidAt, c.RefundedAt = fromNullTime(late), fromNullTime(refunded)
 	return &c, nil
 }
 

@@ -262,6 +262,44 @@ func (s *Store) ExpireHold(ctx context.Context, claimID string, now time.Time) (
 	return c, changed, nil
 }
 
+// ExpirePayment implements post.Store. It updates through claims_pkey.
+func (s *Store) ExpirePayment(ctx context.Context, claimID string, deadline, now time.Time) (*dibs.Claim, bool, error) {
+	c, changed, err := s.transition(ctx, claimID, `UPDATE claims SET state = 'expired', updated_at = $1
+		WHERE id = $2 AND state = 'held' AND pay_requested_at IS NOT NULL AND hold_expires_at <= $3
+		RETURNING `+claimFields, []any{now, claimID, deadline},
+		func(ref post.ClaimRef) river.JobArgs { return post.HoldExpiredArgs{ClaimRef: ref} })
+	if err != nil {
+		return nil, false, fmt.Errorf("expire payment: %w", err)
+	}
+	return c, changed, nil
+}
+
+// RecordLatePayment implements post.Store. It updates through claims_pkey;
+// the condition on the state is what keeps a live claim's charge from ever
+// being refunded.
+func (s *Store) RecordLatePayment(ctx context.Context, claimID string, now time.Time) (*dibs.Claim, bool, error) {
+	c, changed, err := s.transition(ctx, claimID, `UPDATE claims SET late_paid_at = $1
+		WHERE id = $2 AND state IN ('released', 'expired') AND late_paid_at IS NULL
+		RETURNING `+claimFields, []any{now, claimID},
+		func(ref post.ClaimRef) river.JobArgs { return post.RefundPaymentArgs{ClaimRef: ref} })
+	if err != nil {
+		return nil, false, fmt.Errorf("record late payment: %w", err)
+	}
+	return c, changed, nil
+}
+
+// RecordRefund implements post.Store. It updates through claims_pkey.
+func (s *Store) RecordRefund(ctx context.Context, claimID string, now time.Time) (*dibs.Claim, bool, error) {
+	c, changed, err := s.transition(ctx, claimID, `UPDATE claims SET refunded_at = $1
+		WHERE id = $2 AND state IN ('released', 'expired') AND late_paid_at IS NOT NULL AND refunded_at IS NULL
+		RETURNING `+claimFields, []any{now, claimID},
+		func(ref post.ClaimRef) river.JobArgs { return post.PaymentRefundedArgs{ClaimRef: ref} })
+	if err != nil {
+		return nil, false, fmt.Errorf("record refund: %w", err)
+	}
+	return c, changed, nil
+}
+
 // JobCounts implements post.Store. The containment test reads River's GIN
 // index river_job_args_index.
 func (s *Store) JobCounts(ctx context.Context, dropID string) ([]post.JobCount, error) {

@@ -18,7 +18,7 @@ const claimColumns = `id, drop_id, user_id, slot, nth, state, idempotency_key, c
 	hold_expires_at, coupon_code`
 
 // claimFields are the columns a claim is read from.
-const claimFields = claimColumns + `, pay_requested_at`
+const claimFields = claimColumns + `, pay_requested_at, late_paid_at, refunded_at`
 
 // RecordClaims implements dibs.Store. All claims go in one transaction: one
 // fsync for the whole batch.
@@ -182,13 +182,13 @@ func (s *Store) CountClaims(ctx context.Context, dropID string) (dibs.ClaimCount
 
 func scanClaim(row scanner) (*dibs.Claim, error) {
 	var (
-		c                dibs.Claim
-		state            string
-		key, coupon      sql.NullString
-		created, updated int64
-		holdExpires, pay sql.NullInt64
+		c                                dibs.Claim
+		state                            string
+		key, coupon                      sql.NullString
+		created, updated                 int64
+		holdExpires, pay, late, refunded sql.NullInt64
 	)
-	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon, &pay)
+	err := row.Scan(&c.ID, &c.DropID, &c.UserID, &c.Slot, &c.Nth, &state, &key, &created, &updated, &holdExpires, &coupon, &pay, &late, &refunded)
 	if err != nil {
 		return nil, err
 	}
@@ -196,5 +196,6 @@ func scanClaim(row scanner) (*dibs.Claim, error) {
 	c.IdempotencyKey, c.CouponCode = key.String, coupon.String
 	c.CreatedAt, c.UpdatedAt = fromMicros(created), fromMicros(updated)
 	c.HoldExpiresAt, c.PayRequestedAt = fromNullMicros(holdExpires), fromNullMicros(pay)
+	c.LatePaidAt, c.RefundedAt = fromNullMicros(late), fromNullMicros(refunded)
 	return &c, nil
 }

@@ -253,6 +253,44 @@ func (s *Store) ExpireHold(ctx context.Context, claimID string, now time.Time) (
 	return c, changed, nil
 }
 
+// ExpirePayment implements post.Store. It updates through claims_pkey.
+func (s *Store) ExpirePayment(ctx context.Context, claimID string, deadline, now time.Time) (*dibs.Claim, bool, error) {
+	c, changed, err := s.transition(ctx, claimID, `UPDATE claims SET state = 'expired', updated_at = ?
+		WHERE id = ? AND state = 'held' AND pay_requested_at IS NOT NULL AND hold_expires_at <= ?
+		RETURNING `+claimFields, []any{micros(now), claimID, micros(deadline)},
+		func(ref post.ClaimRef) river.JobArgs { return post.HoldExpiredArgs{ClaimRef: ref} })
+	if err != nil {
+		return nil, false, fmt.Errorf("expire payment: %w", err)
+	}
+	return c, changed, nil
+}
+
+// RecordLatePayment implements post.Store. It updates through claims_pkey;
+// the condition on the state is what keeps a live claim's charge from ever
+// being refunded.
+func (s *Store) RecordLatePayment(ctx context.Context, claimID string, now time.Time) (*dibs.Claim, bool, error) {
+	c, changed, err := s.transition(ctx, claimID, `UPDATE claims SET late_paid_at = ?
+		WHERE id = ? AND state IN ('released', 'expired') AND late_paid_at IS NULL
+		RETURNING `+claimFields, []any{micros(now), claimID},
+		func(ref post.ClaimRef) river.JobArgs { return post.RefundPaymentArgs{ClaimRef: ref} })
+	if err != nil {
+		return nil, false, fmt.Errorf("record late payment: %w", err)
+	}
+	return c, changed, nil
+}
+
+// RecordRefund implements post.Store. It updates through claims_pkey.
+func (s *Store) RecordRefund(ctx context.Context, claimID string, now time.Time) (*dibs.Claim, bool, error) {
+	c, changed, err := s.transition(ctx, claimID, `UPDATE claims SET refunded_at = ?
+		WHERE id = ? AND state IN ('released', 'expired') AND late_paid_at IS NOT NULL AND refunded_at IS NULL
+		RETURNING `+claimFields, []any{micros(now), claimID},
+		func(ref post.ClaimRef) river.JobArgs { return post.PaymentRefundedArgs{ClaimRef: ref} })
+	if err != nil {
+		return nil, false, fmt.Errorf("record refund: %w", err)
+	}
+	return c, changed, nil
+}
+
 // JobCounts implements post.Store. It reads river_job_drop.
 func (s *Store) JobCounts(ctx context.Context, dropID string) ([]post.JobCount, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT kind, state, count(*) FROM river_job

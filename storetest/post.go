@@ -41,6 +41,9 @@ func RunPost(t *testing.T, newStore PostFactory) {
 	t.Run("ExpireHoldOnlyWhenDueAndUnpaid", func(t *testing.T) { t.Parallel(); testExpireHold(t, newStore(t)) })
 	t.Run("EndedClaimsFreeTheirSlot", func(t *testing.T) { t.Parallel(); testEndedFree(t, newStore(t)) })
 	t.Run("ConcurrentSettleAndExpire", func(t *testing.T) { t.Parallel(); testConcurrentEnds(t, newStore(t)) })
+	t.Run("ExpirePaymentOnlyPendingAndDue", func(t *testing.T) { t.Parallel(); testExpirePayment(t, newStore(t)) })
+	t.Run("RefundOnlyEndedClaimsOnce", func(t *testing.T) { t.Parallel(); testLatePaymentRefund(t, newStore(t)) })
+	t.Run("ConcurrentLatePaymentAndRefund", func(t *testing.T) { t.Parallel(); testConcurrentRefunds(t, newStore(t)) })
 	t.Run("JobClientWorksJobs", func(t *testing.T) { t.Parallel(); testJobClient(t, newStore(t)) })
 }
 
@@ -371,6 +374,168 @@ func testExpireHold(t *testing.T, s PostStore) {
 
 	_, _, err := s.ExpireHold(ctx, "nope", deadline)
 	wantCode(t, "expire an unknown claim", err, dibs.ENOTFOUND)
+}
+
+// testExpirePayment: a hold whose owner asked to pay expires by
+// ExpirePayment once its hold ran out by the deadline given, and no other
+// claim does.
+func testExpirePayment(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, 10, 1)
+	unpaid, paying, paid := NewHold(d, "a", 1, 1), NewHold(d, "b", 2, 1), NewHold(d, "c", 3, 1)
+	MustRecordAll(t, s, unpaid, paying, paid)
+	for _, c := range []*dibs.Claim{paying, paid} {
+		if _, err := s.RequestPayment(ctx, c.ID, c.UserID, epoch.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.SettlePayment(ctx, paid.ID, true, epoch.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	base := map[string]int64{post.KindChargePayment: 2, post.KindNotifyWinner: 1}
+	now := deadline.Add(time.Hour)
+	for _, st := range []struct {
+		name        string
+		claim       *dibs.Claim
+		by          time.Time
+		wantState   dibs.ClaimState
+		wantChanged bool
+	}{
+		{"never asked to pay", unpaid, deadline, dibs.ClaimHeld, false},
+		{"paid", paid, deadline, dibs.ClaimPaid, false},
+		{"hold runs out after the deadline given", paying, deadline.Add(-time.Microsecond), dibs.ClaimHeld, false},
+		{"hold ran out by it", paying, deadline, dibs.ClaimExpired, true},
+		{"again", paying, now, dibs.ClaimExpired, false},
+	} {
+		c, changed, err := s.ExpirePayment(ctx, st.claim.ID, st.by, now)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if c.ID != st.claim.ID || c.State != st.wantState || changed != st.wantChanged {
+			t.Fatalf("%s: state %s changed %v, want %s %v", st.name, c.State, changed, st.wantState, st.wantChanged)
+		}
+	}
+	if got := mustFindClaim(t, s, paying.ID); !got.UpdatedAt.Equal(now) {
+		t.Fatalf("expired claim updated %s, want %s", got.UpdatedAt, now)
+	}
+	base[post.KindHoldExpired] = 1
+	wantJobs(t, s, d.ID, base)
+	_, _, err := s.ExpirePayment(ctx, "nope", deadline, now)
+	wantCode(t, "expire the payment of an unknown claim", err, dibs.ENOTFOUND)
+}
+
+// testLatePaymentRefund: a late payment and its refund are recorded for an
+// ended (released or expired) claim only, once each, each with its one
+// job; a live claim's charge is never marked for a refund, and neither
+// record changes the claim's state or UpdatedAt.
+func testLatePaymentRefund(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, 10, 1)
+	held, paid, released, expired := NewHold(d, "a", 1, 1), NewHold(d, "b", 2, 1), NewHold(d, "c", 3, 1), NewHold(d, "e", 4, 1)
+	MustRecordAll(t, s, held, paid, released, expired)
+	at := epoch.Add(time.Minute)
+	if _, _, err := s.SettlePayment(ctx, paid.ID, true, at); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.SettlePayment(ctx, released.ID, false, at); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ExpireHold(ctx, expired.ID, deadline); err != nil {
+		t.Fatal(err)
+	}
+	base := map[string]int64{post.KindNotifyWinner: 1, post.KindPaymentFailed: 1, post.KindHoldExpired: 1}
+	wantJobs(t, s, d.ID, base)
+
+	late, refund := deadline.Add(time.Minute), deadline.Add(2*time.Minute)
+	// No refund before the late payment is recorded.
+	if c, changed, err := s.RecordRefund(ctx, released.ID, refund); err != nil || changed || !c.RefundedAt.IsZero() {
+		t.Fatalf("refund before the late payment: changed %v, %+v, %v; want unchanged", changed, c, err)
+	}
+	for _, live := range []*dibs.Claim{held, paid} {
+		c, changed, err := s.RecordLatePayment(ctx, live.ID, late)
+		if err != nil || changed || !c.LatePaidAt.IsZero() {
+			t.Fatalf("late payment of a %s claim: changed %v, %v; want unchanged", c.State, changed, err)
+		}
+		if c, changed, err = s.RecordRefund(ctx, live.ID, refund); err != nil || changed || !c.RefundedAt.IsZero() {
+			t.Fatalf("refund of a %s claim: changed %v, %v; want unchanged", c.State, changed, err)
+		}
+	}
+	wantJobs(t, s, d.ID, base)
+
+	for _, ended := range []*dibs.Claim{released, expired} {
+		before := mustFindClaim(t, s, ended.ID)
+		for i := range 2 {
+			c, changed, err := s.RecordLatePayment(ctx, ended.ID, late.Add(time.Duration(i)*time.Second))
+			if err != nil || changed != (i == 0) || !c.LatePaidAt.Equal(late) {
+				t.Fatalf("late payment %d of a %s claim: changed %v, late paid at %s, %v; want changed %v at %s", i, c.State, changed, c.LatePaidAt, err, i == 0, late)
+			}
+		}
+		for i := range 2 {
+			c, changed, err := s.RecordRefund(ctx, ended.ID, refund.Add(time.Duration(i)*time.Second))
+			if err != nil || changed != (i == 0) || !c.RefundedAt.Equal(refund) {
+				t.Fatalf("refund %d of a %s claim: changed %v, refunded at %s, %v; want changed %v at %s", i, c.State, changed, c.RefundedAt, err, i == 0, refund)
+			}
+		}
+		got := mustFindClaim(t, s, ended.ID)
+		if got.State != before.State || !got.UpdatedAt.Equal(before.UpdatedAt) || !got.LatePaidAt.Equal(late) || !got.RefundedAt.Equal(refund) {
+			t.Fatalf("after the refund: %+v\nbefore: %+v", got, before)
+		}
+	}
+	base[post.KindRefundPayment], base[post.KindPaymentRefunded] = 2, 2
+	wantJobs(t, s, d.ID, base)
+
+	_, _, err := s.RecordLatePayment(ctx, "nope", late)
+	wantCode(t, "late payment of an unknown claim", err, dibs.ENOTFOUND)
+	_, _, err = s.RecordRefund(ctx, "nope", refund)
+	wantCode(t, "refund of an unknown claim", err, dibs.ENOTFOUND)
+}
+
+// testConcurrentRefunds: goroutines race to record the late payment of the
+// same holds, some while the hold is being paid or expired; a late payment
+// is recorded only for a hold that ended, once, with one refund_payment,
+// and never for the paid ones.
+func testConcurrentRefunds(t *testing.T, s PostStore) {
+	const holds, workers = 8, 6
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, holds, 1)
+	claims := make([]*dibs.Claim, holds)
+	for i := range claims {
+		claims[i] = NewHold(d, fmt.Sprintf("u%d", i), int64(i+1), 1)
+	}
+	MustRecordAll(t, s, claims...)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i, c := range claims {
+				var err error
+				switch {
+				case w == 0 && i%2 == 0:
+					_, _, err = s.SettlePayment(ctx, c.ID, true, epoch)
+				case w == 0:
+					_, _, err = s.ExpireHold(ctx, c.ID, deadline)
+				default:
+					_, _, err = s.RecordLatePayment(ctx, c.ID, deadline)
+				}
+				if err != nil {
+					t.Errorf("worker %d, claim %d: %v", w, i, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// The late payments of the expired holds the race left unrecorded.
+	for _, c := range claims {
+		if _, _, err := s.RecordLatePayment(ctx, c.ID, deadline); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range claims {
+		got := mustFindClaim(t, s, c.ID)
+		if wantLate := i%2 == 1; got.LatePaidAt.IsZero() == wantLate {
+			t.Errorf("claim %d is %s with late payment at %v; want one recorded: %v", i, got.State, got.LatePaidAt, wantLate)
+		}
+	}
+	wantJobs(t, s, d.ID, map[string]int64{post.KindNotifyWinner: holds / 2, post.KindHoldExpired: holds / 2, post.KindRefundPayment: holds / 2})
 }
 
 // testEndedFree: a hold that expired or whose payment was declined gives

@@ -1,7 +1,8 @@
 // Package webhook tells the operator's main service what happened to a claim
 // after the win: a coupon was issued or a hold was paid (notify_winner), a
 // payment was declined (payment_failed), a hold ran out unpaid
-// (hold_expired). Each event is one signed HTTP POST.
+// (hold_expired), money the payment gateway took after the claim had ended
+// was given back (payment_refunded). Each event is one signed HTTP POST.
 //
 // The Sender makes one attempt per Send and says whether another attempt
 // could succeed; the retrying is the caller's (a durable job), so delivery is
@@ -39,6 +40,9 @@ const (
 	TypeNotifyWinner  = "notify_winner"  // a coupon was issued or a hold was paid
 	TypePaymentFailed = "payment_failed" // a payment was declined, the slot released
 	TypeHoldExpired   = "hold_expired"   // a hold ran out unpaid, the slot released
+	// TypePaymentRefunded: the gateway took the money after the claim
+	// had ended (released or expired), and it was refunded.
+	TypePaymentRefunded = "payment_refunded"
 )
 
 // Limits.

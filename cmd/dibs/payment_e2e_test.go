@@ -228,6 +228,222 @@ func testPaymentsSurvive(t *testing.T, extra ...string) {
 	t.Logf("%d claims: %d paid, %d released; %d charges; webhooks %v", len(owner), st.Paid, st.Released, len(ledger), hooks.summary())
 }
 
+// TestLateChargesAreRefunded: money a charge takes after its hold ended
+// goes back, once, on the embedded default.
+func TestLateChargesAreRefunded(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end crash test")
+	}
+	testLateChargesRefunded(t)
+}
+
+// TestLateChargesAreRefundedPostgres is the same with the record and the
+// job queue in PostgreSQL.
+func TestLateChargesAreRefundedPostgres(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("end-to-end crash test")
+	}
+	testLateChargesRefunded(t, "--postgres", pgtest.SchemaURL(t))
+}
+
+// testLateChargesRefunded: winners of two purchase drops pay at once; the
+// gateway applies every charge on arrival but answers only 15 s later. The
+// holds of "late" (4 s, a payment grace of 1 ms) expire before their
+// charges are answered, so their money arrives late; those of "live" (10
+// minutes) are paid. While the refunds of the late charges are in flight,
+// the node is killed with SIGKILL and restarted. In the end every charge of
+// an expired claim is refunded exactly once, under refund:<claim id>,
+// though a third of the refund requests are reset (retried), no
+// charge of a paid claim is refunded, and the main service heard one
+// payment_refunded per refund and none for a paid claim.
+func testLateChargesRefunded(t *testing.T, extra ...string) {
+	const (
+		lateDrop, liveDrop = "late", "live"
+		lateN, liveN       = 6, 3
+		hookTo             = "0123456789abcdef-hook"
+	)
+	// A 15 s answer against holds of 4 s: the charge goes out within the
+	// hold (River fetches a new job within a second), and the expiry runs
+	// within River's scheduler interval (5 s) of the deadline, well before
+	// the answer. A charge answered first makes a paid claim, checked as
+	// such; one sent after the expiry is never sent, a claim that expired
+	// unpaid.
+	pg := startPgsim(t, "--decline-rate", "0", "--latency", "15s", "--latency-median", "0")
+	hooks := newHookCounter(t, []byte(hookTo))
+	data := t.TempDir()
+	env := []string{"DIBS_WEBHOOK_SECRET=" + hookTo}
+	args := func(rescueAfter string) []string {
+		return append([]string{
+			"--payment-gateway", pg, "--payment-timeout", "20s", "--payment-grace", "1ms",
+			"--webhook-url", hooks.url, "--job-retry-min", "50ms", "--job-retry-max", "500ms",
+			"--job-rescue-after", rescueAfter,
+		}, extra...)
+	}
+	// A run of the first node may wait 15 s for a lookup and 15 s for a
+	// charge: it takes a job for lost only after 45 s.
+	n := startNodeEnv(t, data, env, args("45s")...)
+	createDrop(t, n.url, fmt.Sprintf(`{"id":%q,"title":"late","kind":"purchase","stock":%d,"hold_ttl":"4s","price":1000}`, lateDrop, lateN))
+	createDrop(t, n.url, fmt.Sprintf(`{"id":%q,"title":"live","kind":"purchase","stock":%d,"hold_ttl":"10m","price":1000}`, liveDrop, liveN))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	client := &http.Client{Timeout: 10 * time.Second}
+	owner := map[string]string{} // claim id → its owner's passport
+	var lateIDs, liveIDs []string
+	for _, d := range []struct {
+		id  string
+		n   int
+		ids *[]string
+	}{{lateDrop, lateN, &lateIDs}, {liveDrop, liveN, &liveIDs}} {
+		for i := range d.n {
+			tok, err := passport.Issue([]byte(e2eSecret), fmt.Sprintf("%s-buyer%d", d.id, i), time.Now(), time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := claimAt(ctx, client, n.url, d.id, tok)
+			if err != nil || a.status != http.StatusCreated {
+				t.Fatalf("claim %s: %v %d", d.id, err, a.status)
+			}
+			owner[a.ClaimID] = tok
+			// A late hold may run out before its owner pays on a slow
+			// machine: it then expires unpaid, with no charge.
+			if status, body := call(ctx, client, "POST", n.url+"/v1/claims/"+a.ClaimID+"/pay", tok); status == http.StatusAccepted {
+				*d.ids = append(*d.ids, a.ClaimID)
+			} else if d.id == liveDrop {
+				t.Fatalf("pay %s: %d %s", a.ClaimID, status, body)
+			}
+		}
+	}
+	if len(lateIDs) == 0 {
+		t.Fatal("no late hold was paid for in time")
+	}
+
+	// Once the late holds have ended, the gateway answers within 1 s and
+	// resets a third of the refunds (applying half of those anyway), so
+	// refunds are retried; the node is killed while some are in flight.
+	var st struct{ Held, Paid, Released, Expired, Remaining int64 }
+	waitUntil(t, ctx, "the late holds to end", func() bool {
+		getJSON(t, n.url+"/v1/admin/drops/"+lateDrop, &st)
+		return st.Held == 0
+	})
+	if status, body := call(ctx, client, "PUT", pg+"/admin/knobs", "", `{"latency":"1s","reset_rate":0.3,"fault_applied":0.5}`); status != http.StatusOK {
+		t.Fatalf("pgsim knobs: %d %s", status, body)
+	}
+	var pgst struct{ Refunds int64 }
+	waitUntil(t, ctx, "a refund to reach the gateway", func() bool {
+		getJSON(t, pg+"/stats", &pgst)
+		return pgst.Refunds > 0
+	}, func() string {
+		var stats map[string]any
+		var l []map[string]any
+		getJSON(t, pg+"/stats", &stats)
+		getJSON(t, pg+"/ledger", &l)
+		return fmt.Sprintf("pgsim stats %v, ledger %v, late jobs %v, late drop %+v", stats, l, unfinishedJobs(t, n.url, lateDrop), st)
+	})
+	n.kill()
+	t.Logf("killed with %d refunds applied by the gateway", pgst.Refunds)
+	// The gateway answers within 1 s now: runs are short, and a job the
+	// killed node held is run again 5 s after it started (plus River's
+	// rescuer interval).
+	n = startNodeEnv(t, data, env, args("5s")...)
+
+	// Drained: no job left to run, and every refund the gateway made is
+	// reported.
+	var ledger []struct {
+		Key, Status    string
+		RefundKey      string `json:"refund_key"`
+		RefundAttempts int    `json:"refund_attempts"`
+		RefundsRefused int    `json:"refunds_refused"`
+	}
+	refunded := func() int {
+		k := 0
+		for _, e := range ledger {
+			if e.Status == "refunded" {
+				k++
+			}
+		}
+		return k
+	}
+	waitUntil(t, ctx, "the jobs to drain", func() bool {
+		getJSON(t, pg+"/ledger", &ledger)
+		return len(unfinishedJobs(t, n.url, lateDrop)) == 0 && len(unfinishedJobs(t, n.url, liveDrop)) == 0 &&
+			len(ledger) == len(lateIDs)+len(liveIDs) && hooks.distinct("payment_refunded") == refunded()
+	})
+
+	states := map[string]string{}
+	for id, tok := range owner {
+		status, body := call(ctx, client, "GET", n.url+"/v1/claims/"+id, tok)
+		var c struct{ State string }
+		if status != http.StatusOK || json.Unmarshal(body, &c) != nil {
+			t.Fatalf("claim %s: %d %s", id, status, body)
+		}
+		states[id] = c.State
+	}
+	for _, id := range liveIDs {
+		if states[id] != "paid" {
+			t.Errorf("live claim %s is %s, want paid", id, states[id])
+		}
+	}
+	lateCount, refundAsks := 0, 0
+	for _, e := range ledger {
+		refundAsks += e.RefundAttempts
+		switch state := states[e.Key]; {
+		case state == "paid":
+			if e.Status != "paid" || e.RefundKey != "" {
+				t.Errorf("charge of paid claim %s: %+v, want paid, never refunded", e.Key, e)
+			}
+		case state == "expired" || state == "released":
+			lateCount++
+			if e.Status != "refunded" || e.RefundKey != "refund:"+e.Key || e.RefundsRefused != 0 {
+				t.Errorf("charge of %s claim %s: %+v, want refunded under refund:%s, no other refund asked", state, e.Key, e, e.Key)
+			}
+		default:
+			t.Errorf("charge %+v is for a claim that is %q", e, state)
+		}
+	}
+	if lateCount == 0 {
+		t.Errorf("no charge arrived after its hold ended (states %v): the test proved nothing", states)
+	}
+	getJSON(t, pg+"/stats", &pgst)
+	if int(pgst.Refunds) != lateCount {
+		t.Errorf("the gateway made %d refunds for %d late charges", pgst.Refunds, lateCount)
+	}
+
+	// One payment_refunded per refunded claim, none for a paid one, each
+	// verified; a repeat delivery (at least once) is deduplicated by id.
+	for _, e := range ledger {
+		id := "payment_refunded:" + e.Key
+		if got, want := hooks.delivered(id), e.Status == "refunded"; got != want {
+			t.Errorf("%s delivered: %v, want %v", id, got, want)
+		}
+	}
+	if hooks.distinct("payment_refunded") != lateCount || hooks.bad.Load() != 0 {
+		t.Errorf("webhooks %v for %d refunds", hooks.summary(), lateCount)
+	}
+	// More refund requests than refunds: runs cut by the kill asked again,
+	// under the same key, and were answered with the refund already made.
+	t.Logf("%d late charges refunded (%d refund requests), %d live claims paid; webhooks %v", lateCount, refundAsks, len(liveIDs), hooks.summary())
+}
+
+// waitUntil polls cond every 50 ms until it holds or ctx ends; then it
+// fails with what detail says, if given.
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool, detail ...func() string) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			var d string
+			for _, f := range detail {
+				d += "\n" + f()
+			}
+			t.Fatalf("gave up waiting for %s%s", what, d)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // unfinishedJobs lists the drop's jobs that still wait, run or retry, and
 // those that gave up, as "kind/state: count". The expiries of holds that
 // were settled first stay scheduled (each a no-op at its deadline) and are
@@ -325,6 +541,13 @@ func (h *hookCounter) distinct(typ string) int {
 		}
 	}
 	return n
+}
+
+// delivered reports whether the event id arrived (verified) at least once.
+func (h *hookCounter) delivered(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.seen[id] > 0
 }
 
 func (h *hookCounter) summary() string {

@@ -16,8 +16,16 @@ type Entry struct {
 	// processed (applied or answered from the ledger), the first included.
 	// Requests refused by overload or outage, and faulted requests that were
 	// not applied, are not counted.
-	Attempts  int       `json:"attempts"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Attempts int `json:"attempts"`
+	// RefundKey is the Idempotency-Key of the refund that refunded the
+	// charge, RefundAttempts the refund requests under it that reached the
+	// charge, and RefundsRefused the refund requests under any other key,
+	// refused because the charge was refunded already: a caller that asks
+	// for a second refund of one charge shows up here.
+	RefundKey      string    `json:"refund_key,omitempty"`
+	RefundAttempts int       `json:"refund_attempts,omitempty"`
+	RefundsRefused int       `json:"refunds_refused,omitempty"`
+	UpdatedAt      time.Time `json:"updated_at"`
 }
 
 // ledger holds at most one charge per idempotency key. Every change happens
@@ -74,11 +82,15 @@ func (l *ledger) charge(key string, req payment.ChargeRequest, decline bool, rea
 var (
 	errNoCharge      = errors.New("no charge under this key")
 	errNotRefundable = errors.New("charge was declined; nothing to refund")
+	errRefundedOther = errors.New("charge was refunded already, under another refund key")
 )
 
-// refund marks the paid charge under key refunded. It reports whether this
-// call refunded it; a refunded charge stays as it is.
-func (l *ledger) refund(key string, now time.Time) (payment.Charge, bool, error) {
+// refund marks the paid charge under key refunded, under the refund's own
+// idempotency key refundKey ("" when the caller sent none). It reports
+// whether this call refunded it. Asking again under the same refund key (or
+// none) returns the refunded charge as it is; asking under another one is a
+// second refund of the charge, refused with errRefundedOther.
+func (l *ledger) refund(key, refundKey string, now time.Time) (payment.Charge, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.byKey[key]
@@ -87,12 +99,18 @@ func (l *ledger) refund(key string, now time.Time) (payment.Charge, bool, error)
 		return payment.Charge{}, false, errNoCharge
 	case e.Status == payment.StatusDeclined:
 		return payment.Charge{}, false, errNotRefundable
+	case e.Status == payment.StatusRefunded && refundKey != "" && e.RefundKey != "" && refundKey != e.RefundKey:
+		e.RefundsRefused++
+		return payment.Charge{}, false, errRefundedOther
 	case e.Status == payment.StatusRefunded:
+		e.RefundAttempts++
 		return e.Charge, false, nil
 	}
 	e.Status = payment.StatusRefunded
 	e.RefundedAt = now
 	e.UpdatedAt = now
+	e.RefundKey = refundKey
+	e.RefundAttempts = 1
 	return e.Charge, true, nil
 }
 

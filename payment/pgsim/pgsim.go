@@ -368,7 +368,11 @@ func (s *Simulator) handleCharge(w http.ResponseWriter, r *http.Request, k Knobs
 }
 
 func (s *Simulator) handleRefund(w http.ResponseWriter, r *http.Request, k Knobs) {
-	key := r.PathValue("key")
+	key, refundKey := r.PathValue("key"), r.Header.Get("Idempotency-Key")
+	if refundKey != "" && !payment.ValidKey(refundKey) {
+		writeProblem(w, http.StatusBadRequest, dibs.EINVALID, "Idempotency-Key header malformed")
+		return
+	}
 	d := s.draw(k)
 	var (
 		ch  payment.Charge
@@ -376,7 +380,7 @@ func (s *Simulator) handleRefund(w http.ResponseWriter, r *http.Request, k Knobs
 	)
 	if d.fault == faultNone || d.applied {
 		var refunded bool
-		ch, refunded, err = s.ledger.refund(key, s.stamp())
+		ch, refunded, err = s.ledger.refund(key, refundKey, s.stamp())
 		if refunded {
 			s.c.refunds.Add(1)
 		} else if errors.Is(err, errNoCharge) {
