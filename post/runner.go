@@ -101,7 +101,8 @@ type Config struct {
 	// for in time may stay pending (the gateway slow, down, or its answer
 	// lost) before the hold expires anyway and the slot goes back. A
 	// charge the gateway applies after that is money taken late: it is
-	// refunded (refund_payment). 0: a pending payment keeps its hold until
+	// refunded (refund_payment). 0: none, the hold ends at its deadline as
+	// an unpaid one does; negative: a pending payment keeps its hold until
 	// it settles, however long that takes.
 	PaymentGrace time.Duration
 
@@ -190,8 +191,8 @@ func NewRunner(cfg Config) (*Runner, error) {
 		return nil, errors.New("post: Config.Store is required")
 	case cfg.Release == nil:
 		return nil, errors.New("post: Config.Release is required")
-	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0 || cfg.PaymentGrace < 0:
-		return nil, errors.New("post: negative retry bound, poll interval, rescue time, busy pace or payment grace")
+	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0:
+		return nil, errors.New("post: negative retry bound, poll interval, rescue time or busy pace")
 	}
 	r := &Runner{
 		store:     cfg.Store,

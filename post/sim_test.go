@@ -429,7 +429,7 @@ func (s *sched) setup() {
 		w.drops = append(w.drops, &simDrop{Drop: d, slots: make([]string, d.Stock)})
 		s.maxUsers = append(s.maxUsers, int(d.Stock)+s.rng.IntN(5))
 	}
-	s.grace = time.Duration(s.rng.IntN(4)) * 10 * time.Second
+	s.grace = time.Duration(s.rng.IntN(4)-1) * 10 * time.Second // negative: until it settles
 	s.tracef("drops: coupons stock %d, tickets stock %d price %d, payment grace %s", w.drops[0].Stock, w.drops[1].Stock, price, s.grace)
 }
 

@@ -288,7 +288,7 @@ func (r *Runner) expireHold(ctx context.Context, j Job) error {
 		// Run early (this node's clock is behind the one that scheduled
 		// the job): come back at the deadline.
 		return river.JobSnooze(c.HoldExpiresAt.Sub(now))
-	case c.State == dibs.ClaimHeld && r.grace > 0:
+	case c.State == dibs.ClaimHeld && r.grace >= 0:
 		// Its owner asked to pay and the payment is pending: it keeps
 		// the hold for the grace, then the slot goes back and a charge
 		// applied after that is refunded.

@@ -26,7 +26,7 @@ type PostConfig struct {
 	PaymentTimeout time.Duration // one attempt toward the gateway
 	PaymentRate    float64       // charges per second at most
 	PaymentConns   int           // charges in flight at most
-	PaymentGrace   time.Duration // how long a pending payment keeps its hold past the deadline; 0: until it settles
+	PaymentGrace   time.Duration // how long a pending payment keeps its hold past the deadline; 0: none; negative: until it settles
 	WebhookURL     string        // where webhooks go; empty: none are sent
 	WebhookSecret  string        // DIBS_WEBHOOK_SECRET: signs webhooks
 	WebhookRate    float64       // webhooks per second at most
@@ -57,7 +57,7 @@ func (c *PostConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PaymentTimeout, "payment-timeout", c.PaymentTimeout, "how long one call to the payment gateway may take; past it the outcome is unknown and the charge is looked up before it is retried")
 	fs.Float64Var(&c.PaymentRate, "payment-rate", c.PaymentRate, "charges per second sent to the payment gateway at most")
 	fs.IntVar(&c.PaymentConns, "payment-conns", c.PaymentConns, "charges in flight to the payment gateway at most")
-	fs.DurationVar(&c.PaymentGrace, "payment-grace", c.PaymentGrace, "how long past its hold's deadline a payment asked for in time may stay pending before the hold expires and the slot goes back; a charge the gateway applies after that is refunded (0: the hold waits for the payment however long it takes)")
+	fs.DurationVar(&c.PaymentGrace, "payment-grace", c.PaymentGrace, "how long past its hold's deadline a payment asked for in time may stay pending before the hold expires and the slot goes back; a charge the gateway applies after that is refunded (0: none, the hold ends at its deadline; negative: the hold waits for the payment however long it takes)")
 	fs.StringVar(&c.WebhookURL, "webhook-url", c.WebhookURL, "URL of the main service's webhook endpoint (docs/webhooks.md); signed with DIBS_WEBHOOK_SECRET")
 	fs.Float64Var(&c.WebhookRate, "webhook-rate", c.WebhookRate, "webhooks per second sent at most")
 	fs.IntVar(&c.WebhookConns, "webhook-conns", c.WebhookConns, "webhooks in flight at most")
@@ -81,8 +81,6 @@ func (c *PostConfig) Validate() error {
 		return fmt.Errorf("DIBS_WEBHOOK_SECRET must be set to at least %d bytes when --webhook-url is", MinWebhookSecretLen)
 	case c.PaymentTimeout <= 0:
 		return errors.New("--payment-timeout must be positive")
-	case c.PaymentGrace < 0:
-		return errors.New("--payment-grace must not be negative")
 	case c.PaymentRate <= 0 || c.WebhookRate <= 0:
 		return errors.New("--payment-rate and --webhook-rate must be positive")
 	case c.PaymentConns < 1 || c.WebhookConns < 1:
