@@ -149,12 +149,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	m := NewMain(cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
 	if err := m.Run(ctx); err != nil {
-		m.Close()
-		return err
+		m.log.Error("start failed", "err", err)
+		return errors.Join(err, m.Close())
 	}
-	<-ctx.Done()
-	m.log.Info("shutting down")
-	return m.Close()
+	return serve(ctx, m)
+}
+
+// serve waits until ctx ends (a signal) or m's server stops on its own (its
+// listener failed), then shuts m down. A node that no longer serves does
+// not linger: it exits with the cause, so that its supervisor restarts it.
+func serve(ctx context.Context, m *Main) error {
+	select {
+	case <-ctx.Done():
+		m.log.Info("shutting down")
+		return m.Close()
+	case <-m.Stopped():
+		m.log.Error("stopped serving; shutting down", "err", m.ServeErr())
+		return m.Close() // its error holds ServeErr's
+	}
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {
@@ -180,7 +192,10 @@ type Main struct {
 	runner atomic.Pointer[post.Runner]
 	srv    *http.Server
 	ln     net.Listener
-	served chan error
+
+	listen   func(network, addr string) (net.Listener, error) // net.Listen unless a test sets it
+	stopped  chan struct{}                                    // closed when Serve returns
+	serveErr error                                            // why, once stopped is closed
 }
 
 // NewMain returns a node that Run starts.
@@ -245,6 +260,13 @@ func (m *Main) Run(ctx context.Context) error {
 		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
 		Post: postAPI{store: store, runner: runner, payments: m.cfg.Post.PaymentGateway != ""},
 	})
+	listen := m.listen
+	if listen == nil {
+		listen = net.Listen
+	}
+	if m.ln, err = listen("tcp", m.cfg.Addr); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
 	m.srv = &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -255,11 +277,14 @@ func (m *Main) Run(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
 	}
 	m.srv.RegisterOnShutdown(api.CloseStreams)
-	if m.ln, err = net.Listen("tcp", m.cfg.Addr); err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	m.served = make(chan error, 1)
-	go func() { m.served <- m.srv.Serve(m.ln) }()
+	m.stopped = make(chan struct{})
+	go func() {
+		err := m.srv.Serve(m.ln)
+		if !errors.Is(err, http.ErrServerClosed) {
+			m.serveErr = fmt.Errorf("serve: %w", err)
+		}
+		close(m.stopped)
+	}()
 	m.log.Info("listening", "addr", m.ln.Addr().String(), "data", m.cfg.Data, "version", versionString())
 	return nil
 }
@@ -311,6 +336,15 @@ func (m *Main) kickPost() {
 	}
 }
 
+// Stopped is closed when the node's HTTP server stops serving: after Close,
+// or on its own when its listener fails (ServeErr says why). Run must have
+// succeeded.
+func (m *Main) Stopped() <-chan struct{} { return m.stopped }
+
+// ServeErr is why the HTTP server stopped on its own, once Stopped is
+// closed; nil if Close stopped it.
+func (m *Main) ServeErr() error { return m.serveErr }
+
 // URL is the base URL the node serves on.
 func (m *Main) URL() string { return "http://" + m.ln.Addr().String() }
 
@@ -325,8 +359,9 @@ func (m *Main) Close() error {
 		if err := m.srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
-		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, err)
+		<-m.stopped
+		if m.serveErr != nil {
+			errs = append(errs, m.serveErr)
 		}
 		m.srv = nil
 	}
