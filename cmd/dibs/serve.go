@@ -35,6 +35,7 @@ type Config struct {
 	Postgres        string // URL of the PostgreSQL record; empty: SQLite under Data
 	PostgresOptions postgres.Options
 	PassportSecret  string
+	Passport        passport.Options // issuer, audience and lifetime policy
 	AdminToken      string
 	Limits          httpapi.Limits
 	ShutdownTimeout time.Duration
@@ -61,6 +62,7 @@ func DefaultConfig() Config {
 		Addr:            "127.0.0.1:8080",
 		Data:            "data",
 		Limits:          httpapi.DefaultLimits,
+		Passport:        passport.Options{MaxLifetime: passport.DefaultMaxLifetime},
 		ShutdownTimeout: 15 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "json",
@@ -84,6 +86,8 @@ func (c *Config) Validate() error {
 		return errors.New("--data is required")
 	case len(c.PassportSecret) < passport.MinSecretLen:
 		return fmt.Errorf("DIBS_PASSPORT_SECRET must be set to at least %d bytes (the HMAC key passports are signed with)", passport.MinSecretLen)
+	case c.Passport.MaxLifetime <= 0:
+		return errors.New("--passport-max-lifetime must be positive")
 	case len(c.AdminToken) < MinAdminTokenLen:
 		return fmt.Errorf("DIBS_ADMIN_TOKEN must be set to at least %d bytes", MinAdminTokenLen)
 	case c.Limits.Claim < 1 || c.Limits.Read < 1 || c.Limits.Admin < 1 || c.Limits.Ops < 1:
@@ -115,6 +119,9 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.PostgresOptions.RecordConns, "postgres-record-conns", c.PostgresOptions.RecordConns, "PostgreSQL connections that record claims, one group commit each")
 	fs.IntVar(&c.PostgresOptions.BackgroundConns, "postgres-background-conns", c.PostgresOptions.BackgroundConns, "PostgreSQL connections for background work")
 	fs.IntVar(&c.PostgresOptions.ReadConns, "postgres-read-conns", c.PostgresOptions.ReadConns, "PostgreSQL connections for reads and admin writes")
+	fs.StringVar(&c.Passport.Issuer, "passport-issuer", c.Passport.Issuer, "if set, passports must carry this iss")
+	fs.StringVar(&c.Passport.Audience, "passport-audience", c.Passport.Audience, "if set, passports must carry this aud (among others)")
+	fs.DurationVar(&c.Passport.MaxLifetime, "passport-max-lifetime", c.Passport.MaxLifetime, "longest lifetime of a passport accepted (exp - iat, or exp - now without iat)")
 	fs.IntVar(&c.Limits.Claim, "claim-inflight", c.Limits.Claim, "claim requests in flight before shedding with 503")
 	fs.IntVar(&c.Limits.ClaimWorkers, "claim-workers", c.Limits.ClaimWorkers, "claim handlers running at once; the other claims in flight wait in line (0: two per core; -1: no bound)")
 	fs.IntVar(&c.Limits.Read, "read-inflight", c.Limits.Read, "public read requests in flight before shedding")
@@ -212,7 +219,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.store = store
 
-	verifier, err := passport.NewVerifier([]byte(m.cfg.PassportSecret), passport.Options{})
+	verifier, err := passport.NewVerifier([]byte(m.cfg.PassportSecret), m.cfg.Passport)
 	if err != nil {
 		return err
 	}
