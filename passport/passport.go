@@ -195,10 +195,21 @@ func reason(err error) string {
 // Issue signs a passport for user valid for ttl. The main service does
 // this in production; dibs uses it for the demo, tests and rehearsals.
 func Issue(secret []byte, user string, now time.Time, ttl time.Duration) (string, error) {
+	return IssueFor(secret, user, "", "", now, ttl)
+}
+
+// IssueFor is Issue with an issuer and an audience, for a node that
+// requires them (Options.Issuer, Options.Audience); each is left out if
+// empty.
+func IssueFor(secret []byte, user, issuer, audience string, now time.Time, ttl time.Duration) (string, error) {
 	claims := jwt.RegisteredClaims{
 		Subject:   user,
+		Issuer:    issuer,
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}
+	if audience != "" {
+		claims.Audience = jwt.ClaimStrings{audience}
 	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
 }

@@ -228,3 +228,21 @@ func TestNegativeMaxLifetimeRefused(t *testing.T) {
 		t.Fatal("a negative max lifetime was accepted")
 	}
 }
+
+func TestIssueForRoundTrip(t *testing.T) {
+	t.Parallel()
+	tok, err := passport.IssueFor(secret, "erin", "main", "dibs", now, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := passport.NewVerifier(secret, passport.Options{Issuer: "main", Audience: "dibs", Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user, err := v.Verify(tok); err != nil || user != "erin" {
+		t.Fatalf("Verify(IssueFor) = %q, %v", user, err)
+	}
+	if _, err := verifier(t).Verify(tok); err != nil {
+		t.Fatalf("a verifier without the policy refused it: %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/dibs-io/dibs/passport"
 )
 
 // TestServePassportFlags: --passport-issuer, --passport-audience and
@@ -80,5 +83,28 @@ func TestValidatePassportMaxLifetime(t *testing.T) {
 	cfg.Passport.MaxLifetime = 0
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--passport-max-lifetime") {
 		t.Fatalf("Validate with a zero max lifetime = %v", err)
+	}
+}
+
+// TestPassportCommandPolicy: dibs passport takes the node's policy flags
+// (here one from the environment), so that its passports pass a node that
+// requires an issuer and an audience, and refuses a ttl the node would.
+func TestPassportCommandPolicy(t *testing.T) {
+	t.Setenv("DIBS_PASSPORT_SECRET", testPassportSecret)
+	t.Setenv("DIBS_PASSPORT_AUDIENCE", "dibs")
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"passport", "--passport-issuer", "main", "alice"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	v, err := passport.NewVerifier([]byte(testPassportSecret), passport.Options{Issuer: "main", Audience: "dibs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user, err := v.Verify(strings.TrimSpace(out.String())); err != nil || user != "alice" {
+		t.Fatalf("Verify(dibs passport) = %q, %v; want alice", user, err)
+	}
+	err = run(context.Background(), []string{"passport", "--ttl", "25h", "alice"}, io.Discard, io.Discard)
+	if code := exitCode(err); err == nil || code != 2 {
+		t.Fatalf("dibs passport --ttl 25h = %v (exit %d), want a usage error", err, code)
 	}
 }
