@@ -45,8 +45,9 @@ type Options struct {
 	Leeway   time.Duration // clock skew tolerated on exp, nbf and iat
 	Issuer   string        // if set, iss must match
 	Audience string        // if set, aud must contain it
-	// MaxLifetime is the longest accepted lifetime: exp - iat, or exp - now
-	// (less Leeway) when iat is absent. DefaultMaxLifetime if zero.
+	// MaxLifetime is the longest accepted lifetime: exp - iat, or, when
+	// iat is absent, exp - now with Leeway of slack. DefaultMaxLifetime if
+	// zero; negative is refused.
 	MaxLifetime time.Duration
 	Now         func() time.Time
 	// CacheSize bounds the verified passports remembered (DefaultCacheSize
