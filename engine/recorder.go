@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,11 @@ const (
 	DefaultQueue      = 8192
 	DefaultCommitWait = 10 * time.Second
 )
+
+// releaseWorkers bounds the gate calls in flight that give back the slots
+// of failed writes, across all failed batches: enough to return a batch of
+// 512 in a few dozen round trips, few enough not to crowd out the claims.
+const releaseWorkers = 16
 
 // RecorderConfig tunes group commit.
 type RecorderConfig struct {
@@ -75,6 +81,11 @@ type recorder struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 
+	// returning counts the failed writes whose slots are going back to the
+	// gate; releasers holds a token per gate call they have in flight.
+	returning sync.WaitGroup
+	releasers chan struct{}
+
 	mu      sync.Mutex
 	closed  bool
 	pending map[string]*pending // by claim id, from queueing until done
@@ -87,6 +98,7 @@ type recorder struct {
 type pending struct {
 	claim *dibs.Claim
 	fresh bool // a request created this hold; its slot goes back on a definite failure
+	given bool // its slot was handed back to the gate (once at most)
 	done  chan struct{}
 	err   error
 }
@@ -100,9 +112,10 @@ func newRecorder(store claimWriter, cfg RecorderConfig, hooks recordHooks, m *Me
 	cfg.setDefaults()
 	return &recorder{
 		store: store, cfg: cfg, hooks: hooks, metrics: m, log: log,
-		queue:   make(chan *pending, cfg.Queue),
-		stop:    make(chan struct{}),
-		pending: make(map[string]*pending),
+		queue:     make(chan *pending, cfg.Queue),
+		stop:      make(chan struct{}),
+		pending:   make(map[string]*pending),
+		releasers: make(chan struct{}, releaseWorkers),
 	}
 }
 
@@ -112,7 +125,8 @@ func (r *recorder) start() {
 	}
 }
 
-// close stops taking claims, commits every claim already queued, and waits.
+// close stops taking claims, commits every claim already queued, and waits
+// until the slots of failed writes are back in the gate.
 func (r *recorder) close() {
 	r.mu.Lock()
 	if r.closed {
@@ -123,6 +137,7 @@ func (r *recorder) close() {
 	r.mu.Unlock()
 	close(r.stop)
 	r.wg.Wait()
+	r.returning.Wait()
 }
 
 // record waits until c is durable (nil), refused by the record (ECONFLICT),
@@ -134,19 +149,23 @@ func (r *recorder) record(ctx context.Context, c *dibs.Claim, fresh bool) error 
 	case p != nil:
 		p.fresh = p.fresh || fresh
 	case r.closed:
-		r.refuse(c, fresh)
+		p = r.refuse(c, fresh, dibs.Errorf(dibs.EUNAVAILABLE, "The server is shutting down."))
 		r.mu.Unlock()
-		return dibs.Errorf(dibs.EUNAVAILABLE, "The server is shutting down.")
+		r.giveBack([]*pending{p}, true)
+		return p.err
 	default:
 		p = &pending{claim: c, fresh: fresh, done: make(chan struct{})}
 		select {
 		case r.queue <- p:
 			r.pending[c.ID] = p
 		default:
-			r.refuse(c, fresh)
+			p = r.refuse(c, fresh, dibs.Errorf(dibs.EOVERLOADED, "Too many claims are waiting to be recorded."))
+			r.returning.Add(1) // before close's Wait: r.closed is false under r.mu
 			r.mu.Unlock()
 			r.metrics.recorderRejected.Inc()
-			return dibs.Errorf(dibs.EOVERLOADED, "Too many claims are waiting to be recorded.")
+			r.giveBack([]*pending{p}, true)
+			r.returning.Done()
+			return p.err
 		}
 	}
 	r.mu.Unlock()
@@ -239,38 +258,33 @@ func (r *recorder) commit(batch []*pending) {
 		r.metrics.recorderFailures.Inc()
 		r.log.Error("record claims", "claims", len(batch), "definite", definite, "err", err)
 		failure := dibs.WrapError(dibs.EUNAVAILABLE, "Your claim could not be recorded; please retry.", err)
-		// Slots go back while no new write of these claims can start, so a
-		// retry either shares this failure or finds the slot released.
-		r.mu.Lock()
-		var fresh []*dibs.Claim
 		for _, p := range batch {
 			p.err = failure
-			if p.fresh {
-				fresh = append(fresh, p.claim)
-			}
 		}
-		r.hooks.failed(ctx, fresh, definite)
-		r.retire(batch)
-		r.mu.Unlock()
-	} else {
-		var ok []*dibs.Claim
-		for i, p := range batch {
-			if p.err = results[i]; p.err == nil {
-				ok = append(ok, p.claim)
-				continue
-			}
-			r.metrics.recordConflicts.Inc()
-			r.log.Error("record refused a claim the gate gave out", "claim", p.claim.ID, "drop", p.claim.DropID, "slot", p.claim.Slot, "err", p.err)
-			if r.hooks.conflict != nil {
-				r.hooks.conflict(p.claim.DropID)
-			}
-			p.err = dibs.WrapError(dibs.EUNAVAILABLE, "Your claim could not be recorded; please retry.", fmt.Errorf("record: %w", p.err))
-		}
-		r.hooks.committed(ctx, ok)
-		r.mu.Lock()
-		r.retire(batch)
-		r.mu.Unlock()
+		// The slots go back in the background: this committer goes on with
+		// the next batch meanwhile, and the batch's waiters wake once their
+		// slots are back. The loop reuses batch's array, hence the copy.
+		failed := slices.Clone(batch)
+		r.returning.Go(func() { r.giveBack(failed, definite) })
+		return
 	}
+	var ok []*dibs.Claim
+	for i, p := range batch {
+		if p.err = results[i]; p.err == nil {
+			ok = append(ok, p.claim)
+			continue
+		}
+		r.metrics.recordConflicts.Inc()
+		r.log.Error("record refused a claim the gate gave out", "claim", p.claim.ID, "drop", p.claim.DropID, "slot", p.claim.Slot, "err", p.err)
+		if r.hooks.conflict != nil {
+			r.hooks.conflict(p.claim.DropID)
+		}
+		p.err = dibs.WrapError(dibs.EUNAVAILABLE, "Your claim could not be recorded; please retry.", fmt.Errorf("record: %w", p.err))
+	}
+	r.hooks.committed(ctx, ok)
+	r.mu.Lock()
+	r.retire(batch)
+	r.mu.Unlock()
 	for _, p := range batch {
 		close(p.done)
 	}
@@ -283,14 +297,63 @@ func (r *recorder) writing(claimID string) bool {
 	return r.pending[claimID] != nil
 }
 
-// refuse gives back the slot of a fresh claim that was never queued.
-// Callers hold r.mu.
-func (r *recorder) refuse(c *dibs.Claim, fresh bool) {
-	if fresh {
-		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CommitWait)
-		defer cancel()
-		r.hooks.failed(ctx, []*dibs.Claim{c}, true)
+// refuse makes the pending write of a claim that was never queued, failed
+// with err, for giveBack. Callers hold r.mu.
+func (r *recorder) refuse(c *dibs.Claim, fresh bool, err error) *pending {
+	p := &pending{claim: c, fresh: fresh, done: make(chan struct{}), err: err}
+	r.pending[c.ID] = p
+	return p
+}
+
+// giveBack returns the slots of the fresh claims of ps, whose writes failed,
+// then forgets ps and wakes their waiters. ps stay pending until their slots
+// are back, so a retry of one of them meanwhile shares its failure instead
+// of starting a write of a claim whose slot is on its way back. r.mu is not
+// held across the gate calls: claims of other users go on meanwhile. A
+// retry that marks a claim fresh during the calls has its slot returned in
+// the next round; each slot is returned once (pending.given).
+func (r *recorder) giveBack(ps []*pending, definite bool) {
+	for {
+		r.mu.Lock()
+		var fresh []*pending
+		for _, p := range ps {
+			if p.fresh && !p.given {
+				p.given = true
+				fresh = append(fresh, p)
+			}
+		}
+		if len(fresh) == 0 {
+			r.retire(ps)
+			r.mu.Unlock()
+			break
+		}
+		r.mu.Unlock()
+		r.release(fresh, definite)
 	}
+	for _, p := range ps {
+		close(p.done)
+	}
+}
+
+// release hands the slots of ps to the failed hook, one claim per call, with
+// up to releaseWorkers calls in flight across the recorder. Each call gets
+// its own deadline, so that the last of a large batch is not out of time
+// before it starts.
+func (r *recorder) release(ps []*pending, definite bool) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(len(ps), releaseWorkers) {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(ps)); i = next.Add(1) - 1 {
+				r.releasers <- struct{}{}
+				ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CommitWait)
+				r.hooks.failed(ctx, []*dibs.Claim{ps[i].claim}, definite)
+				cancel()
+				<-r.releasers
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // retire forgets the batch's pending writes. Callers hold r.mu.

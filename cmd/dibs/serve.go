@@ -35,6 +35,7 @@ type Config struct {
 	Postgres        string // URL of the PostgreSQL record; empty: SQLite under Data
 	PostgresOptions postgres.Options
 	PassportSecret  string
+	Passport        passport.Options // issuer, audience and lifetime policy
 	AdminToken      string
 	Limits          httpapi.Limits
 	ShutdownTimeout time.Duration
@@ -61,6 +62,7 @@ func DefaultConfig() Config {
 		Addr:            "127.0.0.1:8080",
 		Data:            "data",
 		Limits:          httpapi.DefaultLimits,
+		Passport:        passport.Options{MaxLifetime: passport.DefaultMaxLifetime},
 		ShutdownTimeout: 15 * time.Second,
 		LogLevel:        "info",
 		LogFormat:       "json",
@@ -84,6 +86,8 @@ func (c *Config) Validate() error {
 		return errors.New("--data is required")
 	case len(c.PassportSecret) < passport.MinSecretLen:
 		return fmt.Errorf("DIBS_PASSPORT_SECRET must be set to at least %d bytes (the HMAC key passports are signed with)", passport.MinSecretLen)
+	case c.Passport.MaxLifetime <= 0:
+		return errors.New("--passport-max-lifetime must be positive")
 	case len(c.AdminToken) < MinAdminTokenLen:
 		return fmt.Errorf("DIBS_ADMIN_TOKEN must be set to at least %d bytes", MinAdminTokenLen)
 	case c.Limits.Claim < 1 || c.Limits.Read < 1 || c.Limits.Admin < 1 || c.Limits.Ops < 1:
@@ -115,6 +119,9 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.PostgresOptions.RecordConns, "postgres-record-conns", c.PostgresOptions.RecordConns, "PostgreSQL connections that record claims, one group commit each")
 	fs.IntVar(&c.PostgresOptions.BackgroundConns, "postgres-background-conns", c.PostgresOptions.BackgroundConns, "PostgreSQL connections for background work")
 	fs.IntVar(&c.PostgresOptions.ReadConns, "postgres-read-conns", c.PostgresOptions.ReadConns, "PostgreSQL connections for reads and admin writes")
+	fs.StringVar(&c.Passport.Issuer, "passport-issuer", c.Passport.Issuer, "if set, passports must carry this iss")
+	fs.StringVar(&c.Passport.Audience, "passport-audience", c.Passport.Audience, "if set, passports must carry this aud (among others)")
+	fs.DurationVar(&c.Passport.MaxLifetime, "passport-max-lifetime", c.Passport.MaxLifetime, "longest lifetime of a passport accepted (exp - iat, or exp - now without iat)")
 	fs.IntVar(&c.Limits.Claim, "claim-inflight", c.Limits.Claim, "claim requests in flight before shedding with 503")
 	fs.IntVar(&c.Limits.ClaimWorkers, "claim-workers", c.Limits.ClaimWorkers, "claim handlers running at once; the other claims in flight wait in line (0: two per core; -1: no bound)")
 	fs.IntVar(&c.Limits.Read, "read-inflight", c.Limits.Read, "public read requests in flight before shedding")
@@ -149,12 +156,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	m := NewMain(cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
 	if err := m.Run(ctx); err != nil {
-		m.Close()
-		return err
+		m.log.Error("start failed", "err", err)
+		return errors.Join(err, m.Close())
 	}
-	<-ctx.Done()
-	m.log.Info("shutting down")
-	return m.Close()
+	return serve(ctx, m)
+}
+
+// serve waits until ctx ends (a signal) or m's server stops on its own (its
+// listener failed), then shuts m down. A node that no longer serves does
+// not linger: it exits with the cause, so that its supervisor restarts it.
+func serve(ctx context.Context, m *Main) error {
+	select {
+	case <-ctx.Done():
+		m.log.Info("shutting down")
+		return m.Close()
+	case <-m.Stopped():
+		m.log.Error("stopped serving; shutting down", "err", m.ServeErr())
+		return m.Close() // its error holds ServeErr's
+	}
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {
@@ -180,7 +199,10 @@ type Main struct {
 	runner atomic.Pointer[post.Runner]
 	srv    *http.Server
 	ln     net.Listener
-	served chan error
+
+	listen   func(network, addr string) (net.Listener, error) // net.Listen unless a test sets it
+	stopped  chan struct{}                                    // closed when Serve returns
+	serveErr error                                            // why, once stopped is closed
 }
 
 // NewMain returns a node that Run starts.
@@ -197,7 +219,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.store = store
 
-	verifier, err := passport.NewVerifier([]byte(m.cfg.PassportSecret), passport.Options{})
+	verifier, err := passport.NewVerifier([]byte(m.cfg.PassportSecret), m.cfg.Passport)
 	if err != nil {
 		return err
 	}
@@ -245,14 +267,24 @@ func (m *Main) Run(ctx context.Context) error {
 		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
 		Post: postAPI{store: store, runner: runner, payments: m.cfg.Post.PaymentGateway != ""},
 	})
+	listen := m.listen
+	if listen == nil {
+		listen = net.Listen
+	}
+	if m.ln, err = listen("tcp", m.cfg.Addr); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
 	m.srv = httpapi.NewHTTPServer(api) // its connection limits are tested in httpapi
 	m.srv.ErrorLog = slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
 	m.srv.RegisterOnShutdown(api.CloseStreams)
-	if m.ln, err = net.Listen("tcp", m.cfg.Addr); err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	m.served = make(chan error, 1)
-	go func() { m.served <- m.srv.Serve(m.ln) }()
+	m.stopped = make(chan struct{})
+	go func() {
+		err := m.srv.Serve(m.ln)
+		if !errors.Is(err, http.ErrServerClosed) {
+			m.serveErr = fmt.Errorf("serve: %w", err)
+		}
+		close(m.stopped)
+	}()
 	m.log.Info("listening", "addr", m.ln.Addr().String(), "data", m.cfg.Data, "version", versionString())
 	return nil
 }
@@ -304,6 +336,15 @@ func (m *Main) kickPost() {
 	}
 }
 
+// Stopped is closed when the node's HTTP server stops serving: after Close,
+// or on its own when its listener fails (ServeErr says why). Run must have
+// succeeded.
+func (m *Main) Stopped() <-chan struct{} { return m.stopped }
+
+// ServeErr is why the HTTP server stopped on its own, once Stopped is
+// closed; nil if Close stopped it.
+func (m *Main) ServeErr() error { return m.serveErr }
+
 // URL is the base URL the node serves on.
 func (m *Main) URL() string { return "http://" + m.ln.Addr().String() }
 
@@ -318,8 +359,9 @@ func (m *Main) Close() error {
 		if err := m.srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
-		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, err)
+		<-m.stopped
+		if m.serveErr != nil {
+			errs = append(errs, m.serveErr)
 		}
 		m.srv = nil
 	}
