@@ -291,9 +291,21 @@ func TestExpireHold(t *testing.T) {
 			t.Errorf("claim is %s, want held", c.State)
 		}
 	})
-	t.Run("asked to pay in time: left to the payment", func(t *testing.T) {
+	t.Run("asked to pay in time, no grace: expired at the deadline", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
+		c := b.hold(t, true)
+		b.w.now = c.HoldExpiresAt
+		if err := b.work(post.KindExpireHold, c, 1); err != nil {
+			t.Fatal(err)
+		}
+		if c.State != dibs.ClaimExpired || c.released != 1 {
+			t.Errorf("claim %s, slot back %d times; want expired, 1", c.State, c.released)
+		}
+	})
+	t.Run("asked to pay in time, negative grace: left to the payment", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, func(c *post.Config) { c.PaymentGrace = -1 })
 		c := b.hold(t, true)
 		b.w.now = c.HoldExpiresAt.Add(time.Hour)
 		if err := b.work(post.KindExpireHold, c, 1); err != nil {
