@@ -193,7 +193,12 @@ func TestQueueFlow(t *testing.T) {
 // once; every other claim gets that claim back.
 func TestAdmissionReplay(t *testing.T) {
 	t.Parallel()
-	b := setupRoom(t, roomSetup{})
+	// No bound on the claim handlers at once: on a starved machine a claim
+	// could wait past DefaultClaimWait for a turn and be shed (503), which
+	// is the run limit's own business (TestRunLimit), not the replay's.
+	limits := httpapi.DefaultLimits
+	limits.ClaimWorkers = -1
+	b := setupRoom(t, roomSetup{limits: limits})
 	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":100,"per_user_limit":5,"admission":{"mode":"queue","rate":100}}`)
 	alice := pass(t, "alice")
 	j := b.do(t, "POST", "/v1/drops/q/queue", alice, "")
@@ -506,22 +511,34 @@ func TestQueueEvents(t *testing.T) {
 }
 
 // TestStreamOutlivesServerTimeouts: a stream lives past the server's read
-// and write timeouts, which bound ordinary requests.
+// and write timeouts, which bound ordinary requests. The drop and the
+// ticket are made without HTTP, so that only the stream's own request has
+// to be read within the timeout on a starved machine; the stream is
+// watched for three times the timeouts.
 func TestStreamOutlivesServerTimeouts(t *testing.T) {
 	t.Parallel()
+	const timeout = time.Second
 	b := setupRoom(t, roomSetup{server: func(s *http.Server) {
-		s.ReadTimeout, s.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
+		s.ReadTimeout, s.WriteTimeout = timeout, timeout
 	}})
-	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":5,"opens_at":"2099-01-01T00:00:00Z","admission":{"mode":"queue","rate":1}}`)
-	ticket := b.do(t, "POST", "/v1/drops/q/queue", pass(t, "a"), "").body["ticket"].(string)
-	events := readEvents(openStream(t, b, "q", pass(t, "a"), ticket))
+	d := &dibs.Drop{ID: "q", Title: "q", Kind: dibs.KindCoupon, Stock: 5, OpensAt: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC),
+		Admission: dibs.Admission{Mode: dibs.AdmissionQueue, Rate: 1}}
+	if err := b.engine.CreateDrop(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = b.engine.Drop("q")
+	j, err := b.room.Join(context.Background(), d, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := readEvents(openStream(t, b, "q", pass(t, "a"), j.Ticket))
 	<-events
 	select {
 	case _, open := <-events:
 		if !open {
 			t.Fatal("the stream ended at the server's timeouts")
 		}
-	case <-time.After(time.Second):
+	case <-time.After(3 * timeout):
 	}
 }
 
