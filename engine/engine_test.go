@@ -12,6 +12,7 @@ import (
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/memory"
 	"github.com/dibs-io/dibs/sqlite"
 )
@@ -318,29 +319,31 @@ func TestFullQueueShedsAndReturnsSlot(t *testing.T) {
 	mustCreate(t, b.engine, "d", 10, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() { claim(b.engine, "d", "a") }) // committing, blocked
-	waitFor(t, func() bool { return b.store.writes.Load() == 1 })
-	wg.Go(func() { claim(b.engine, "d", "b") }) // waiting in the queue
-	waitFor(t, func() bool { left, _ := b.gate.Remaining(context.Background(), "d"); return left == 8 })
-	time.Sleep(10 * time.Millisecond) // b's hold is taken; let it reach the queue
-
-	_, _, err := claim(b.engine, "d", "c")
-	if dibs.ErrorCode(err) != dibs.EOVERLOADED {
-		t.Fatalf("claim with a full queue = %v, want overloaded", err)
+	testenv.WaitFor(t, "a's commit", func() bool { return b.store.writes.Load() == 1 })
+	// b and c race for the queue's one place: the one that takes it waits
+	// there (a's commit is blocked), the other is shed. Which is which is
+	// the scheduler's; that the loser is refused at once is the engine's.
+	type answer struct {
+		user string
+		err  error
+	}
+	answers := make(chan answer, 2)
+	for _, u := range []string{"b", "c"} {
+		wg.Go(func() {
+			_, _, err := claim(b.engine, "d", u)
+			answers <- answer{u, err}
+		})
+	}
+	shed := <-answers
+	if dibs.ErrorCode(shed.err) != dibs.EOVERLOADED {
+		t.Fatalf("claim of %s with a full queue = %v, want overloaded", shed.user, shed.err)
 	}
 	if left, _ := b.gate.Remaining(context.Background(), "d"); left != 8 {
-		t.Fatalf("remaining = %d, want 8: the refused claim's slot must come back", left)
+		t.Fatalf("remaining = %d, want 8 (a's and the queued claim's): the refused claim's slot must come back", left)
 	}
 	close(block)
-	wg.Wait()
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 5s")
-		}
-		time.Sleep(time.Millisecond)
+	if queued := <-answers; queued.err != nil {
+		t.Fatalf("the queued claim of %s = %v, want it recorded once a's commit ended", queued.user, queued.err)
 	}
+	wg.Wait()
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/memory"
 	"github.com/dibs-io/dibs/sqlite"
 )
@@ -105,17 +106,10 @@ func TestConflictWakesReconciler(t *testing.T) {
 	if dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
 		t.Fatalf("bob on a slot the record has = %v, want unavailable", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testenv.WaitFor(t, "alice's recorded claim back", func() bool {
 		c, created, err := claim(b.engine, "d", "alice")
-		if err == nil && !created && c.ID == "lost" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alice never got her recorded claim back: %+v %v %v", c, created, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return err == nil && !created && c.ID == "lost"
+	})
 	c, created, err := claim(b.engine, "d", "bob")
 	if err != nil || !created || c.Slot != 2 {
 		t.Fatalf("bob's retry = %+v, %v, %v; want a new claim on slot 2", c, created, err)

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/dibs-io/dibs"
@@ -76,41 +77,45 @@ func TestProblemLogOutageIsOneLine(t *testing.T) {
 
 // TestProblemLogBurstIsCounted: the first failure of a burst is logged at
 // once, the rest are counted in one line when the window ends, each code
-// on its own; the next failure after the window is logged again.
+// on its own; the next failure after the window is logged again. It runs
+// on synctest's clock, so the window ends when the test says and not when
+// a starved machine gets round to it.
 func TestProblemLogBurstIsCounted(t *testing.T) {
 	t.Parallel()
-	h := &lines{}
-	log := slog.New(h)
-	f := newFailureLog(50 * time.Millisecond)
-	r := httptest.NewRequest("POST", "/v1/drops/d/claims", nil)
-	down := dibs.Errorf(dibs.EUNAVAILABLE, "down")
-	for range 100 {
-		f.log(log, r, dibs.EUNAVAILABLE, down)
-	}
-	f.log(log, r, dibs.EINTERNAL, errors.New("a bug"))
-	if got := h.records(); len(got) != 2 || got[0].Level != slog.LevelWarn || got[1].Level != slog.LevelError {
-		t.Fatalf("lines during the burst = %v, want the first unavailable (warning) and the internal error", got)
-	}
-
-	deadline := time.Now().Add(5 * time.Second)
-	for len(h.records()) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("no summary line after the window")
+	synctest.Test(t, func(t *testing.T) {
+		const window = 50 * time.Millisecond
+		h := &lines{}
+		log := slog.New(h)
+		f := newFailureLog(window)
+		r := httptest.NewRequest("POST", "/v1/drops/d/claims", nil)
+		down := dibs.Errorf(dibs.EUNAVAILABLE, "down")
+		for range 100 {
+			f.log(log, r, dibs.EUNAVAILABLE, down)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond) // the internal error's window: nothing to sum up
-	got := h.records()
-	if len(got) != 3 {
-		t.Fatalf("%d lines after the window, want 3", len(got))
-	}
-	sum := got[2]
-	if sum.Level != slog.LevelWarn || attr(sum, "count").Int64() != 99 || attr(sum, "code").String() != dibs.EUNAVAILABLE {
-		t.Fatalf("summary = %v %q count %v code %v; want a warning counting 99 unavailable", sum.Level, sum.Message, attr(sum, "count"), attr(sum, "code"))
-	}
+		f.log(log, r, dibs.EINTERNAL, errors.New("a bug"))
+		if got := h.records(); len(got) != 2 || got[0].Level != slog.LevelWarn || got[1].Level != slog.LevelError {
+			t.Fatalf("lines during the burst = %v, want the first unavailable (warning) and the internal error", got)
+		}
 
-	f.log(log, r, dibs.EUNAVAILABLE, down)
-	if got := h.records(); len(got) != 4 {
-		t.Fatalf("%d lines after a new failure, want it logged at once (4)", len(got))
-	}
+		time.Sleep(window - time.Millisecond)
+		synctest.Wait()
+		if got := h.records(); len(got) != 2 {
+			t.Fatalf("%d lines just before the window ends, want 2", len(got))
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		got := h.records()
+		if len(got) != 3 {
+			t.Fatalf("%d lines after the window, want 3: the summary, and nothing for the internal error's window", len(got))
+		}
+		sum := got[2]
+		if sum.Level != slog.LevelWarn || attr(sum, "count").Int64() != 99 || attr(sum, "code").String() != dibs.EUNAVAILABLE {
+			t.Fatalf("summary = %v %q count %v code %v; want a warning counting 99 unavailable", sum.Level, sum.Message, attr(sum, "count"), attr(sum, "code"))
+		}
+
+		f.log(log, r, dibs.EUNAVAILABLE, down)
+		if got := h.records(); len(got) != 4 {
+			t.Fatalf("%d lines after a new failure, want it logged at once (4)", len(got))
+		}
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
+	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/memory"
 	"github.com/dibs-io/dibs/passport"
 	"github.com/dibs-io/dibs/room"
@@ -33,6 +34,7 @@ type roomSetup struct {
 	joins  httpapi.JoinLimit
 	header string
 	ttl    time.Duration
+	clock  *aheadClock // the room's and the engine's clock; the wall clock if nil
 	wrap   func(http.Handler) http.Handler
 	server func(*http.Server) // tunes the server before it starts
 }
@@ -52,12 +54,16 @@ func setupRoom(t testing.TB, o roomSetup) *roomBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := room.New(room.Config{Backend: memory.NewRoom(), Secret: roomSecret, Tick: 20 * time.Millisecond, AdmissionTTL: o.ttl})
+	var now func() time.Time
+	if o.clock != nil {
+		now = o.clock.Now
+	}
+	svc, err := room.New(room.Config{Backend: memory.NewRoom(), Secret: roomSecret, Tick: 20 * time.Millisecond, AdmissionTTL: o.ttl, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := &blockingStore{Store: raw}
-	e := engine.New(engine.Config{Store: st, Gate: memory.NewGate(), Admissions: svc})
+	e := engine.New(engine.Config{Store: st, Gate: memory.NewGate(), Admissions: svc, Now: now})
 	if err := e.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -88,23 +94,29 @@ func setupRoom(t testing.TB, o roomSetup) *roomBundle {
 	return &roomBundle{bundle: &bundle{srv: srv, store: st, raw: raw}, engine: e, room: svc, api: api}
 }
 
+// aheadClock is the wall clock moved ahead by what a test adds. The room
+// runs on it as on time (its ticks, its admission rate), and a test that
+// must get past an expiry or an opening moves the clock past it, where a
+// sleep would have to guess how slow the machine is: the admission TTLs
+// and openings of these tests are far enough that a starved machine does
+// not reach them by itself.
+type aheadClock struct{ ahead atomic.Int64 }
+
+func (c *aheadClock) Now() time.Time      { return time.Now().Add(time.Duration(c.ahead.Load())) }
+func (c *aheadClock) Add(d time.Duration) { c.ahead.Add(int64(d)) }
+
 // waitAdmitted polls the ticket until it is admitted.
 func (b *roomBundle) waitAdmitted(t testing.TB, drop, pass, ticket string) response {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		r := b.do(t, "GET", "/v1/drops/"+drop+"/queue/"+ticket, pass, "")
+	var r response
+	testenv.WaitFor(t, "the admission of "+ticket, func() bool {
+		r = b.do(t, "GET", "/v1/drops/"+drop+"/queue/"+ticket, pass, "")
 		if r.status != http.StatusOK {
 			t.Fatalf("status: %d %s", r.status, r.raw)
 		}
-		if r.body["state"] == "admitted" {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never admitted: %s", r.raw)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return r.body["state"] == "admitted"
+	})
+	return r
 }
 
 func wantProblem(t *testing.T, r response, status int, code string) {
@@ -181,7 +193,12 @@ func TestQueueFlow(t *testing.T) {
 // once; every other claim gets that claim back.
 func TestAdmissionReplay(t *testing.T) {
 	t.Parallel()
-	b := setupRoom(t, roomSetup{})
+	// No bound on the claim handlers at once: on a starved machine a claim
+	// could wait past DefaultClaimWait for a turn and be shed (503), which
+	// is the run limit's own business (TestRunLimit), not the replay's.
+	limits := httpapi.DefaultLimits
+	limits.ClaimWorkers = -1
+	b := setupRoom(t, roomSetup{limits: limits})
 	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":100,"per_user_limit":5,"admission":{"mode":"queue","rate":100}}`)
 	alice := pass(t, "alice")
 	j := b.do(t, "POST", "/v1/drops/q/queue", alice, "")
@@ -226,16 +243,20 @@ func TestAdmissionReplay(t *testing.T) {
 
 func TestExpiredAdmissionIsRefused(t *testing.T) {
 	t.Parallel()
-	b := setupRoom(t, roomSetup{ttl: 300 * time.Millisecond})
+	const ttl = time.Minute
+	clock := &aheadClock{}
+	b := setupRoom(t, roomSetup{ttl: ttl, clock: clock})
 	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":5,"admission":{"mode":"queue","rate":100}}`)
 	alice := pass(t, "alice")
 	j := b.do(t, "POST", "/v1/drops/q/queue", alice, "")
 	adm := b.waitAdmitted(t, "q", alice, j.body["ticket"].(string))
-	time.Sleep(400 * time.Millisecond)
+	clock.Add(ttl + time.Second)
 	wantProblem(t, b.do(t, "POST", "/v1/drops/q/claims", alice, "", "Dibs-Admission", adm.body["admission"].(string)), 403, "admission_invalid")
-	if r := b.do(t, "GET", "/v1/drops/q/queue/"+j.body["ticket"].(string), alice, ""); r.body["state"] != "expired" {
-		t.Fatalf("after the turn passed: %s", r.raw)
-	}
+	var r response
+	testenv.WaitFor(t, "the passed turn to read expired", func() bool {
+		r = b.do(t, "GET", "/v1/drops/q/queue/"+j.body["ticket"].(string), alice, "")
+		return r.body["state"] == "expired"
+	})
 }
 
 // TestWinnerReadsWon: a winner who comes back after the admission has
@@ -243,7 +264,9 @@ func TestExpiredAdmissionIsRefused(t *testing.T) {
 // again, also once the drop has sold out; nobody else gets in then.
 func TestWinnerReadsWon(t *testing.T) {
 	t.Parallel()
-	b := setupRoom(t, roomSetup{ttl: 300 * time.Millisecond})
+	const ttl = time.Minute
+	clock := &aheadClock{}
+	b := setupRoom(t, roomSetup{ttl: ttl, clock: clock})
 	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":1,"admission":{"mode":"queue","rate":100}}`)
 	alice, bob := pass(t, "alice"), pass(t, "bob")
 	j := b.do(t, "POST", "/v1/drops/q/queue", alice, "")
@@ -252,7 +275,7 @@ func TestWinnerReadsWon(t *testing.T) {
 	if r := b.do(t, "POST", "/v1/drops/q/claims", alice, "", "Dibs-Admission", adm.body["admission"].(string)); r.status != http.StatusCreated {
 		t.Fatalf("claim: %d %s", r.status, r.raw)
 	}
-	time.Sleep(400 * time.Millisecond)
+	clock.Add(ttl + time.Second)
 	st := b.do(t, "GET", "/v1/drops/q/queue/"+ticket, alice, "")
 	if st.status != http.StatusOK || st.body["state"] != "won" || st.body["poll_after_ms"] != 0.0 || st.body["admission"] != nil {
 		t.Fatalf("the winner's ticket after the admission expired: %d %s, want won", st.status, st.raw)
@@ -335,8 +358,9 @@ func TestQueueOnDirectDrop(t *testing.T) {
 // public from the start, and the revealed seed matches it.
 func TestQueueInfo(t *testing.T) {
 	t.Parallel()
-	b := setupRoom(t, roomSetup{})
-	opens := time.Now().Add(400 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	clock := &aheadClock{}
+	b := setupRoom(t, roomSetup{clock: clock})
+	opens := clock.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)
 	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":5,"opens_at":"`+opens+`","admission":{"mode":"queue","rate":100}}`)
 	for _, u := range []string{"a", "b", "c"} {
 		b.do(t, "POST", "/v1/drops/q/queue", pass(t, u), "")
@@ -349,8 +373,12 @@ func TestQueueInfo(t *testing.T) {
 	if view := b.do(t, "GET", "/v1/drops/q", "", ""); !strings.Contains(view.raw, `"seed_sha256":"`+digest) {
 		t.Fatalf("the public drop view lacks the room: %s", view.raw)
 	}
-	time.Sleep(500 * time.Millisecond)
-	after := b.do(t, "GET", "/v1/drops/q/queue", "", "")
+	clock.Add(time.Hour)
+	var after response
+	testenv.WaitFor(t, "the seed revealed at the opening", func() bool {
+		after = b.do(t, "GET", "/v1/drops/q/queue", "", "")
+		return after.body["seed"] != nil
+	})
 	seed, err := hex.DecodeString(after.body["seed"].(string))
 	if err != nil || room.SeedDigest(seed) != digest || after.body["prequeue"] != 3.0 || after.body["permutation"] != httpapi.PermutationName {
 		t.Fatalf("after opening: %s", after.raw)
@@ -370,7 +398,9 @@ func TestJoinRateLimit(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			b := setupRoom(t, roomSetup{joins: httpapi.JoinLimit{Rate: 1, Burst: 2}, header: c.header})
+			// One join per 100 s once the burst is spent: no join comes back
+			// between these requests, however slow the machine.
+			b := setupRoom(t, roomSetup{joins: httpapi.JoinLimit{Rate: 0.01, Burst: 2}, header: c.header})
 			b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":5,"admission":{"mode":"queue","rate":1}}`)
 			join := func(user, xff string) response {
 				return b.do(t, "POST", "/v1/drops/q/queue", pass(t, user), "", "X-Forwarded-For", xff)
@@ -428,8 +458,9 @@ func openStream(t *testing.T, b *roomBundle, drop, pass, ticket string) *http.Re
 // server shuts down.
 func TestQueueEvents(t *testing.T) {
 	t.Parallel()
-	b := setupRoom(t, roomSetup{limits: httpapi.Limits{Claim: 10, Read: 10, Admin: 10, Ops: 10, Stream: 2}})
-	opens := time.Now().Add(300 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	clock := &aheadClock{}
+	b := setupRoom(t, roomSetup{limits: httpapi.Limits{Claim: 10, Read: 10, Admin: 10, Ops: 10, Stream: 2}, clock: clock})
+	opens := clock.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)
 	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":5,"opens_at":"`+opens+`","admission":{"mode":"queue","rate":5}}`)
 	b.mustCreateDrop(t, `{"id":"slow","title":"slow","kind":"coupon","stock":5,"opens_at":"2099-01-01T00:00:00Z","admission":{"mode":"queue","rate":1}}`)
 	var tickets []string
@@ -440,8 +471,14 @@ func TestQueueEvents(t *testing.T) {
 	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("stream: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
 	}
+	// The first event is sent before the opening; then the drop opens.
+	events := readEvents(res)
 	var states []string
-	for ev := range readEvents(res) {
+	if ev, ok := <-events; ok {
+		states = append(states, ev["state"].(string))
+	}
+	clock.Add(time.Hour)
+	for ev := range events {
 		states = append(states, ev["state"].(string))
 	}
 	if len(states) < 2 || states[0] != "waiting" || states[len(states)-1] != "admitted" {
@@ -467,29 +504,41 @@ func TestQueueEvents(t *testing.T) {
 	for _, ch := range []<-chan map[string]any{ev1, ev2} {
 		select {
 		case <-waitClosed(ch):
-		case <-time.After(2 * time.Second):
+		case <-time.After(testenv.WaitTimeout):
 			t.Fatal("a stream outlived CloseStreams")
 		}
 	}
 }
 
 // TestStreamOutlivesServerTimeouts: a stream lives past the server's read
-// and write timeouts, which bound ordinary requests.
+// and write timeouts, which bound ordinary requests. The drop and the
+// ticket are made without HTTP, so that only the stream's own request has
+// to be read within the timeout on a starved machine; the stream is
+// watched for three times the timeouts.
 func TestStreamOutlivesServerTimeouts(t *testing.T) {
 	t.Parallel()
+	const timeout = time.Second
 	b := setupRoom(t, roomSetup{server: func(s *http.Server) {
-		s.ReadTimeout, s.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond
+		s.ReadTimeout, s.WriteTimeout = timeout, timeout
 	}})
-	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":5,"opens_at":"2099-01-01T00:00:00Z","admission":{"mode":"queue","rate":1}}`)
-	ticket := b.do(t, "POST", "/v1/drops/q/queue", pass(t, "a"), "").body["ticket"].(string)
-	events := readEvents(openStream(t, b, "q", pass(t, "a"), ticket))
+	d := &dibs.Drop{ID: "q", Title: "q", Kind: dibs.KindCoupon, Stock: 5, OpensAt: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC),
+		Admission: dibs.Admission{Mode: dibs.AdmissionQueue, Rate: 1}}
+	if err := b.engine.CreateDrop(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = b.engine.Drop("q")
+	j, err := b.room.Join(context.Background(), d, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := readEvents(openStream(t, b, "q", pass(t, "a"), j.Ticket))
 	<-events
 	select {
 	case _, open := <-events:
 		if !open {
 			t.Fatal("the stream ended at the server's timeouts")
 		}
-	case <-time.After(time.Second):
+	case <-time.After(3 * timeout):
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/payment"
 	"github.com/dibs-io/dibs/post"
 )
@@ -157,7 +158,7 @@ func TestRunnerOnRiver(t *testing.T) {
 	t.Run("charge", func(t *testing.T) {
 		insert(post.ChargePaymentArgs{ClaimRef: post.ClaimRef{ClaimID: "c3", DropID: "drop"}})
 		var rows []*rivertype.JobRow
-		waitFor(t, "the charge to complete", func() bool { rows = jobs(post.KindChargePayment); return completed(rows) })
+		testenv.WaitFor(t, "the charge to complete", func() bool { rows = jobs(post.KindChargePayment); return completed(rows) })
 		if c, _ := s.FindClaim(ctx, "c3"); c.State != dibs.ClaimPaid {
 			t.Errorf("claim is %s, want paid", c.State)
 		}
@@ -185,7 +186,7 @@ func TestRunnerOnRiver(t *testing.T) {
 			insert(post.NotifyWinnerArgs{ClaimRef: post.ClaimRef{ClaimID: id, DropID: "drop"}})
 		}
 		var failed []post.FailedJob
-		waitFor(t, "the refused webhook to be listed", func() bool {
+		testenv.WaitFor(t, "the refused webhook to be listed", func() bool {
 			failed, err = r.FailedWebhooks(ctx, "drop", 10)
 			return err == nil && len(failed) == 1
 		})
@@ -206,7 +207,7 @@ func TestRunnerOnRiver(t *testing.T) {
 			t.Fatal(err)
 		}
 		var rows []*rivertype.JobRow
-		waitFor(t, "both webhooks to be delivered", func() bool { rows = jobs(post.KindNotifyWinner); return completed(rows) })
+		testenv.WaitFor(t, "both webhooks to be delivered", func() bool { rows = jobs(post.KindNotifyWinner); return completed(rows) })
 		mu.Lock()
 		if delivered[post.KindNotifyWinner+":c1"] != 1 || delivered[post.KindNotifyWinner+":c2"] != 1 {
 			t.Errorf("deliveries %v, want one of each", delivered)
@@ -222,17 +223,6 @@ func TestRunnerOnRiver(t *testing.T) {
 			t.Errorf("Retry of a completed job: %v, want %s", err, dibs.ENOTFOUND)
 		}
 	})
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // scriptedPayer answers with the errors it was given, then with the truth

@@ -30,20 +30,6 @@ func reserve(g dibs.Gate, d *dibs.Drop, user string) (dibs.Hold, error) {
 	return g.Reserve(context.Background(), dibs.ReserveRequest{Drop: d, UserID: user, ClaimID: "c-" + user + "-" + fmt.Sprint(time.Now().UnixNano()), Now: open.Add(time.Minute)})
 }
 
-// waitFor polls cond until it holds or a generous deadline passes, and
-// returns how long it took.
-func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("%s: not after %s", what, time.Since(start))
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // TestSoldOutLosersCostNoRedisCall: once a drop sells out, losers are
 // answered from memory (the reserve call counter stays flat), while
 // winners retrying still get their claim from Redis.
@@ -64,7 +50,7 @@ func TestSoldOutLosersCostNoRedisCall(t *testing.T) {
 	if _, err := reserve(g, d, "first-loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
 		t.Fatalf("loser = %v, want sold out", err)
 	}
-	waitFor(t, "sold-out cache", func() bool { return g.SoldOutCached(d.ID) })
+	testenv.WaitFor(t, "sold-out cache", func() bool { return g.SoldOutCached(d.ID) })
 
 	before := calls(t, g, "dibs_gate_redis_calls_total", "reserve")
 	var wg sync.WaitGroup
@@ -97,6 +83,19 @@ func TestSoldOutLosersCostNoRedisCall(t *testing.T) {
 	}
 }
 
+// starved is how much longer than the bound a propagation round may
+// take here. The bounds (100 ms for a release, a second for a status) are
+// what a node does in production. Measured here under the race detector
+// with both cores busy, a round takes from 0.1 ms to 0.6 s, three rounds
+// in a row took over 100 ms, and at a load average of 48 on two cores one
+// took 1.5 s. What these tests must catch is a change that
+// does not reach the other node by the way under test (a notice not heard
+// leaves the other node to a poll of an hour; a poll that does not run,
+// for ever), which no margin hides; the speed of the way itself is in the
+// figures logged, and the poll's interval is checked against the bound
+// apart (TestPollIntervalFitsTheBound).
+const starved = 10
+
 // within measures a propagation delay in rounds and fails t unless every
 // round is within limit. The machine is shared and the race detector slows
 // everything, so a round over the limit is measured again, twice at most:
@@ -124,12 +123,12 @@ func within(t *testing.T, what string, limit time.Duration, rounds int, measure 
 }
 
 // untilNot returns how long after start cond stopped holding, polled
-// every 100µs, or fails t after 5 s.
+// every 100µs, or fails t after testenv.WaitTimeout.
 func untilNot(t *testing.T, start time.Time, cond func() bool) time.Duration {
 	t.Helper()
 	for cond() {
-		if time.Since(start) > 5*time.Second {
-			t.Fatal("not after 5s")
+		if time.Since(start) > testenv.WaitTimeout {
+			t.Fatalf("not after %s", testenv.WaitTimeout)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -138,8 +137,9 @@ func untilNot(t *testing.T, start time.Time, cond func() bool) time.Duration {
 
 // TestReleaseReachesEveryNode: two nodes answer a sold-out drop's losers
 // from memory; after a release on one, the other asks Redis again within
-// 100 ms (the bound) and the returned slot is won through it. The
-// notice does it in about a millisecond; with the notice lost, the poll.
+// 100 ms (the bound; starved times that here) and the returned slot
+// is won through it. The notice does it in about a millisecond; with the
+// notice lost, the poll.
 func TestReleaseReachesEveryNode(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -157,7 +157,7 @@ func TestReleaseReachesEveryNode(t *testing.T) {
 			gatetest.MustPrepare(t, a, d)
 			gatetest.MustPrepare(t, b, d)
 			n := 0
-			within(t, "release reaching the other node", 100*time.Millisecond, 10, func() time.Duration {
+			within(t, "release reaching the other node", starved*100*time.Millisecond, 10, func() time.Duration {
 				n++
 				h, err := reserve(b, d, fmt.Sprintf("u%d", n)) // the slot the last round returned
 				if err != nil || h.Slot != 1 {
@@ -168,7 +168,7 @@ func TestReleaseReachesEveryNode(t *testing.T) {
 					// a late notice of the last round changed the drop
 					// while it loaded the roster, the next loser teaches it
 					// again, as in a spike.
-					waitFor(t, "sold-out cache", func() bool {
+					testenv.WaitFor(t, "sold-out cache", func() bool {
 						if _, err := reserve(g, d, "loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
 							t.Fatalf("loser = %v", err)
 						}
@@ -191,6 +191,16 @@ func TestReleaseReachesEveryNode(t *testing.T) {
 				return took
 			})
 		})
+	}
+}
+
+// TestPollIntervalFitsTheBound: a node that missed a release's notice asks
+// Redis again at its next poll, so the poll's default interval and a round
+// trip must fit in the 100 ms; half of it is left to the round trip.
+func TestPollIntervalFitsTheBound(t *testing.T) {
+	t.Parallel()
+	if redis.DefaultPollInterval > 50*time.Millisecond {
+		t.Fatalf("default poll interval %s: a lost notice could keep a node answering sold out past 100 ms", redis.DefaultPollInterval)
 	}
 }
 
@@ -236,15 +246,16 @@ func TestSoldOutCacheKnowsLateHolders(t *testing.T) {
 	if _, err := reserve(b, d, "loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
 		t.Fatalf("loser = %v, want sold out", err)
 	}
-	waitFor(t, "sold-out cache", func() bool { return b.SoldOutCached(d.ID) })
+	testenv.WaitFor(t, "sold-out cache", func() bool { return b.SoldOutCached(d.ID) })
 	if h, err := reserve(b, d, "u3"); err != nil || h.ClaimID != late.ClaimID {
 		t.Fatalf("u3 from the new cache = %+v, %v", h, err)
 	}
 }
 
 // TestStatusReachesEveryNode: a pause, resume or close on one node is what
-// the other node's local answers say within a second (the bound),
-// by the notice or, with the notice lost, by the poll.
+// the other node's local answers say within a second (the bound;
+// starved times that here), by the notice or, with the notice lost, by the
+// poll.
 func TestStatusReachesEveryNode(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -267,7 +278,7 @@ func TestStatusReachesEveryNode(t *testing.T) {
 			if _, err := reserve(b, d, "loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
 				t.Fatalf("loser = %v", err)
 			}
-			waitFor(t, "sold-out cache", func() bool { return b.SoldOutCached(d.ID) })
+			testenv.WaitFor(t, "sold-out cache", func() bool { return b.SoldOutCached(d.ID) })
 			answer := func() string {
 				_, err := reserve(b, d, "loser")
 				return dibs.ErrorCode(err)
@@ -290,16 +301,15 @@ func TestStatusReachesEveryNode(t *testing.T) {
 				code   string
 			}{{dibs.StatusPaused, dibs.EPAUSED}, {dibs.StatusActive, dibs.ESOLDOUT}}
 			i := 0
-			within(t, "pause or resume reaching the other node", time.Second, 10, func() time.Duration {
+			within(t, "pause or resume reaching the other node", starved*time.Second, 10, func() time.Duration {
 				step := steps[i%2]
 				i++
 				start := set(step.status)
 				return untilNot(t, start, func() bool { return answer() != step.code })
 			})
 			start := set(dibs.StatusClosed)
-			took := untilNot(t, start, func() bool { return answer() != dibs.ECLOSED })
-			if took > time.Second {
-				t.Fatalf("close reached the other node after %s, want within a second", took)
+			if took := untilNot(t, start, func() bool { return answer() != dibs.ECLOSED }); took > starved*time.Second {
+				t.Fatalf("close reached the other node after %s, want within %s", took, starved*time.Second)
 			}
 			if !b.SoldOutCached(d.ID) {
 				t.Fatal("the other node asked redis: its answers were not the local ones")
@@ -339,7 +349,7 @@ func TestMissingStateIsRebuilt(t *testing.T) {
 	if dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
 		t.Fatalf("claim on a lost drop = %v, want unavailable", err)
 	}
-	waitFor(t, "rebuild", func() bool {
+	testenv.WaitFor(t, "rebuild", func() bool {
 		_, err := g.Remaining(context.Background(), d.ID)
 		return err == nil
 	})

@@ -43,6 +43,10 @@ type ClientOptions struct {
 	// Logger hears when Redis cannot be reached at start and when the
 	// client connects after all. Discarded if nil.
 	Logger *slog.Logger
+	// ConnWriteTimeout is how long a connection may leave a call or its
+	// keepalive unanswered before it is closed and its calls fail (default
+	// 3 s). Tests on a starved machine set it longer.
+	ConnWriteTimeout time.Duration
 }
 
 // Connecting in the background after a first attempt failed: the wait
@@ -85,6 +89,9 @@ func NewClient(url string, opts ClientOptions) (rueidis.Client, error) {
 	opt.DisableAutoPipelining = opts.NoAutoPipelining
 	if opt.Dialer.Timeout == 0 {
 		opt.Dialer.Timeout = 2 * time.Second
+	}
+	if opts.ConnWriteTimeout > 0 {
+		opt.ConnWriteTimeout = opts.ConnWriteTimeout
 	}
 	if opt.ConnWriteTimeout == 0 {
 		// A primary that stops answering (a partition) fails calls in

@@ -48,7 +48,7 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 	}
 	t.Cleanup(client.Close)
 	rc := MustClient(t, replica.URL())
-	waitFor(t, "replication link up", func() bool {
+	testenv.WaitFor(t, "replication link up", func() bool {
 		info, _ := rc.Do(ctx, rc.B().Info().Section("replication").Build()).ToString()
 		return strings.Contains(info, "master_link_status:up")
 	})
@@ -128,12 +128,12 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 	<-third
 	rebuildsBefore := calls(t, gate, "dibs_gate_redis_calls_total", "rebuild")
 	primary.Kill(t)
+	killed := time.Now() // a claim sent from now on can only win on the promoted replica
+	failedAt.Store(&killed)
 	link.Cut() // the replica never gets what it had not got yet
 	replica.MustDo(t, "REPLICAOF", "NO", "ONE")
 	promoted := replica.Addr()
 	target.Store(&promoted)
-	now := time.Now()
-	failedAt.Store(&now)
 	wg.Wait()
 	if err, _ := failed.Load().(error); err != nil {
 		t.Fatal(err)
@@ -166,7 +166,7 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 
 	// The gate comes to agree with the record (orphan holds of the
 	// failover go back after the grace period)...
-	waitFor(t, "gate and record agree", func() bool {
+	testenv.WaitFor(t, "gate and record agree", func() bool {
 		held := map[string]bool{}
 		if err := gate.Holds(ctx, "iphone", func(h dibs.Hold) error { held[h.ClaimID] = true; return nil }); err != nil {
 			return false
@@ -190,8 +190,29 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 	if len(recorded) != stock {
 		t.Fatalf("after the spike the record holds %d winners, want %d", len(recorded), stock)
 	}
-	t.Logf("%d acknowledged winners during the spike; the first claim sent after the failover won %s after it",
-		len(acked), time.Duration(resumedIn.Load()).Round(time.Millisecond))
+	// Claims paused ≤ 10 s (TESTPLAN B3): the first claim sent after the
+	// primary died wins within that of the kill. The pause is the engine's
+	// (claims answer EUNAVAILABLE until the gate has seen the new primary
+	// and rebuilt the drop from the record) and the machine's: the rebuild
+	// is CPU work, slowed here by the race detector and by whatever else
+	// runs. Measured at 1.5-5 s with both cores busy, and at 12 s with a
+	// load average of 48 on two cores, so the plan's bound is asserted
+	// with twice its time for a starved machine, still short of the 30 s
+	// after which a claim here gives up. What it catches is a failover
+	// that resumes on a wait rather than on work: claims left waiting for
+	// something far off (a lock or a lease to run out, a periodic pass)
+	// instead of the gate rebuilding as soon as it sees the new primary.
+	const planned, starved = 10 * time.Second, 2
+	resumed := time.Duration(resumedIn.Load())
+	t.Logf("%d acknowledged winners during the spike; the first claim sent after the primary died won %s after it (plan: ≤ %s)",
+		len(acked), resumed.Round(time.Millisecond), planned)
+	if resumed == 0 {
+		t.Fatal("no claim sent after the primary died won")
+	}
+	if resumed > starved*planned {
+		t.Fatalf("claims paused %s after the primary died, want ≤ %s (TESTPLAN B3: %s, doubled for a starved machine)",
+			resumed.Round(time.Millisecond), starved*planned, planned)
+	}
 }
 
 // TestPartitionedPrimaryFailsClosed is TESTPLAN B4 on one node: the
@@ -208,7 +229,7 @@ func TestPartitionedPrimaryFailsClosed(t *testing.T) {
 	link := redisserver.StartLag(t, primary.Addr(), 0)
 	redisserver.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(link.Port()))
 	pc := MustClient(t, primary.URL())
-	waitFor(t, "a good replica", func() bool {
+	testenv.WaitFor(t, "a good replica", func() bool {
 		info, _ := pc.Do(ctx, pc.B().Info().Section("replication").Build()).ToString()
 		return strings.Contains(info, "min_slaves_good_slaves:1")
 	})
@@ -235,13 +256,21 @@ func TestPartitionedPrimaryFailsClosed(t *testing.T) {
 		}
 		return err
 	}
-	if err := claim("before"); err != nil {
-		t.Fatal(err)
-	}
+	// The primary counts its replica good while the replica's last ack is
+	// at most a second old; a starved replica can miss that before any
+	// partition, and the claim then fails closed as it should. It is sent
+	// again until the replica is heard.
+	testenv.WaitFor(t, "a claim before the partition", func() bool {
+		err := claim("before")
+		if err != nil && dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+			t.Fatalf("claim before the partition: %v", err)
+		}
+		return err == nil
+	})
 
 	link.Stall()
 	i := 0
-	took := waitFor(t, "claims fail closed", func() bool {
+	took := testenv.WaitFor(t, "claims fail closed", func() bool {
 		i++
 		err := claim(fmt.Sprintf("during%d", i))
 		if err != nil && dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
@@ -257,7 +286,7 @@ func TestPartitionedPrimaryFailsClosed(t *testing.T) {
 	}
 
 	link.Heal()
-	waitFor(t, "claims after the partition heals", func() bool { return claim("after") == nil })
+	testenv.WaitFor(t, "claims after the partition heals", func() bool { return claim("after") == nil })
 	for user, id := range acked {
 		if c, err := store.FindClaim(ctx, id); err != nil || c.UserID != user || !c.State.Active() {
 			t.Fatalf("acknowledged claim %s of %s: %+v, %v", id, user, c, err)

@@ -16,10 +16,14 @@ import (
 	"github.com/dibs-io/dibs/redis"
 )
 
-// MustClient connects to url and closes the client when tb ends.
+// MustClient connects to url and closes the client when tb ends. Its
+// connections wait 30 s for an answer where production's wait 3 s: on two
+// cores shared with other work, Redis or the test's reader can go seconds
+// without running, and the calls would fail with an i/o timeout that says
+// nothing of the code under test.
 func MustClient(tb testing.TB, url string) rueidis.Client {
 	tb.Helper()
-	c, err := redis.NewClient(url, redis.ClientOptions{})
+	c, err := redis.NewClient(url, redis.ClientOptions{ConnWriteTimeout: 30 * time.Second})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -79,7 +79,7 @@ func prepareSeen(t *testing.T, g *redis.Gate, replica rueidis.Client, ds ...*dib
 		gatetest.MustPrepare(t, g, d)
 	}
 	for _, d := range ds {
-		waitFor(t, "drop state on the replica", func() bool {
+		testenv.WaitFor(t, "drop state on the replica", func() bool {
 			n, err := replica.Do(context.Background(), replica.B().Hget().Key(g.Key(d.ID, "state")).Field("left").Build()).AsInt64()
 			return err == nil && n == d.Stock
 		})
@@ -93,7 +93,7 @@ func lagged(t *testing.T, lag time.Duration) (primary, replica rueidis.Client) {
 	link := redisserver.StartLag(t, p.Addr(), lag)
 	r := redisserver.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(link.Port()), "--repl-diskless-load", "disabled")
 	primary, replica = MustClient(t, p.URL()), MustClient(t, r.URL())
-	waitFor(t, "replication link up", func() bool {
+	testenv.WaitFor(t, "replication link up", func() bool {
 		info, _ := replica.Do(context.Background(), replica.B().Info().Section("replication").Build()).ToString()
 		return strings.Contains(info, "master_link_status:up")
 	})

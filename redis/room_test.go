@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -23,7 +24,8 @@ func newClient(tb testing.TB) rueidis.Client {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	opt := rueidis.ClientOption{InitAddress: []string{u.Host}, DisableCache: true}
+	// A connection waits 30 s for an answer, as MustClient's do.
+	opt := rueidis.ClientOption{InitAddress: []string{u.Host}, DisableCache: true, ConnWriteTimeout: 30 * time.Second}
 	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
 		if opt.SelectDB, err = strconv.Atoi(db); err != nil {
 			tb.Fatalf("redis db %q: %v", db, err)

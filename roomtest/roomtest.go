@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/room"
 )
 
@@ -149,21 +150,26 @@ func testFirstSeedWins(t *testing.T, r dibs.Room) {
 
 func testLease(t *testing.T, r dibs.Room) {
 	drop := NewDrop(10, 10, dibs.OrderShuffle, epoch).ID
-	lease := 300 * time.Millisecond
-	sync := func(node string) bool {
+	// Leases follow the backend's clock, not one a test can move. While a
+	// lease must hold, it is long enough that a starved machine does not
+	// see it run out between two calls; the one that must run out is
+	// short, and the test waits it out (waiting longer only makes it more
+	// expired).
+	const long, short = time.Minute, 300 * time.Millisecond
+	sync := func(node string, lease time.Duration) bool {
 		_, leader, err := r.Sync(ctx, drop, node, lease, seed(1))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return leader
 	}
-	if !sync("a") {
+	if !sync("a", long) {
 		t.Fatal("a did not get a free lease")
 	}
-	if sync("b") {
+	if sync("b", long) {
 		t.Fatal("b got a lease a holds")
 	}
-	if !sync("a") {
+	if !sync("a", long) {
 		t.Fatal("a could not renew its lease")
 	}
 	if _, leader := mustSync(t, r, drop, ""); leader {
@@ -171,8 +177,11 @@ func testLease(t *testing.T, r dibs.Room) {
 	}
 	_, err := r.Advance(ctx, drop, "b", dibs.Advance{Now: epoch, Admit: 1})
 	wantCode(t, err, dibs.ECONFLICT)
-	time.Sleep(lease + 200*time.Millisecond)
-	if !sync("b") {
+	if !sync("a", short) { // a's last renewal
+		t.Fatal("a could not renew its lease")
+	}
+	time.Sleep(short + 200*time.Millisecond)
+	if !sync("b", long) {
 		t.Fatal("b did not get the lease after it expired")
 	}
 	_, err = r.Advance(ctx, drop, "a", dibs.Advance{Now: epoch, Admit: 1})
@@ -915,8 +924,8 @@ func testOneLeader(t *testing.T, r dibs.Room) {
 	if in.Serving < 45 || in.Serving > 55 {
 		t.Fatalf("two nodes served %d in a second at 50/s: more than one leader?", in.Serving)
 	}
-	// a stops; b leads once a's lease runs out.
-	deadline := time.Now().Add(5 * time.Second)
+	// a stops; b leads once a's lease (on the backend's clock) runs out.
+	deadline := time.Now().Add(testenv.WaitTimeout)
 	before := in.Serving
 	for in.Serving == before && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)

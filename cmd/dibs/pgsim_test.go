@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/payment"
 	"github.com/dibs-io/dibs/payment/pgsim"
 )
@@ -68,15 +69,12 @@ func TestPgsimServesUntilCancelled(t *testing.T) {
 	}()
 
 	var base string
-	deadline := time.Now().Add(5 * time.Second)
-	for base == "" {
+	testenv.WaitFor(t, "the listening line", func() bool {
 		if m := pgsimListening.FindStringSubmatch(out.String()); m != nil {
 			base = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("no listening line in %q", out.String())
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return base != ""
+	})
 
 	status, body := pgsimDo(t, "POST", base+"/v1/charges", "claim-1", `{"amount":11000,"currency":"KRW"}`)
 	var ch payment.Charge
@@ -98,17 +96,11 @@ func TestPgsimServesUntilCancelled(t *testing.T) {
 	}
 	hung.Header.Set("Idempotency-Key", "claim-2")
 	go http.DefaultClient.Do(hung)
-	for {
+	testenv.WaitFor(t, "the request to hang", func() bool {
 		var st pgsim.Stats
 		_, body := pgsimDo(t, "GET", base+"/stats", "", "")
-		if json.Unmarshal(body, &st) == nil && st.InFlight == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the request never hung: %s", body)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return json.Unmarshal(body, &st) == nil && st.InFlight == 1
+	})
 
 	cancel()
 	select {
@@ -116,7 +108,7 @@ func TestPgsimServesUntilCancelled(t *testing.T) {
 		if err != nil {
 			t.Errorf("runPgsim = %v, want nil after cancellation", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.WaitTimeout):
 		t.Fatal("runPgsim did not return after cancellation")
 	}
 }

@@ -2,6 +2,8 @@ package testenv_test
 
 import (
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/dibs-io/dibs/internal/testenv"
 )
@@ -41,3 +43,26 @@ type fakeTB struct {
 func (f *fakeTB) Helper()               {}
 func (f *fakeTB) Fatalf(string, ...any) { f.failed = true; panic("fatal") }
 func (f *fakeTB) Skipf(string, ...any)  { f.skipped = true; panic("skip") }
+
+// TestWaitFor runs on synctest's clock: a condition that comes to hold ends
+// the wait, one that never does fails the test after WaitTimeout and not
+// before.
+func TestWaitFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		polls := 0
+		took := testenv.WaitFor(t, "the third poll", func() bool { polls++; return polls == 3 })
+		if polls != 3 || took != 3*time.Millisecond {
+			t.Fatalf("WaitFor returned after %d polls and %s, want 3 and 3ms (1ms, then 2ms)", polls, took)
+		}
+
+		ft := &fakeTB{TB: t}
+		start := time.Now()
+		func() {
+			defer func() { recover() }()
+			testenv.WaitFor(ft, "never", func() bool { return false })
+		}()
+		if waited := time.Since(start); !ft.failed || waited <= testenv.WaitTimeout || waited > testenv.WaitTimeout+time.Second {
+			t.Fatalf("a condition that never holds: failed=%v after %s, want a failure just past %s", ft.failed, waited, testenv.WaitTimeout)
+		}
+	})
+}
