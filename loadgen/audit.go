@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/dibs-io/dibs"
 )
 
@@ -116,8 +118,11 @@ const (
 	AuditPayments = "payments_settled"
 )
 
-// maxLookups bounds the reads of missing claims one by one.
-const maxLookups = 100
+// lookupConns bounds the reads of missing claims in flight: every missing
+// claim is read (a purchase drop under load can release thousands of holds
+// the users never saw end), a few at a time so the audit does not become a
+// spike of its own.
+const lookupConns = 16
 
 // export is what the audit learnt from the winners export.
 type export struct {
@@ -473,9 +478,9 @@ func (r *runner) readWinners(ctx context.Context) (*export, error) {
 }
 
 // missingAcks returns the acknowledged claims absent from the export. Those
-// the users saw released or expired are expected to be absent; of the others
-// it reads up to maxLookups with their owner's passport, because a hold may
-// have been released since (gone counts those).
+// the users saw released or expired are expected to be absent; the others
+// are read one by one with their owner's passport, lookupConns at a time,
+// because a hold may have been released since (gone counts those).
 func (r *runner) missingAcks(ctx context.Context, seen map[string]bool) (lost []string, gone int, err error) {
 	b := r.book
 	var ids []string
@@ -490,23 +495,29 @@ func (r *runner) missingAcks(ctx context.Context, seen map[string]bool) (lost []
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	ended := make([]bool, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(lookupConns)
 	for i, id := range ids {
-		if i >= maxLookups {
-			lost = append(lost, ids[i:]...)
-			break
-		}
 		a := b.acked[id]
-		var c claimBody
-		err := r.adminCall(func(base string) error {
-			return doJSON(ctx, r.cfg.Client, base+"/v1/claims/"+id, r.passports[a.user], http.MethodGet, nil, &c)
+		g.Go(func() error {
+			var c claimBody
+			err := r.adminCall(func(base string) error {
+				return doJSON(gctx, r.cfg.Client, base+"/v1/claims/"+id, r.passports[a.user], http.MethodGet, nil, &c)
+			})
+			ended[i] = err == nil && c.State != "" && !dibs.ClaimState(c.State).Active()
+			return gctx.Err()
 		})
-		if err == nil && !dibs.ClaimState(c.State).Active() && c.State != "" {
+	}
+	if err := g.Wait(); err != nil {
+		return nil, 0, err
+	}
+	for i, id := range ids {
+		if ended[i] {
 			gone++
 			continue
 		}
-		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
-		}
+		a := b.acked[id]
 		lost = append(lost, fmt.Sprintf("claim %s of %s slot %d", id, r.userID(int(a.user)), a.slot))
 	}
 	return lost, gone, nil
