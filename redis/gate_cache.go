@@ -29,10 +29,13 @@ import (
 // one in 2^64 others) still asks Redis and gets the claim back.
 //
 // A slot can only come back through a release or a restore. Both publish on
-// the drop's channel, and the node that runs them drops its cache before
-// returning; every other node drops it when the message arrives, or at the
-// latest at the next poll of the drop's generation (PollInterval). A new
-// build (Redis restarted or failed over) changes the build stamp.
+// the drop's channel, and the node that runs them answers nothing from its
+// cache while they run and drops it before returning (trusted); every other
+// node drops it when the message arrives, or at the latest at the next
+// poll of the drop's generation (PollInterval). Until then a user who won
+// the freed slot through another node may be told "sold out" by this one:
+// that window is the price of answering losers from memory. A new build (Redis restarted
+// or failed over) changes the build stamp.
 //
 // The roster costs 16 bytes per holder in Redis and 8 per holder on each
 // node: 17 KB and 9 KB for 1,111 holders, 16 MB and 8 MB for a million.
