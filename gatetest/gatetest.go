@@ -890,20 +890,29 @@ func testOwnRequestsAtLastSlot(t *testing.T, g dibs.Gate) {
 		err error
 	}
 	var (
-		round   atomic.Int64 // the round the requests may start
+		starts  [rounds]chan struct{} // closed when the round's requests may go
+		arrived [rounds]atomic.Int32
 		answers [requests]answer
 		done    sync.WaitGroup
-		stop    atomic.Bool
 	)
+	for r := range starts {
+		starts[r] = make(chan struct{})
+	}
+	stop := make(chan struct{})
+	defer close(stop)
 	for i := range requests {
 		go func() {
-			for r := int64(1); r <= rounds; r++ {
-				// Spin rather than block, so that the requests start within
-				// a few instructions of each other, not one wake-up apart.
-				for round.Load() < r {
-					if stop.Load() {
-						return
-					}
+			for r := range rounds {
+				select {
+				case <-starts[r]:
+				case <-stop:
+					return
+				}
+				// Wake-ups come one after the other: wait until every
+				// request of the round is awake, so that they start within
+				// a few instructions of each other.
+				arrived[r].Add(1)
+				for arrived[r].Load() < requests {
 					runtime.Gosched()
 				}
 				h, err := reserve(g, d, "u", "")
@@ -912,13 +921,12 @@ func testOwnRequestsAtLastSlot(t *testing.T, g dibs.Gate) {
 			}
 		}()
 	}
-	defer stop.Store(true)
 	// A gate a round trip away runs fewer rounds: the budget bounds what
 	// the test costs, not what it asserts.
 	budget := time.Now().Add(3 * time.Second)
-	for r := int64(1); r <= rounds && time.Now().Before(budget); r++ {
+	for r := 0; r < rounds && time.Now().Before(budget); r++ {
 		done.Add(requests)
-		round.Store(r)
+		close(starts[r])
 		done.Wait()
 		var won []dibs.Hold
 		for _, a := range answers {
