@@ -764,7 +764,7 @@ var spread = workload{drops: 200, stock: 5, users: 20, clients: 64, ops: 60, rel
 // clients, releasing often. A user is on both sides of the sell-out again
 // and again: their hold released, then their own requests racing each
 // other and the other users for the slot that came back.
-var crowded = workload{drops: 4, stock: 2, users: 3, clients: 32, ops: 80, releaseOneIn: 3}
+var crowded = workload{drops: 12, stock: 2, users: 3, clients: 24, ops: 40, releaseOneIn: 3}
 
 // testLinearizable records a concurrent reserve/release history shaped by
 // w and checks it against ClaimModel. A gate with a pause point on its
