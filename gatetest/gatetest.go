@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,7 +45,19 @@ func Run(t *testing.T, newGate Factory) {
 	t.Run("MintClaimID", func(t *testing.T) { t.Parallel(); testMintClaimID(t, newGate(t)) })
 	t.Run("Holds", func(t *testing.T) { t.Parallel(); testHolds(t, newGate(t)) })
 	t.Run("Restore", func(t *testing.T) { t.Parallel(); testRestore(t, newGate(t)) })
-	t.Run("Linearizable", func(t *testing.T) { t.Parallel(); testLinearizable(t, newGate(t)) })
+	t.Run("OwnRequestsAtLastSlot", func(t *testing.T) { t.Parallel(); testOwnRequestsAtLastSlot(t, newGate(t)) })
+	t.Run("OwnRequestPausedOnSoldOutPath", func(t *testing.T) { t.Parallel(); testOwnRequestPaused(t, newGate(t)) })
+	t.Run("Linearizable", func(t *testing.T) { t.Parallel(); testLinearizable(t, newGate(t), spread) })
+	t.Run("LinearizableCrowded", func(t *testing.T) { t.Parallel(); testLinearizable(t, newGate(t), crowded) })
+}
+
+// SoldOutPathHook is implemented, in its own tests, by a gate that answers
+// "sold out" without its lock from more than one read: fn runs on that
+// path between the read that finds the user holds nothing and the read of
+// the free slots, so that a test can pause a request there. The suite
+// uses it when a gate offers it.
+type SoldOutPathHook interface {
+	OnSoldOutPath(fn func())
 }
 
 var epoch = time.Date(2016, 11, 11, 11, 0, 0, 0, time.UTC)
@@ -735,36 +748,61 @@ func testRestore(t *testing.T, g dibs.Gate) {
 	}
 }
 
-// testLinearizable records concurrent reserve/release histories over 200
-// drops of 5 slots, 20 users each, from 64 clients, and checks them against
-// ClaimModel (TESTPLAN A1).
-func testLinearizable(t *testing.T, g dibs.Gate) {
-	const drops, stock, users, clients, opsPerClient = 200, 5, 20, 64, 60
-	ds := make([]*dibs.Drop, drops)
+// workload shapes a linearizability history: drops of stock slots, each
+// claimed by users users, from clients clients running ops operations
+// each; one operation in releaseOneIn releases a claim.
+type workload struct {
+	drops, users, clients, ops, releaseOneIn int
+	stock                                    int64
+}
+
+// spread: many drops, many users each, little contention on any one drop
+// (TESTPLAN A1).
+var spread = workload{drops: 200, stock: 5, users: 20, clients: 64, ops: 60, releaseOneIn: 3}
+
+// crowded: a few drops of two slots that three users fight over from many
+// clients, releasing often. A user is on both sides of the sell-out again
+// and again: their hold released, then their own requests racing each
+// other and the other users for the slot that came back.
+var crowded = workload{drops: 12, stock: 2, users: 3, clients: 24, ops: 40, releaseOneIn: 3}
+
+// testLinearizable records a concurrent reserve/release history shaped by
+// w and checks it against ClaimModel. A gate with a pause point on its
+// sold-out path (SoldOutPathHook) yields there now and then, so that its
+// lock-free answers meet the writes they could miss.
+func testLinearizable(t *testing.T, g dibs.Gate, w workload) {
+	if hook, ok := g.(SoldOutPathHook); ok {
+		hook.OnSoldOutPath(func() {
+			if rand.IntN(2) == 0 {
+				runtime.Gosched()
+			}
+		})
+	}
+	ds := make([]*dibs.Drop, w.drops)
 	for i := range ds {
-		ds[i] = NewDrop(stock, 1)
+		ds[i] = NewDrop(w.stock, 1)
 		MustPrepare(t, g, ds[i])
 	}
 	start := time.Now()
 	var (
 		mu      sync.Mutex
 		history []porcupine.Operation
-		known   = make([][]string, drops) // claim ids seen per drop, to release
+		held    = make([][]string, w.drops) // claims won and not released yet, per drop
 		failed  atomic.Value
 	)
 	var wg sync.WaitGroup
-	for c := range clients {
+	for c := range w.clients {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(c), 7))
-			for range opsPerClient {
-				di := rng.IntN(drops)
+			for range w.ops {
+				di := rng.IntN(w.drops)
 				d := ds[di]
 				var in Op
 				mu.Lock()
-				if ids := known[di]; len(ids) > 0 && rng.IntN(3) == 0 {
+				if ids := held[di]; len(ids) > 0 && rng.IntN(w.releaseOneIn) == 0 {
 					in = Op{Drop: d.ID, Release: true, ClaimID: ids[rng.IntN(len(ids))]}
 				} else {
-					in = Op{Drop: d.ID, User: fmt.Sprintf("u%d", rng.IntN(users)), ClaimID: newClaimID()}
+					in = Op{Drop: d.ID, User: fmt.Sprintf("u%d", rng.IntN(w.users)), ClaimID: newClaimID()}
 				}
 				mu.Unlock()
 
@@ -777,8 +815,11 @@ func testLinearizable(t *testing.T, g dibs.Gate) {
 				}
 				mu.Lock()
 				history = append(history, porcupine.Operation{ClientId: c, Input: in, Call: call, Output: out, Return: ret})
-				if out.Kind == "won" {
-					known[di] = append(known[di], out.ClaimID)
+				switch out.Kind {
+				case "won":
+					held[di] = append(held[di], out.ClaimID)
+				case "released":
+					held[di] = slices.DeleteFunc(held[di], func(id string) bool { return id == in.ClaimID })
 				}
 				mu.Unlock()
 			}
@@ -788,7 +829,7 @@ func testLinearizable(t *testing.T, g dibs.Gate) {
 	if err, _ := failed.Load().(error); err != nil {
 		t.Fatal(err)
 	}
-	CheckLinearizable(t, stock, history)
+	CheckLinearizable(t, w.stock, history)
 }
 
 // CheckLinearizable fails t unless history is linearizable under
@@ -830,4 +871,127 @@ func apply(g dibs.Gate, d *dibs.Drop, in Op) (Result, error) {
 		return Result{Kind: "existing", ClaimID: h.ClaimID, Slot: h.Slot}, nil
 	}
 	return Result{Kind: "won", ClaimID: h.ClaimID, Slot: h.Slot}, nil
+}
+
+// testOwnRequestsAtLastSlot: a user whose hold was just released sends
+// several requests at once for the one free slot (a double tap, a page and
+// an app). One wins it and every other gets that claim back; none is told
+// "sold out", which a page may show last. The requests are released
+// together, round after round, so that one of them reads the drop while
+// another takes the slot.
+func testOwnRequestsAtLastSlot(t *testing.T, g dibs.Gate) {
+	const requests, rounds = 4, 2000 // rounds at most; see budget
+	d := NewDrop(1, 1)
+	MustPrepare(t, g, d)
+	mustRelease(t, g, d, mustReserve(t, g, d, "u", "").ClaimID)
+
+	type answer struct {
+		h   dibs.Hold
+		err error
+	}
+	var (
+		starts  [rounds]chan struct{} // closed when the round's requests may go
+		arrived [rounds]atomic.Int32
+		answers [requests]answer
+		done    sync.WaitGroup
+	)
+	for r := range starts {
+		starts[r] = make(chan struct{})
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	for i := range requests {
+		go func() {
+			for r := range rounds {
+				select {
+				case <-starts[r]:
+				case <-stop:
+					return
+				}
+				// Wake-ups come one after the other: wait until every
+				// request of the round is awake, so that they start within
+				// a few instructions of each other.
+				arrived[r].Add(1)
+				for arrived[r].Load() < requests {
+					runtime.Gosched()
+				}
+				h, err := reserve(g, d, "u", "")
+				answers[i] = answer{h, err}
+				done.Done()
+			}
+		}()
+	}
+	// A gate a round trip away runs fewer rounds: the budget bounds what
+	// the test costs, not what it asserts.
+	budget := time.Now().Add(3 * time.Second)
+	for r := 0; r < rounds && time.Now().Before(budget); r++ {
+		done.Add(requests)
+		close(starts[r])
+		done.Wait()
+		var won []dibs.Hold
+		for _, a := range answers {
+			if a.err != nil {
+				t.Fatalf("round %d: a request of the user who takes the last slot answered %v", r, a.err)
+			}
+			if !a.h.Existing {
+				won = append(won, a.h)
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: %d requests of one user won, want 1: %+v", r, len(won), answers)
+		}
+		for _, a := range answers {
+			if a.h.ClaimID != won[0].ClaimID || a.h.Slot != won[0].Slot {
+				t.Fatalf("round %d: answers %+v and %+v name different claims", r, a.h, won[0])
+			}
+		}
+		mustRelease(t, g, d, won[0].ClaimID)
+	}
+}
+
+// testOwnRequestPaused forces what testOwnRequestsAtLastSlot waits for: a
+// request of a user with nothing held pauses on the gate's sold-out path,
+// having read that the user holds nothing, while another request of the
+// same user takes the last slot. The paused request must come back with
+// that claim, not "sold out".
+func testOwnRequestPaused(t *testing.T, g dibs.Gate) {
+	hook, ok := g.(SoldOutPathHook)
+	if !ok {
+		t.Skip("the gate offers no pause point on its sold-out path")
+	}
+	d := NewDrop(1, 1)
+	MustPrepare(t, g, d)
+	mustRelease(t, g, d, mustReserve(t, g, d, "u", "").ClaimID)
+
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	hook.OnSoldOutPath(func() {
+		if first.CompareAndSwap(false, true) {
+			close(paused)
+			<-resume
+		}
+	})
+	type answer struct {
+		h   dibs.Hold
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		h, err := reserve(g, d, "u", "")
+		done <- answer{h, err}
+	}()
+	select {
+	case <-paused:
+	case a := <-done:
+		t.Fatalf("reserve answered %+v, %v without passing the sold-out path", a.h, a.err)
+	}
+	won := mustReserve(t, g, d, "u", "")
+	close(resume)
+	a := <-done
+	if won.Existing {
+		t.Fatalf("the running request = %+v, want the last slot", won)
+	}
+	if a.err != nil || !a.h.Existing || a.h.ClaimID != won.ClaimID || a.h.Slot != won.Slot {
+		t.Fatalf("the paused request = %+v, %v; want the claim %s its twin won", a.h, a.err, won.ClaimID)
+	}
 }

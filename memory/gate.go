@@ -25,6 +25,8 @@ var _ dibs.Gate = (*Gate)(nil)
 type Gate struct {
 	mu    sync.RWMutex
 	pools map[string]*pool
+
+	soldOutPath func() // tests: runs on the sold-out path, between its reads
 }
 
 // NewGate returns an empty gate.
@@ -39,9 +41,14 @@ type pool struct {
 	left    atomic.Int64 // free slots: read without the lock
 
 	// holders maps user id to *holder. Written under mu, read without it on
-	// the sold-out path: a user is stored before the last slot goes, so a
-	// reader that sees left == 0 also sees every holder.
+	// the sold-out path.
 	holders sync.Map
+
+	// version is odd while a writer (under mu) changes left or holders,
+	// and grows by two with each change: the sold-out path reads left and
+	// a user's holder without the lock and trusts them only if version
+	// was even before and unchanged after. See Reserve.
+	version atomic.Uint64
 
 	mu      sync.Mutex
 	next    int64   // lowest slot never handed out
@@ -183,13 +190,44 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	}
 	d := p.drop.Load()
 
-	// The sold-out path: a user with no hold is answered without the lock.
-	if _, known := p.holders.Load(r.UserID); !known {
-		if err := d.Admits(*p.status.Load(), r.Now); err != nil {
-			return dibs.Hold{}, err
-		}
-		if p.left.Load() <= 0 {
-			return dibs.Hold{}, p.soldOut
+	// The sold-out path: a user with nothing at stake (no hold, no released
+	// key) is refused without the lock, if the drop is sold out or does not
+	// admit claims. Left and the holder are two words, and reading them
+	// one after the other is not enough, in either order: holder first,
+	// the user's own concurrent request can store itself and take the last
+	// slot in between, and the user who won is told "sold out"; left
+	// first, the user's hold can be released and the slot taken back by
+	// another of their requests in between. So the two reads are checked
+	// as one against version, as a seqlock:
+	//
+	// Writers hold mu, so their changes never overlap, and each bumps
+	// version (to odd) before its first change and again (to even) after
+	// its last. Atomics and sync.Map are sequentially consistent and a
+	// Store is synchronized before the Load that observes it (the Go
+	// memory model). If the first read of version is even and the second
+	// equal, no writer was midway when the first was read and none began
+	// before the second: a writer's change seen by the reads between would
+	// have made its first bump happen before the second read, and the
+	// changes of every writer that ended before the first read happen
+	// before the reads. So the user's holder and left are those of one
+	// state of the drop, constant from the first read to the second, and
+	// the status is read inside that span: the answer is the one the lock
+	// would have given there. Any doubt (a writer midway, or one during
+	// the reads) sends the request to the lock, which answers exactly;
+	// after a sell-out writers are rare (releases), so real losers almost
+	// never take it.
+	if v := p.version.Load(); v%2 == 0 {
+		if _, known := p.holders.Load(r.UserID); !known {
+			if g.soldOutPath != nil {
+				g.soldOutPath()
+			}
+			err := d.Admits(*p.status.Load(), r.Now)
+			if err == nil && p.left.Load() <= 0 {
+				err = p.soldOut
+			}
+			if err != nil && p.version.Load() == v {
+				return dibs.Hold{}, err
+			}
 		}
 	}
 
@@ -218,8 +256,10 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	if p.left.Load() <= 0 {
 		return dibs.Hold{}, p.soldOut
 	}
+	p.version.Add(1)
+	defer p.version.Add(1)
 	if hr == nil {
-		hr = p.holder(r.UserID) // stored before the slot is taken, see holders
+		hr = p.holder(r.UserID)
 	}
 
 	var slot int64
@@ -288,9 +328,8 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 	if h == nil {
 		return false, nil
 	}
-	// The slot is free before its holder is forgotten: a lock-free reader
-	// that no longer sees the holder must see the slot (else a retry by the
-	// same user reads sold_out mid-release).
+	p.version.Add(1)
+	defer p.version.Add(1)
 	p.free = append(p.free, h.slot)
 	p.left.Add(1)
 	if h.key != "" {
@@ -302,7 +341,7 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 
 // remember keeps the key of the released hold h, so that a retry with it
 // gets h back instead of a new slot, and forgets the oldest past the bound.
-// Callers hold p.mu.
+// Callers hold p.mu and have bumped version.
 func (p *pool) remember(h *hold) {
 	hr := p.holder(h.user)
 	if hr.released == nil {
@@ -326,7 +365,8 @@ func (p *pool) remember(h *hold) {
 	}
 }
 
-// drop1 forgets the hold h. Callers hold p.mu and see to its slot.
+// drop1 forgets the hold h. Callers hold p.mu, have bumped version and see
+// to its slot.
 func (p *pool) drop1(h *hold) {
 	delete(p.byClaim, h.claimID)
 	if v, ok := p.holders.Load(h.user); ok {
@@ -392,6 +432,8 @@ func (g *Gate) Restore(ctx context.Context, c *dibs.Claim) (bool, error) {
 	if p.byClaim[c.ID] != nil {
 		return false, nil
 	}
+	p.version.Add(1)
+	defer p.version.Add(1)
 
 	// The holds in the way: the one on the slot, then the user's on the
 	// same nth. Rare enough (a failover) that a scan is fine.

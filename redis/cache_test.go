@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -426,4 +427,89 @@ func TestRedisDown(t *testing.T) {
 	if err := g.Ping(context.Background()); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
 		t.Fatalf("ping with redis down = %v", err)
 	}
+}
+
+// TestSoldOutCacheWaitsForReleases: a release on this node frees the last
+// slot, and before it has invalidated the sold-out cache (its notice not
+// heard yet), a user missing from the cached roster wins the slot through a
+// request that found no cache, and then the cache of an answer from before
+// the release is installed. A retry of that user must get their claim
+// back, not "sold out" from the cache.
+func TestSoldOutCacheWaitsForReleases(t *testing.T) {
+	t.Parallel()
+	// The notice of the drop's build can reach the node late on a loaded
+	// machine and drop the answer the test needs installed: try again, on
+	// a new drop.
+	for range 10 {
+		if cacheWaitsForRelease(t) {
+			return
+		}
+	}
+	t.Fatal("the answer from before the release was never installed: the test no longer forces the interleaving")
+}
+
+// cacheWaitsForRelease runs TestSoldOutCacheWaitsForReleases once; false if
+// the stale answer was not installed, so that nothing was tested.
+func cacheWaitsForRelease(t *testing.T) bool {
+	ctx := context.Background()
+	g := MustGate(t, MustClient(t, testenv.RedisURL(t)), redis.GateOptions{PollInterval: time.Hour})
+	g.MuteReleases() // its notice would invalidate the cache first, most of the time
+	d := gatetest.NewDrop(1, 1)
+	gatetest.MustPrepare(t, g, d)
+	w, err := reserve(g, d, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	installPaused, installResume := make(chan struct{}), make(chan struct{})
+	var installs atomic.Int32
+	g.OnInstall(func() {
+		if installs.Add(1) == 1 {
+			close(installPaused)
+			<-installResume
+		}
+	})
+	if _, err := reserve(g, d, "loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("loser = %v, want sold out", err)
+	}
+	<-installPaused // the roster of the answer is loaded and checked
+
+	releasePaused, releaseResume := make(chan struct{}), make(chan struct{})
+	g.OnReleaseRan(func() {
+		close(releasePaused)
+		<-releaseResume
+	})
+	released := make(chan error, 1)
+	go func() {
+		ok, err := g.Release(ctx, d.ID, w.ClaimID)
+		if err == nil && !ok {
+			err = fmt.Errorf("release of %s released nothing", w.ClaimID)
+		}
+		released <- err
+	}()
+	defer func() {
+		if err := <-released; err != nil {
+			t.Error(err)
+		}
+		if g.SoldOutCached(d.ID) {
+			t.Error("the sold-out cache outlived the release")
+		}
+	}()
+	defer close(releaseResume)
+	<-releasePaused // the slot is free in Redis, the cache not invalidated yet
+
+	won, err := reserve(g, d, "u")
+	if err != nil || won.Existing {
+		t.Fatalf("u, with a slot free = %+v, %v; want a new hold", won, err)
+	}
+	close(installResume)
+	g.Settle(d.ID)
+	if !g.SoldOutCached(d.ID) {
+		return false
+	}
+	again, err := reserve(g, d, "u")
+	if err != nil || again.ClaimID != won.ClaimID {
+		t.Fatalf("u again, the release under way = %+v, %v; want their claim %s", again, err, won.ClaimID)
+	}
+	return true
 }

@@ -31,6 +31,19 @@ func (g *Gate) Key(dropID, name string) string { return g.key(dropID, name) }
 // before the load is checked and installed.
 func (g *Gate) OnRosterRead(fn func()) { g.rosterRead = fn }
 
+// OnInstall makes fn run after each roster load has been checked, before
+// the sold-out answer is installed.
+func (g *Gate) OnInstall(fn func()) { g.installing = fn }
+
+// OnReleaseRan makes fn run after each release's script, before the
+// release invalidates the sold-out cache.
+func (g *Gate) OnReleaseRan(fn func()) { g.releaseRan = fn }
+
+// MuteReleases makes Release publish its notice where no node listens, as
+// ReleaseUnheard does: the node learns of its own releases only when they
+// return, as when its subscription is down.
+func (g *Gate) MuteReleases() { g.muted = true }
+
 // ReleaseUnheard releases the hold claimID as Release does, but publishes
 // its notice where no node listens: a release this node and the others
 // have not heard of yet.

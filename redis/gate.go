@@ -162,6 +162,9 @@ type Gate struct {
 	watching atomic.Bool // the identity check runs: suspicion gets cleared
 
 	rosterRead func() // tests: runs between a roster load and its check
+	installing func() // tests: runs after that check, before the install
+	releaseRan func() // tests: runs between a release's script and its invalidation
+	muted      bool   // tests: releases publish their notice where no node listens
 }
 
 // drop is what a node knows of one drop.
@@ -188,6 +191,10 @@ type drop struct {
 	cache   atomic.Pointer[soldOut]
 	loading atomic.Bool
 	roster  roster // used by one loader at a time (loading)
+
+	// Releases and restores this node runs: begun counts them before their
+	// script, ended after their invalidation. See trusted.
+	begun, ended atomic.Uint64
 }
 
 // NewGate returns a gate over client. Call Start to run the background
@@ -326,7 +333,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	if err != nil {
 		return dibs.Hold{}, err
 	}
-	if c := dr.cache.Load(); c != nil && !c.mayHold(r.UserID) {
+	if c := dr.trusted(); c != nil && !c.mayHold(r.UserID) {
 		d := dr.settings.Load()
 		if err := d.Admits(*dr.status.Load(), r.Now); err != nil {
 			return dibs.Hold{}, err
@@ -445,9 +452,16 @@ func (g *Gate) Release(ctx context.Context, dropID, claimID string) (bool, error
 		return false, err
 	}
 	// After the script, whatever it did: a "sold out" learnt while it ran
-	// is stale now.
-	defer dr.invalidate()
-	n, err := g.execInt(ctx, opRelease, releaseScript, dr, claimID, dr.channel, strconv.Itoa(dibs.ReleasedKeys))
+	// is stale now. Until then the cache is not trusted (trusted).
+	defer dr.changing()()
+	channel := dr.channel
+	if g.muted {
+		channel = g.key(dropID, "unheard")
+	}
+	n, err := g.execInt(ctx, opRelease, releaseScript, dr, claimID, channel, strconv.Itoa(dibs.ReleasedKeys))
+	if g.releaseRan != nil {
+		g.releaseRan()
+	}
 	switch {
 	case err != nil:
 		return false, err
@@ -485,7 +499,7 @@ func (g *Gate) Remaining(ctx context.Context, dropID string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if dr.cache.Load() != nil {
+	if dr.trusted() != nil {
 		return 0, nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
@@ -583,7 +597,7 @@ func (g *Gate) Restore(ctx context.Context, c *dibs.Claim) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer dr.invalidate()
+	defer dr.changing()()
 	n, err := g.execInt(ctx, opRestore, restoreScript, dr,
 		c.ID, c.UserID, strconv.FormatInt(c.Slot, 10), strconv.Itoa(c.Nth), c.IdempotencyKey, stamp(c.CreatedAt), dr.channel)
 	switch {

@@ -29,10 +29,13 @@ import (
 // one in 2^64 others) still asks Redis and gets the claim back.
 //
 // A slot can only come back through a release or a restore. Both publish on
-// the drop's channel, and the node that runs them drops its cache before
-// returning; every other node drops it when the message arrives, or at the
-// latest at the next poll of the drop's generation (PollInterval). A new
-// build (Redis restarted or failed over) changes the build stamp.
+// the drop's channel, and the node that runs them answers nothing from its
+// cache while they run and drops it before returning (trusted); every other
+// node drops it when the message arrives, or at the latest at the next
+// poll of the drop's generation (PollInterval). Until then a user who won
+// the freed slot through another node may be told "sold out" by this one:
+// that window is the price of answering losers from memory. A new build (Redis restarted
+// or failed over) changes the build stamp.
 //
 // The roster costs 16 bytes per holder in Redis and 8 per holder on each
 // node: 17 KB and 9 KB for 1,111 holders, 16 MB and 8 MB for a million.
@@ -67,6 +70,45 @@ const rosterEntry = 16 // hex digits per fingerprint
 
 // rosterChunk is how many entries one GETRANGE reads (1 MiB).
 const rosterChunk = 1 << 16
+
+// changing marks a release or restore of this node under way; the function
+// it returns, called once the script has run, invalidates the cache and
+// marks the change done.
+func (dr *drop) changing() (done func()) {
+	dr.begun.Add(1)
+	return func() {
+		dr.invalidate()
+		dr.ended.Add(1)
+	}
+}
+
+// trusted returns the sold-out cache if it may answer: nil while a release
+// or restore of this node is under way.
+//
+// A change's script frees a slot before the change invalidates the cache,
+// and a cache can even be installed in between (its answer and check came
+// before the script). Meanwhile a user missing from the cached roster can
+// win the slot through a request that found no cache, and a retry of
+// theirs would be told "sold out" by it: won, then sold out. So the cache
+// is read between two looks at the counters: ended, then begun equal to
+// it (no change under way), then the cache, then begun unchanged (none
+// began). Every change of this node whose script ran before the cache was
+// read then ended before it, and its invalidation dropped any cache
+// installed earlier; a cache installed later was learnt from an answer
+// after that invalidation (the epoch check), so after the script. The
+// cache read is Redis's state then, for this node's changes; another
+// node's are heard within PollInterval, the window the cache is built on.
+func (dr *drop) trusted() *soldOut {
+	ended := dr.ended.Load()
+	if dr.begun.Load() != ended {
+		return nil
+	}
+	c := dr.cache.Load()
+	if c == nil || dr.begun.Load() != ended {
+		return nil
+	}
+	return c
+}
 
 // invalidate drops the sold-out cache and any answer being loaded.
 func (dr *drop) invalidate() {
@@ -126,6 +168,9 @@ func (g *Gate) learnSoldOut(dr *drop, epoch uint64, reply []rueidis.RedisMessage
 				g.log.Warn("load roster of a sold-out drop; its losers keep asking redis", "drop", dr.id, "err", err)
 			}
 			return
+		}
+		if g.installing != nil {
+			g.installing()
 		}
 		dr.mu.Lock()
 		defer dr.mu.Unlock()
