@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/api"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/passport"
 )
@@ -199,6 +200,7 @@ func New(e *engine.Engine, cfg Config) *Server {
 	s.mux.Handle("GET /healthz", ops(http.HandlerFunc(s.healthz)))
 	s.mux.Handle("GET /readyz", ops(http.HandlerFunc(s.readyz)))
 	s.mux.Handle("GET /metrics", ops(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	s.mux.Handle("GET /openapi.json", read(api.Handler()))
 	s.mux.Handle("/", read(http.HandlerFunc(s.notFound)))
 	return s
 }

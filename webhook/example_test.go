@@ -75,3 +75,33 @@ func ExampleVerify() {
 	// notify_winner 01j9zq4 PEPERO-7F3K
 	// repeat of notify_winner:01j9zq4 ignored
 }
+
+// The main service mounts a Handler where dibs sends its webhooks: it
+// verifies, drops repeats, and calls the function once per event.
+func ExampleHandler() {
+	secret := []byte("whsec_5a8f") // DIBS_WEBHOOK_SECRET
+	h, err := webhook.NewHandler(webhook.HandlerConfig{Secret: secret}, func(ctx context.Context, e webhook.Event) error {
+		d := e.Data.(webhook.ClaimData)
+		switch e.Type {
+		case webhook.TypeNotifyWinner:
+			fmt.Println("ship", d.CouponCode, "to", d.UserID)
+		case webhook.TypePaymentFailed, webhook.TypeHoldExpired:
+			fmt.Println("tell", d.UserID, "the slot is gone:", e.Type)
+		}
+		return nil // an error answers 500: dibs sends the event again
+	})
+	if err != nil {
+		panic(err)
+	}
+	srv := httptest.NewServer(h) // in the main service: mux.Handle("POST /hooks/dibs", h)
+	defer srv.Close()
+
+	sender, _ := webhook.New(webhook.Config{URL: srv.URL, Secret: secret})
+	e := webhook.Event{
+		ID: "notify_winner:01jcz8k2q3", Type: webhook.TypeNotifyWinner, Time: time.Now(),
+		Data: map[string]any{"claim_id": "01jcz8k2q3", "user_id": "u-20931", "coupon_code": "PEPERO-7F3KQ2"},
+	}
+	sender.Send(context.Background(), e)
+	sender.Send(context.Background(), e) // a repeat: answered 200, not handled again
+	// Output: ship PEPERO-7F3KQ2 to u-20931
+}
