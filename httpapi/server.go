@@ -173,7 +173,7 @@ func New(e *engine.Engine, cfg Config) *Server {
 	stream := s.class(ClassStream, cfg.Limits.Stream)
 	adminOnly := func(h http.HandlerFunc) http.Handler { return admin(s.requireAdmin(h)) }
 
-	s.mux.Handle("POST "+createDropPath, adminOnly(s.createDrop))
+	s.mux.Handle("POST /v1/admin/drops", adminOnly(s.createDrop)) // createDropPath
 	s.mux.Handle("GET /v1/admin/drops", adminOnly(s.listDrops))
 	s.mux.Handle("GET /v1/admin/drops/{id}", adminOnly(s.dropStats))
 	s.mux.Handle("GET /v1/admin/drops/{id}/winners", adminOnly(s.winners))
