@@ -13,20 +13,17 @@ import (
 	"github.com/dibs-io/dibs/internal/testenv"
 )
 
-// NodeTimeout is the Cluster's cluster-node-timeout: a primary silent that
-// long is failed, and its replica promotes itself soon after.
-const NodeTimeout = 2 * time.Second
-
 // Cluster is a Redis Cluster of redis-server processes on loopback ports.
 type Cluster struct {
 	Nodes []*Server
 }
 
-// StartCluster runs primaries × (1 + replicas) nodes with cluster mode on,
-// joins them with redis-cli --cluster create, waits until every node says
+// StartCluster runs primaries × (1 + replicas) nodes with cluster mode on
+// and cluster-node-timeout nodeTimeout (a primary silent that long is
+// failed, and its replica promotes itself a second or so later), joins them with redis-cli --cluster create, waits until every node says
 // the cluster is up and every replica is in sync, and stops them when tb
 // ends.
-func StartCluster(tb testing.TB, primaries, replicas int) *Cluster {
+func StartCluster(tb testing.TB, primaries, replicas int, nodeTimeout time.Duration) *Cluster {
 	tb.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
@@ -41,7 +38,7 @@ func StartCluster(tb testing.TB, primaries, replicas int) *Cluster {
 		// The bus port is chosen too: the default, port+10000, may be
 		// taken or past 65535.
 		n := Start(tb, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(FreePort(tb)),
-			"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout.Milliseconds())))
+			"--cluster-node-timeout", strconv.Itoa(int(nodeTimeout.Milliseconds())))
 		c.Nodes = append(c.Nodes, n)
 		create = append(create, n.Addr())
 	}
@@ -49,6 +46,13 @@ func StartCluster(tb testing.TB, primaries, replicas int) *Cluster {
 	if out, err := exec.Command(cli, create...).CombinedOutput(); err != nil {
 		tb.Fatalf("redis-cli %s: %v\n%s", strings.Join(create, " "), err, out)
 	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			for _, n := range c.Nodes {
+				tb.Logf("cluster node %d:\n%s", n.Port, n.LogTail(30))
+			}
+		}
+	})
 	c.WaitOK(tb)
 	return c
 }

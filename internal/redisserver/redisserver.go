@@ -156,3 +156,13 @@ func (s *Server) MustDo(tb testing.TB, args ...string) string {
 	}
 	return reply
 }
+
+// LogTail is the last n lines the server logged.
+func (s *Server) LogTail(n int) string {
+	b, err := os.ReadFile(s.log.Name())
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
