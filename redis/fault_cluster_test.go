@@ -47,7 +47,9 @@ func TestFaultRedisClusterConformance(t *testing.T) {
 	var n atomic.Int64
 	prefix := func() string { return fmt.Sprintf("fault-%d:", n.Add(1)) }
 	t.Run("Gate", func(t *testing.T) {
-		gatetest.Run(t, func(t *testing.T) dibs.Gate { return MustGate(t, client, redis.GateOptions{Prefix: prefix(), Timeout: time.Minute}) })
+		gatetest.Run(t, func(t *testing.T) dibs.Gate {
+			return MustGate(t, client, redis.GateOptions{Prefix: prefix(), Timeout: time.Minute})
+		})
 	})
 	t.Run("Room", func(t *testing.T) {
 		roomtest.Run(t, func(t *testing.T) dibs.Room {
