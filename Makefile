@@ -72,7 +72,7 @@ gobench: ## Go benchmarks (gate, recorder, handlers)
 
 .PHONY: soak
 soak: ## TESTPLAN B1 in full: kill -9 the node every 2 s, 300 times
-	DIBS_SOAK_KILLS=300 $(GO) test -run Kill9 -timeout 30m -v ./cmd/dibs/
+	DIBS_SOAK_KILLS=300 $(GO) test -count=1 -run '^TestFaultKillLoop$$' -timeout 30m -v ./cmd/dibs/
 
 .PHONY: demo
 demo: ## the whole event on this machine
