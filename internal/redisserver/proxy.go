@@ -15,9 +15,9 @@ import (
 type Lag struct {
 	ln     net.Listener
 	target string
-	delay  time.Duration
 
 	mu      sync.Mutex
+	delay   time.Duration
 	conns   []net.Conn
 	cut     bool
 	stalled bool
@@ -53,14 +53,14 @@ func (l *Lag) accept() {
 		l.mu.Lock()
 		l.conns = append(l.conns, c, s)
 		l.mu.Unlock()
-		go l.forward(s, c, 0)
-		go l.forward(c, s, l.delay)
+		go l.forward(s, c, false)
+		go l.forward(c, s, true)
 	}
 }
 
-// forward copies from src to dst, each chunk delay after it was read, and
-// none while the link is stalled.
-func (l *Lag) forward(dst, src net.Conn, delay time.Duration) {
+// forward copies from src to dst, each chunk (if delayed) the delay after
+// it was read, and none while the link is stalled.
+func (l *Lag) forward(dst, src net.Conn, delayed bool) {
 	type chunk struct {
 		at   time.Time
 		data []byte
@@ -72,7 +72,11 @@ func (l *Lag) forward(dst, src net.Conn, delay time.Duration) {
 			buf := make([]byte, 32<<10)
 			n, err := src.Read(buf)
 			if n > 0 {
-				ch <- chunk{time.Now().Add(delay), buf[:n]}
+				at := time.Now()
+				if delayed {
+					at = at.Add(l.Delay())
+				}
+				ch <- chunk{at, buf[:n]}
 			}
 			if err != nil {
 				return
@@ -92,6 +96,21 @@ func (l *Lag) forward(dst, src net.Conn, delay time.Duration) {
 		}
 	}
 	dst.Close()
+}
+
+// Delay is how late the server's bytes come out now.
+func (l *Lag) Delay() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.delay
+}
+
+// SetDelay changes the delay of what the server sends from now on; what
+// it sent before keeps the delay it was read with.
+func (l *Lag) SetDelay(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.delay = d
 }
 
 func (l *Lag) is(flag *bool) bool {
