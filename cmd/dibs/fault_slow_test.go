@@ -23,11 +23,11 @@ const claimDeadline = 250 * time.Millisecond
 // late (a proxy holds back every byte it sends). Claims fail fast: each is
 // answered 503 with Retry-After within the claim deadline (the first; the
 // gate then refuses claims at once until the primary answers a check) plus
-// an allowance for a starved machine, far below the 2 s; /healthz keeps
-// the latency it had before, measured in the same test; every claim
-// acknowledged before, during or after is in the record; and when Redis
-// answers promptly again claims win within a second of the last late
-// answer coming out. The public drop read still asks Redis (see the end).
+// an allowance for a starved machine, far below the 2 s; /healthz and the
+// public drop read keep the latency they had before, measured in the same
+// test, and answer 200; every claim acknowledged before, during or after
+// is in the record; and when Redis answers promptly again claims win
+// within a second of the last late answer coming out.
 func TestFaultSlowRedis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end fault test")
@@ -140,17 +140,25 @@ func TestFaultSlowRedis(t *testing.T) {
 	if worst := tooks[len(tooks)-1]; worst > claimDeadline+750*time.Millisecond {
 		t.Errorf("slowest claim while Redis is slow took %v, want within the %v deadline (+750 ms on a starved machine)", worst, claimDeadline)
 	}
-	// /healthz never waits for Redis: its latency may grow with the
-	// machine's load (four clients instead of one), not by a Redis round
-	// trip.
-	if healthFailed > 0 {
-		t.Errorf("%d /healthz failed while Redis was slow", healthFailed)
-	}
-	if b, s := pct(baseline, 50), pct(slowHealth, 50); s > 3*b+100*time.Millisecond {
-		t.Errorf("median /healthz took %v while Redis was slow, %v before; want no Redis wait", s, b)
-	}
-	if b, s := pct(baseline, 90), pct(slowHealth, 90); s > 3*b+200*time.Millisecond {
-		t.Errorf("p90 /healthz took %v while Redis was slow, %v before; want no Redis wait", s, b)
+	// /healthz never waits for Redis, and a drop read waits at most
+	// engine.ViewDeadline (50 ms) for the gate's count before it shows the
+	// last one: their latency may grow with the machine's load (more
+	// clients than before), not by a Redis round trip (2 s), nor by the
+	// claim deadline.
+	for _, r := range []struct {
+		name           string
+		before, during []time.Duration
+		failed         int
+	}{{"/healthz", baseline, slowHealth, healthFailed}, {"drop read", dropBaseline, slowDrop, dropFailed}} {
+		if r.failed > 0 {
+			t.Errorf("%d of %d %s failed while Redis was slow", r.failed, len(r.during), r.name)
+		}
+		if b, s := pct(r.before, 50), pct(r.during, 50); s > 3*b+100*time.Millisecond {
+			t.Errorf("median %s took %v while Redis was slow, %v before; want no Redis wait", r.name, s, b)
+		}
+		if b, s := pct(r.before, 90), pct(r.during, 90); s > 3*b+200*time.Millisecond {
+			t.Errorf("p90 %s took %v while Redis was slow, %v before; want no Redis wait", r.name, s, b)
+		}
 	}
 
 	// Claims win again once Redis answers promptly: within a second (and
@@ -178,10 +186,6 @@ func TestFaultSlowRedis(t *testing.T) {
 	}
 	t.Logf("while Redis answered 2 s late: %d claims, 503 in median %v, slowest %v; /healthz median %v (before %v), p90 %v (before %v); claims won again %v after the last late answer",
 		len(during), pct(tooks, 50), tooks[len(tooks)-1], pct(slowHealth, 50), pct(baseline, 50), pct(slowHealth, 90), pct(baseline, 90), back)
-	// The public drop read asks the gate for the remaining stock, so it
-	// waits up to the claim deadline for Redis and answers 503 when Redis
-	// does not answer in time (docs/operations.md, "Claim deadline"):
-	// measured, not held to the baseline.
 	t.Logf("drop reads while Redis was slow: median %v (before %v), p90 %v (before %v), %d of %d not 200",
 		pct(slowDrop, 50), pct(dropBaseline, 50), pct(slowDrop, 90), pct(dropBaseline, 90), dropFailed, len(slowDrop))
 }
