@@ -27,6 +27,7 @@ func TestFaultKillLoop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end crash test")
 	}
+	t.Parallel()
 	kills := 10
 	if v := os.Getenv("DIBS_SOAK_KILLS"); v != "" {
 		var err error
