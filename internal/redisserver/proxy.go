@@ -1,6 +1,7 @@
 package redisserver
 
 import (
+	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
@@ -18,6 +19,8 @@ type Lag struct {
 
 	mu      sync.Mutex
 	delay   time.Duration
+	jitter  time.Duration // delay ± up to this much, drawn per chunk
+	rate    int           // bytes a second the server's side gets; 0: no limit
 	conns   []net.Conn
 	cut     bool
 	stalled bool
@@ -74,7 +77,7 @@ func (l *Lag) forward(dst, src net.Conn, delayed bool) {
 			if n > 0 {
 				at := time.Now()
 				if delayed {
-					at = at.Add(l.Delay())
+					at = at.Add(l.chunkDelay(n))
 				}
 				ch <- chunk{at, buf[:n]}
 			}
@@ -96,6 +99,48 @@ func (l *Lag) forward(dst, src net.Conn, delayed bool) {
 		}
 	}
 	dst.Close()
+}
+
+// chunkDelay is how long n bytes from the server are held back: the delay,
+// its jitter, and the time the rate takes to pass them.
+func (l *Lag) chunkDelay(n int) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.delay
+	if l.jitter > 0 {
+		d += time.Duration(rand.Int64N(int64(2*l.jitter))) - l.jitter
+	}
+	if l.rate > 0 {
+		d += time.Duration(n) * time.Second / time.Duration(l.rate)
+	}
+	return max(d, 0)
+}
+
+// SetJitter makes each chunk's delay vary by up to j either way.
+func (l *Lag) SetJitter(j time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.jitter = j
+}
+
+// SetRate limits what the server sends to bytesPerSecond (0: no limit), as
+// a thin link does.
+func (l *Lag) SetRate(bytesPerSecond int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate = bytesPerSecond
+}
+
+// Reset closes every connection open now, as a peer's reset does; new
+// connections are proxied as before.
+func (l *Lag) Reset() {
+	l.mu.Lock()
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 // Delay is how late the server's bytes come out now.
