@@ -90,6 +90,7 @@ type Engine struct {
 type entry struct {
 	drop     atomic.Pointer[dibs.Drop]
 	outcomes [len(outcomeNames)]atomic.Int64
+	left     atomic.Pointer[int64] // the gate's count last read by View
 }
 
 // Outcomes of a claim request, in the order of outcomeNames.
@@ -345,11 +346,32 @@ func (e *Engine) View(ctx context.Context, id string) (View, error) {
 		return View{}, err
 	}
 	d := ent.drop.Load()
-	left, err := e.gate.Remaining(ctx, id)
+	left, err := e.viewRemaining(ctx, ent, id)
 	if err != nil {
 		return View{}, e.gateError(id, err)
 	}
 	return View{Drop: d, State: d.StateAt(d.Status, e.now(), left), Remaining: left}, nil
+}
+
+// ViewDeadline bounds how long a drop read waits for the gate's count of
+// the remaining stock. A gate that answers late (Redis slow) must not
+// slow the public drop page: past the deadline the read shows the count
+// this node read last, and fails only if it never read one
+// (TestFaultSlowRedis).
+const ViewDeadline = 50 * time.Millisecond
+
+func (e *Engine) viewRemaining(ctx context.Context, ent *entry, id string) (int64, error) {
+	cctx, cancel := context.WithTimeout(ctx, ViewDeadline)
+	defer cancel()
+	left, err := e.gate.Remaining(cctx, id)
+	if err == nil {
+		ent.left.Store(&left)
+		return left, nil
+	}
+	if last := ent.left.Load(); last != nil && ctx.Err() == nil {
+		return *last, nil
+	}
+	return 0, err
 }
 
 // Stats are the live numbers of a drop for operators.

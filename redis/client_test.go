@@ -76,21 +76,6 @@ func TestClientWhileRedisDown(t *testing.T) {
 	}
 }
 
-// TestClientWhileSentinelsDown: a Sentinel URL whose sentinels do not
-// answer gives a client too, which fails its calls until they do.
-func TestClientWhileSentinelsDown(t *testing.T) {
-	t.Parallel()
-	dead := redisserver.FreePort(t)
-	c, err := redis.NewClient("redis://127.0.0.1:"+strconv.Itoa(dead)+"?master_set=dibs", redis.ClientOptions{})
-	if err != nil {
-		t.Fatalf("client with the sentinels down = %v, want a client", err)
-	}
-	defer c.Close()
-	if err := c.Do(context.Background(), c.B().Ping().Build()).Error(); err == nil {
-		t.Fatal("ping with the sentinels down succeeded")
-	}
-}
-
 // TestClientFindsClusterLate: a client made while a Cluster is down is a
 // Cluster client once it connects, and a command built before then is
 // refused (the caller retries) rather than sent unroutable.

@@ -23,6 +23,11 @@ import (
 type RedisConfig struct {
 	URL    string // --redis: empty for the in-memory gate
 	Prefix string // --redis-prefix: keys of this deployment
+	// Timeout is the claim deadline: how long a claim waits for Redis
+	// before it answers 503 with Retry-After. It bounds every other call
+	// of the gate too (preparing a drop, a rebuild step); zero is the
+	// gate's default.
+	Timeout time.Duration
 	// Refresh is how often a node reloads drops from the record, so that
 	// drops and operator actions of other nodes reach it.
 	Refresh time.Duration
@@ -43,6 +48,7 @@ func (c *RedisConfig) flags(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&c.URL, "redis", c.URL, "Redis primary for the gate, shared by every node: redis://host:6379/0, or sentinels with ?master_set=NAME (default: in memory, one node)")
 	fs.StringVar(&c.Prefix, "redis-prefix", c.Prefix, "prefix of every Redis key, to share one Redis between deployments")
+	fs.DurationVar(&c.Timeout, "redis-timeout", redis.DefaultTimeout, "claim deadline: how long a call to Redis may take before the claim answers 503 (and the bound of every other gate call)")
 	fs.DurationVar(&c.Refresh, "refresh", c.Refresh, "how often a node reloads drops and their status from the record (with --redis)")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", engine.DefaultReconcileInterval, "how often the gate is reconciled with the record")
 	fs.DurationVar(&c.ReconcileGrace, "reconcile-grace", engine.DefaultReconcileGrace, "how old a gate hold with no record must be before its slot goes back")
@@ -53,6 +59,8 @@ func (c *RedisConfig) Validate() error {
 	switch {
 	case c.URL != "" && c.Refresh <= 0:
 		return errors.New("--refresh must be positive")
+	case c.Timeout < 0:
+		return errors.New("--redis-timeout must not be negative")
 	case c.ReconcileInterval < 0 || c.ReconcileGrace < 0:
 		return errors.New("--reconcile-interval and --reconcile-grace must not be negative")
 	case strings.ContainsAny(c.Prefix, "{}"):
@@ -92,7 +100,7 @@ func openGate(cfg RedisConfig, reg prometheus.Registerer, log *slog.Logger) (*ga
 	if err != nil {
 		return nil, err
 	}
-	s.redis = redis.NewGate(client, redis.GateOptions{Prefix: cfg.Prefix, Logger: log})
+	s.redis = redis.NewGate(client, redis.GateOptions{Prefix: cfg.Prefix, Timeout: cfg.Timeout, Logger: log})
 	if err := reg.Register(s.redis); err != nil {
 		client.Close()
 		return nil, fmt.Errorf("register gate metrics: %w", err)

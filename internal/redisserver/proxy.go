@@ -1,6 +1,7 @@
 package redisserver
 
 import (
+	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
@@ -15,9 +16,11 @@ import (
 type Lag struct {
 	ln     net.Listener
 	target string
-	delay  time.Duration
 
 	mu      sync.Mutex
+	delay   time.Duration
+	jitter  time.Duration // delay ± up to this much, drawn per chunk
+	rate    int           // bytes a second the server's side gets; 0: no limit
 	conns   []net.Conn
 	cut     bool
 	stalled bool
@@ -53,14 +56,14 @@ func (l *Lag) accept() {
 		l.mu.Lock()
 		l.conns = append(l.conns, c, s)
 		l.mu.Unlock()
-		go l.forward(s, c, 0)
-		go l.forward(c, s, l.delay)
+		go l.forward(s, c, false)
+		go l.forward(c, s, true)
 	}
 }
 
-// forward copies from src to dst, each chunk delay after it was read, and
-// none while the link is stalled.
-func (l *Lag) forward(dst, src net.Conn, delay time.Duration) {
+// forward copies from src to dst, each chunk (if delayed) the delay after
+// it was read, and none while the link is stalled.
+func (l *Lag) forward(dst, src net.Conn, delayed bool) {
 	type chunk struct {
 		at   time.Time
 		data []byte
@@ -72,7 +75,11 @@ func (l *Lag) forward(dst, src net.Conn, delay time.Duration) {
 			buf := make([]byte, 32<<10)
 			n, err := src.Read(buf)
 			if n > 0 {
-				ch <- chunk{time.Now().Add(delay), buf[:n]}
+				at := time.Now()
+				if delayed {
+					at = at.Add(l.chunkDelay(n))
+				}
+				ch <- chunk{at, buf[:n]}
 			}
 			if err != nil {
 				return
@@ -92,6 +99,63 @@ func (l *Lag) forward(dst, src net.Conn, delay time.Duration) {
 		}
 	}
 	dst.Close()
+}
+
+// chunkDelay is how long n bytes from the server are held back: the delay,
+// its jitter, and the time the rate takes to pass them.
+func (l *Lag) chunkDelay(n int) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.delay
+	if l.jitter > 0 {
+		d += time.Duration(rand.Int64N(int64(2*l.jitter))) - l.jitter
+	}
+	if l.rate > 0 {
+		d += time.Duration(n) * time.Second / time.Duration(l.rate)
+	}
+	return max(d, 0)
+}
+
+// SetJitter makes each chunk's delay vary by up to j either way.
+func (l *Lag) SetJitter(j time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.jitter = j
+}
+
+// SetRate limits what the server sends to bytesPerSecond (0: no limit), as
+// a thin link does.
+func (l *Lag) SetRate(bytesPerSecond int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate = bytesPerSecond
+}
+
+// Reset closes every connection open now, as a peer's reset does; new
+// connections are proxied as before.
+func (l *Lag) Reset() {
+	l.mu.Lock()
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// Delay is how late the server's bytes come out now.
+func (l *Lag) Delay() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.delay
+}
+
+// SetDelay changes the delay of what the server sends from now on; what
+// it sent before keeps the delay it was read with.
+func (l *Lag) SetDelay(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.delay = d
 }
 
 func (l *Lag) is(flag *bool) bool {

@@ -31,17 +31,19 @@ type Server struct {
 // (e.g. "--replicaof", "127.0.0.1", "6380"), and stops it when tb ends.
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if !testenv.CI() {
-			tb.Skip("redis-server is not installed")
-		}
-		tb.Fatal(err)
-	}
-	s := &Server{Port: FreePort(tb)}
+	bin := redisServer(tb)
+	port := FreePort(tb)
 	dir := tb.TempDir()
-	s.args = append([]string{bin, "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--appendonly", "no", "--protected-mode", "no"}, args...)
+	return startProcess(tb, port, dir, append([]string{bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--appendonly", "no", "--protected-mode", "no"}, args...))
+}
+
+// startProcess runs args (redis-server and its arguments), which make it
+// listen on port and log into dir, and stops it when tb ends.
+func startProcess(tb testing.TB, port int, dir string, args []string) *Server {
+	tb.Helper()
+	s := &Server{Port: port, args: args}
+	var err error
 	if s.log, err = os.Create(dir + "/redis.log"); err != nil {
 		tb.Fatal(err)
 	}
@@ -51,6 +53,19 @@ func Start(tb testing.TB, args ...string) *Server {
 		s.log.Close()
 	})
 	return s
+}
+
+// redisServer is the path of redis-server, or skips tb (fails it under CI).
+func redisServer(tb testing.TB) string {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if !testenv.CI() {
+			tb.Skip("redis-server is not installed")
+		}
+		tb.Fatal(err)
+	}
+	return bin
 }
 
 // FreePort returns a loopback TCP port nobody listens on now.
@@ -140,4 +155,14 @@ func (s *Server) MustDo(tb testing.TB, args ...string) string {
 		tb.Fatalf("redis %s on port %d: %q, %v", strings.Join(args, " "), s.Port, reply, err)
 	}
 	return reply
+}
+
+// LogTail is the last n lines the server logged.
+func (s *Server) LogTail(n int) string {
+	b, err := os.ReadFile(s.log.Name())
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
