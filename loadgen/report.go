@@ -320,8 +320,30 @@ func answerList(as []Answer, o op) string {
 	return orNone(s)
 }
 
-// report assembles the Report once the run is over.
+// report assembles the Report once the run is over. Each piece reads one
+// part of the run under that part's own lock, or none.
 func (r *runner) report() *Report {
+	rep := r.reportHead()
+	end := r.book.fillReport(rep, r.spikeStart)
+	r.rec.fillAnswers(rep)
+	if rep.DurationMS > 0 {
+		rep.RequestsPerSecond = float64(rep.Totals.Requests) / (rep.DurationMS / 1000)
+	}
+	spike := window{from: r.spikeStart.Sub(r.start).Seconds(), to: end.Sub(r.start).Seconds()}
+	regular := r.rec.fillSeries(rep, spike, r.cfg.Regular.Rate > 0)
+	if r.cfg.Regular.Rate > 0 {
+		regular.Rate = r.cfg.Regular.Rate
+		regular.MissedStarts = r.regular.missed.Load()
+		rep.Regular = regular
+	}
+	rep.Remaining = r.remainingSamples()
+	return rep
+}
+
+// reportHead is the part of the report that needs no lock: the config, the
+// drop, and the dispatcher's counters (atomic, or written by its goroutine
+// that has returned).
+func (r *runner) reportHead() *Report {
 	c := r.cfg
 	rep := &Report{
 		Config: RunConfig{
@@ -349,12 +371,18 @@ func (r *runner) report() *Report {
 	if d := r.spike; d.arrived.Load() > 1 && d.last.After(d.first) {
 		rep.Totals.ArrivalRate = float64(d.arrived.Load()-1) / d.last.Sub(d.first).Seconds()
 	}
+	return rep
+}
 
-	b := r.book
+// fillReport sets what the book knows: the run's duration from spikeStart,
+// the sell-out, the waiting room's and the payments' outcomes. It returns
+// when the last user finished.
+func (b *book) fillReport(rep *Report, spikeStart time.Time) (end time.Time) {
 	b.mu.Lock()
-	rep.DurationMS = msOf(b.end.Sub(r.spikeStart))
+	defer b.mu.Unlock()
+	rep.DurationMS = msOf(b.end.Sub(spikeStart))
 	if !b.soldOutAt.IsZero() {
-		v := msOf(max(b.soldOutAt.Sub(r.spikeStart), 0))
+		v := msOf(max(b.soldOutAt.Sub(spikeStart), 0))
 		rep.SellOutMS = &v
 	}
 	rep.Totals.Queue = stringKeys(b.queue)
@@ -367,33 +395,55 @@ func (r *runner) report() *Report {
 			rep.Totals.Payments["pending"] = b.unsettled
 		}
 	}
-	b.mu.Unlock()
+	return b.end
+}
 
-	rec := r.rec
+// fillAnswers sets the answers, the totals they add up to, and the
+// latencies of each kind of request.
+func (rec *recorder) fillAnswers(rep *Report) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	rep.Totals.Requests = rec.requests
 	for k, n := range rec.answers {
 		rep.Answers = append(rep.Answers, Answer{Op: string(k.op), Status: k.status, Code: k.code, Count: n})
-		if k.op != opClaim {
+	}
+	sortAnswers(rep.Answers)
+	countClaims(&rep.Totals, rep.Answers)
+	if h := rec.ops[opClaim]; h != nil {
+		rep.Latency = summarize(h)
+	}
+	for o, h := range rec.ops {
+		rep.Ops = append(rep.Ops, OpLatency{Op: string(o), Latency: summarize(h)})
+	}
+	sort.Slice(rep.Ops, func(i, j int) bool { return rep.Ops[i].Op < rep.Ops[j].Op })
+}
+
+// countClaims adds the claim answers up into t.
+func countClaims(t *Totals, answers []Answer) {
+	for _, a := range answers {
+		if a.Op != string(opClaim) {
 			continue
 		}
-		rep.Totals.Claims += n
+		n := a.Count
+		t.Claims += n
 		switch {
-		case k.status == 201:
-			rep.Totals.Wins += n
-		case k.status == 200:
-			rep.Totals.AlreadyWon += n
-		case k.status == 410 && k.code == "sold_out":
-			rep.Totals.SoldOut += n
-		case k.status == 429 || k.status == 503:
-			rep.Totals.Shed += n
-		case k.status == 0 && k.code != codeCanceled:
-			rep.Totals.NoAnswer += n
+		case a.Status == 201:
+			t.Wins += n
+		case a.Status == 200:
+			t.AlreadyWon += n
+		case a.Status == 410 && a.Code == dibs.ESOLDOUT:
+			t.SoldOut += n
+		case a.Status == 429 || a.Status == 503:
+			t.Shed += n
+		case a.Status == 0 && a.Code != codeCanceled:
+			t.NoAnswer += n
 		}
 	}
-	sort.Slice(rep.Answers, func(i, j int) bool {
-		a, b := rep.Answers[i], rep.Answers[j]
+}
+
+func sortAnswers(as []Answer) {
+	sort.Slice(as, func(i, j int) bool {
+		a, b := as[i], as[j]
 		if a.Op != b.Op {
 			return a.Op < b.Op
 		}
@@ -402,18 +452,17 @@ func (r *runner) report() *Report {
 		}
 		return a.Code < b.Code
 	})
-	if rep.DurationMS > 0 {
-		rep.RequestsPerSecond = float64(rec.requests) / (rep.DurationMS / 1000)
-	}
-	if h := rec.ops[opClaim]; h != nil {
-		rep.Latency = summarize(h)
-	}
-	for o, h := range rec.ops {
-		rep.Ops = append(rep.Ops, OpLatency{Op: string(o), Latency: summarize(h)})
-	}
-	sort.Slice(rep.Ops, func(i, j int) bool { return rep.Ops[i].Op < rep.Ops[j].Op })
+}
 
-	spikeFrom, spikeTo := r.spikeStart.Sub(r.start).Seconds(), b.end.Sub(r.start).Seconds()
+// window is a span of the series, in seconds from its start.
+type window struct{ from, to float64 }
+
+// fillSeries sets the series step by step. With regular traffic it also
+// returns the regular report's latencies and errors: over the run, before
+// the spike (steps that ended before spike.from) and during it.
+func (rec *recorder) fillSeries(rep *Report, spike window, regular bool) *RegularReport {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
 	baseline, during := newHistogram(2), newHistogram(2)
 	var regularErrors int64
 	rep.StepS = rec.step.Seconds()
@@ -427,36 +476,36 @@ func (r *runner) report() *Report {
 		if s.claims.TotalCount() > 0 {
 			st.P50, st.P99, st.Max = quantileMS(s.claims, 50), quantileMS(s.claims, 99), quantileMS(s.claims, 100)
 		}
-		if c.Regular.Rate > 0 {
+		if regular {
 			g := &RegularStep{Requests: s.regularRequests, Errors: s.regularErrors}
 			if s.regular.TotalCount() > 0 {
 				g.P50, g.P99, g.Max = quantileMS(s.regular, 50), quantileMS(s.regular, 99), quantileMS(s.regular, 100)
 			}
 			st.Regular = g
 			regularErrors += s.regularErrors
-			// A step counts as baseline only if it ended before the first
-			// arrival.
 			switch {
-			case t+rep.StepS <= spikeFrom:
+			case t+rep.StepS <= spike.from:
 				baseline.Merge(s.regular)
-			case t >= spikeFrom && t < spikeTo:
+			case t >= spike.from && t < spike.to:
 				during.Merge(s.regular)
 			}
 		}
 		rep.Series = append(rep.Series, st)
 	}
-	if c.Regular.Rate > 0 {
-		rep.Regular = &RegularReport{
-			Rate: c.Regular.Rate, Requests: rec.regular.TotalCount(), Errors: regularErrors,
-			MissedStarts: r.regular.missed.Load(), Latency: summarize(rec.regular),
-			Baseline: summarize(baseline), Spike: summarize(during),
-		}
+	if !regular {
+		return nil
 	}
+	return &RegularReport{
+		Requests: rec.regular.TotalCount(), Errors: regularErrors, Latency: summarize(rec.regular),
+		Baseline: summarize(baseline), Spike: summarize(during),
+	}
+}
 
+// remainingSamples copies the reads of the remaining stock.
+func (r *runner) remainingSamples() []RemainingSample {
 	r.samplesMu.Lock()
-	rep.Remaining = append([]RemainingSample(nil), r.samples...)
-	r.samplesMu.Unlock()
-	return rep
+	defer r.samplesMu.Unlock()
+	return append([]RemainingSample(nil), r.samples...)
 }
 
 func summarize(h *hdrhistogram.Histogram) Latency {
