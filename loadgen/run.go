@@ -21,6 +21,9 @@ type runner struct {
 	admin   atomic.Int32 // index of the target the setup and the audit read from
 	drop    adminDrop
 	sched   schedule
+	// claimPath is the drop's claims, built once: a spike sends it
+	// hundreds of thousands of times.
+	claimPath string
 
 	passports []string
 	rec       *recorder
@@ -46,10 +49,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
+	lean := cfg.Client == nil // a caller's Client sends everything
 	r := &runner{cfg: cfg.withDefaults()}
 	r.log = r.cfg.Logger
-	for _, t := range r.cfg.targets() {
-		r.targets = append(r.targets, &target{url: strings.TrimRight(t, "/")})
+	perTarget := (r.cfg.MaxConns + len(r.cfg.targets()) - 1) / len(r.cfg.targets())
+	for _, u := range r.cfg.targets() {
+		t := &target{url: strings.TrimRight(u, "/")}
+		if lean {
+			t.wire, _ = newWireClient(ctx, t.url, perTarget)
+		}
+		r.targets = append(r.targets, t)
 	}
 	r.sched = newSchedule(r.cfg.Profile, r.cfg.Users)
 	if err := r.getAdmin(ctx, "/v1/admin/drops/"+r.cfg.DropID, &r.drop); err != nil {
@@ -58,6 +67,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if r.drop.PerUserLimit == 0 {
 		r.drop.PerUserLimit = 1
 	}
+	r.claimPath = "/v1/drops/" + r.drop.ID + "/claims"
 	exp := r.cfg.Now().Add(r.sched.span() + r.cfg.QueueWait + r.cfg.PayWait + time.Hour)
 	var err error
 	r.passports, err = mintPassports(r.cfg.PassportSecret, r.userID, r.cfg.Users, exp)
@@ -170,8 +180,16 @@ func (r *runner) run(ctx context.Context) error {
 func (r *runner) warmUp(ctx context.Context) {
 	n := min(r.cfg.MaxConns, max(8*len(r.targets), int(r.sched.peakRate()/100)))
 	var wg sync.WaitGroup
+	for i, t := range r.targets {
+		if t.wire != nil {
+			share := n/len(r.targets) + min(1, max(0, n%len(r.targets)-i))
+			wg.Go(func() { t.wire.warm(ctx, share, "/v1/drops/"+r.drop.ID) })
+		}
+	}
 	for i := range n {
-		wg.Go(func() { _, _ = r.readDropAt(ctx, r.targets[i%len(r.targets)].url) })
+		if t := r.targets[i%len(r.targets)]; t.wire == nil {
+			wg.Go(func() { _, _ = r.readDropAt(ctx, t.url) })
+		}
 	}
 	wg.Wait()
 }
