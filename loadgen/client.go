@@ -182,10 +182,15 @@ func timedOut(err error) bool {
 // gotConn notes, for an arrival's first request, the moment it got a
 // connection: a request waiting for one has not started, and that wait is
 // the generator's, not the server's.
-func (r *runner) gotConn(req *request) {
+//
+// connWait is how long it waited for the connection: beyond the slack that
+// wait is the server's backlog (every connection busy with an earlier
+// request), else the lag is the generator's own (its goroutine started
+// late).
+func (r *runner) gotConn(req *request, connWait time.Duration) {
 	if req.first {
 		req.first = false // a second connection (another node) is not a second start
-		r.spike.late(r.cfg.Now().Sub(req.intended), false)
+		r.spike.late(r.cfg.Now().Sub(req.intended), false, connWait > r.cfg.StartSlack)
 	}
 }
 
@@ -196,11 +201,12 @@ func (r *runner) roundTrip(ctx context.Context, req *request, deadline time.Time
 	if w == nil {
 		return r.httpRoundTrip(ctx, req, deadline)
 	}
+	asked := r.cfg.Now()
 	c, err := w.conn(ctx, deadline)
 	if err != nil {
 		return result{}, err
 	}
-	r.gotConn(req)
+	r.gotConn(req, r.cfg.Now().Sub(asked))
 	a, err := c.do(w.host, req, deadline)
 	if err != nil {
 		w.release(c, false)
@@ -232,7 +238,8 @@ func (r *runner) httpRoundTrip(ctx context.Context, req *request, deadline time.
 		// on the lean client's path.
 		traced := *req
 		defer func() { req.first = traced.first }()
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { r.gotConn(&traced) }})
+		asked := r.cfg.Now()
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { r.gotConn(&traced, r.cfg.Now().Sub(asked)) }})
 	}
 	hr, err := http.NewRequestWithContext(ctx, req.method, r.targets[req.node].url+req.path, nil)
 	if err != nil {

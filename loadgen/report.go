@@ -32,10 +32,17 @@ type Report struct {
 	Answers []Answer `json:"answers"`
 	// RequestsPerSecond is the spike's answered requests over DurationMS.
 	RequestsPerSecond float64 `json:"requests_per_second"`
-	// Latency is the claims', each from its intended send time.
+	// Latency is the claims', each from its intended send time: what a
+	// user waited, the generator's own lag included.
 	Latency Latency `json:"latency"`
+	// ServerLatency is the claims' time inside the server, from the
+	// Server-Timing header of each answer (absent when the server sends
+	// none): the server's share of Latency.
+	ServerLatency *Latency `json:"server_latency,omitempty"`
 	// Ops is the latency of each kind of request.
 	Ops []OpLatency `json:"ops"`
+	// Generator says whether the generator kept its schedule.
+	Generator Generator `json:"generator"`
 	// SellOutMS runs from the first arrival to the first sign that the drop
 	// sold out (a sold_out answer or a read of remaining 0); absent if it did
 	// not sell out.
@@ -76,6 +83,37 @@ type RunConfig struct {
 	MaxInFlight     int      `json:"max_in_flight"`
 	RegularRate     float64  `json:"regular_rate"`
 	Seed            int64    `json:"seed"`
+}
+
+// Generator is how well the generator kept its schedule. When it fell
+// behind by itself (Bound), the latencies from intended send time include
+// its own lag: they measure the generator, and ServerLatency is the
+// server's share. k6 calls the arrivals it could not start on time dropped
+// iterations.
+type Generator struct {
+	// Bound is set when the generator's own lag (its dispatcher late,
+	// beyond the time it waited for the server's backlog) exceeded both
+	// StartSlack and a tenth of the schedule's span: the run measured the
+	// generator, not the server.
+	Bound bool `json:"bound"`
+	// ScheduledRate is the schedule's mean arrival rate, users over span;
+	// AchievedRate the rate of arrivals actually started, first to last.
+	ScheduledRate float64 `json:"scheduled_rate"`
+	AchievedRate  float64 `json:"achieved_rate"`
+	// MaxOwnLagMS is the dispatcher's largest lag of its own.
+	MaxOwnLagMS float64 `json:"max_own_lag_ms"`
+	// The missed starts by cause: the generator's own lag, and the
+	// server's backlog (every in-flight place or connection busy with an
+	// earlier request still unanswered).
+	MissedOwnLag  int64 `json:"missed_own_lag"`
+	MissedBacklog int64 `json:"missed_backlog"`
+}
+
+// generatorBound judges a run: the generator was the limit when its own
+// lag exceeded slack and a tenth of the span (a short stall of a starved
+// machine is not a verdict on a long run).
+func generatorBound(ownLag, slack, span time.Duration) bool {
+	return ownLag > max(slack, span/10)
 }
 
 // NodeStats is what the generator sent to one of several targets.
@@ -163,6 +201,9 @@ type Latency struct {
 type OpLatency struct {
 	Op string `json:"op"`
 	Latency
+	// Server is its time inside the server (Server-Timing), when the
+	// server said.
+	Server *Latency `json:"server,omitempty"`
 }
 
 // Step is one step of the run: counts over the step (divide by StepS for
@@ -237,6 +278,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 func (r *Report) Summary(w io.Writer) error {
 	var b strings.Builder
 	t := r.Totals
+	fmt.Fprintf(&b, "%s\n", r.Headline())
 	fmt.Fprintf(&b, "drop %s (%s, %s admission): stock %d, %d users over %s (%s, peak %.0f/s)\n",
 		r.Drop.ID, r.Drop.Kind, r.Drop.Admission, r.Drop.Stock, r.Config.Users, ms(r.Config.SpanMS), r.Config.Profile, r.Config.PeakRate)
 	fmt.Fprintf(&b, "winners:   %d acknowledged (201), %d already won (200), %d sold out (410)\n", t.Wins, t.AlreadyWon, t.SoldOut)
@@ -246,11 +288,16 @@ func (r *Report) Summary(w io.Writer) error {
 		fmt.Fprintf(&b, "sell-out:  not sold out\n")
 	}
 	fmt.Fprintf(&b, "load:      %d requests in %s, %.0f requests/s; arrivals %.0f/s\n", t.Requests, ms(r.DurationMS), r.RequestsPerSecond, t.ArrivalRate)
-	fmt.Fprintf(&b, "claims:    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (from intended send time)\n",
+	fmt.Fprintf(&b, "claims:    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (end to end, from intended send time)\n",
 		ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.P999), ms(r.Latency.Max))
+	if s := r.ServerLatency; s != nil {
+		fmt.Fprintf(&b, "server:    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (inside the server, from Server-Timing)\n",
+			ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P999), ms(s.Max))
+	}
 	fmt.Fprintf(&b, "answers:   %s\n", answerList(r.Answers, opClaim))
 	if r.MissedStarts > 0 {
-		fmt.Fprintf(&b, "missed:    %d starts (the generator fell behind or hit --max-inflight; max lag %s)\n", r.MissedStarts, ms(r.MaxStartLagMS))
+		fmt.Fprintf(&b, "missed:    %d starts (max lag %s): %d the generator's own lag, %d the server's backlog (--max-inflight or --max-conns busy)\n",
+			r.MissedStarts, ms(r.MaxStartLagMS), r.Generator.MissedOwnLag, r.Generator.MissedBacklog)
 	} else {
 		fmt.Fprintf(&b, "missed:    0 starts (every arrival on schedule)\n")
 	}
@@ -289,6 +336,24 @@ func (r *Report) Summary(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// Headline says in one line what the run measured: the server (its
+// answers per second and its own p99), or, when the generator fell behind
+// its schedule by itself, that the run was generator-bound, with the
+// arrival rate it achieved.
+func (r *Report) Headline() string {
+	var server string
+	if s := r.ServerLatency; s != nil {
+		server = fmt.Sprintf(", server p99 %s (Server-Timing)", ms(s.P99))
+	}
+	g := r.Generator
+	if g.Bound {
+		return fmt.Sprintf("GENERATOR-BOUND: the generator fell behind its schedule by itself (up to %s; %.0f arrivals/s achieved of %.0f/s scheduled, %d starts late by its own lag): the end-to-end latencies measure the generator, not the server; %.0f answers/s%s",
+			ms(g.MaxOwnLagMS), g.AchievedRate, g.ScheduledRate, g.MissedOwnLag, r.RequestsPerSecond, server)
+	}
+	return fmt.Sprintf("the generator kept its schedule; the server answered %.0f requests/s%s, end-to-end claim p99 %s",
+		r.RequestsPerSecond, server, ms(r.Latency.P99))
 }
 
 // ms prints a duration given in milliseconds, rounded for reading.
@@ -371,6 +436,15 @@ func (r *runner) reportHead() *Report {
 	if d := r.spike; d.arrived.Load() > 1 && d.last.After(d.first) {
 		rep.Totals.ArrivalRate = float64(d.arrived.Load()-1) / d.last.Sub(d.first).Seconds()
 	}
+	span := r.sched.span()
+	rep.Generator = Generator{
+		Bound:        generatorBound(r.spike.maxOwnLag, c.StartSlack, span),
+		AchievedRate: rep.Totals.ArrivalRate, MaxOwnLagMS: msOf(max(r.spike.maxOwnLag, 0)),
+		MissedOwnLag: r.spike.missedOwn.Load(), MissedBacklog: r.spike.missedBacklog.Load(),
+	}
+	if span > 0 && c.Users > 1 {
+		rep.Generator.ScheduledRate = float64(c.Users-1) / span.Seconds()
+	}
 	return rep
 }
 
@@ -412,8 +486,17 @@ func (rec *recorder) fillAnswers(rep *Report) {
 	if h := rec.ops[opClaim]; h != nil {
 		rep.Latency = summarize(h)
 	}
+	if h := rec.server[opClaim]; h != nil {
+		l := summarize(h)
+		rep.ServerLatency = &l
+	}
 	for o, h := range rec.ops {
-		rep.Ops = append(rep.Ops, OpLatency{Op: string(o), Latency: summarize(h)})
+		ol := OpLatency{Op: string(o), Latency: summarize(h)}
+		if sh := rec.server[o]; sh != nil {
+			l := summarize(sh)
+			ol.Server = &l
+		}
+		rep.Ops = append(rep.Ops, ol)
 	}
 	sort.Slice(rep.Ops, func(i, j int) bool { return rep.Ops[i].Op < rep.Ops[j].Op })
 }

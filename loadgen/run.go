@@ -317,14 +317,24 @@ type dispatcher struct {
 	missed  atomic.Int64
 	arrived atomic.Int64
 	maxLag  atomic.Int64 // nanoseconds
+	// Missed starts by cause: the generator's own lag (its dispatcher or a
+	// user's goroutine started late), or the server's backlog (no free
+	// in-flight place or connection: earlier requests still unanswered).
+	missedOwn, missedBacklog atomic.Int64
 	// Written by run's goroutine only, read after it returns.
 	first, last time.Time
+	blocked     time.Duration // time spent waiting for in-flight places
+	maxOwnLag   time.Duration // the dispatcher's lag beyond the time it was blocked
 }
 
 // late notes that an arrival's first request started lag after its intended
 // time; beyond slack, or when it had to wait for a place, it is a missed
 // start. It reports whether it counted one.
-func (d *dispatcher) late(lag time.Duration, waited bool) bool {
+//
+// backlog says whose the lag is: the server's (the arrival waited for an
+// in-flight place or a connection, or was due while the dispatcher was
+// blocked waiting for one) or the generator's own.
+func (d *dispatcher) late(lag time.Duration, waited, backlog bool) bool {
 	for {
 		old := d.maxLag.Load()
 		if int64(lag) <= old || d.maxLag.CompareAndSwap(old, int64(lag)) {
@@ -333,6 +343,11 @@ func (d *dispatcher) late(lag time.Duration, waited bool) bool {
 	}
 	if waited || lag > d.slack {
 		d.missed.Add(1)
+		if waited || backlog {
+			d.missedBacklog.Add(1)
+		} else {
+			d.missedOwn.Add(1)
+		}
 		return true
 	}
 	return false
@@ -358,6 +373,11 @@ func (d *dispatcher) run(ctx context.Context, start time.Time, n int, at func(in
 		} else if ctx.Err() != nil {
 			return
 		}
+		// Its own lag: how late the dispatcher got here, less the time it
+		// spent blocked on the server's backlog, which shifted the rest.
+		reached := d.now()
+		own := reached.Sub(intended) - d.blocked
+		d.maxOwnLag = max(d.maxOwnLag, own)
 		full := !d.slots.tryAcquire()
 		if full {
 			if !warnedFull {
@@ -369,8 +389,11 @@ func (d *dispatcher) run(ctx context.Context, start time.Time, n int, at func(in
 			}
 		}
 		now := d.now()
+		if full {
+			d.blocked += now.Sub(reached)
+		}
 		lag := now.Sub(intended)
-		missed := d.late(lag, full)
+		missed := d.late(lag, full, own <= d.slack)
 		if missed && !full && !warnedLate {
 			warnedLate = true
 			d.log.Warn("generator behind schedule (missed starts)", "traffic", d.name, "lag", lag)
