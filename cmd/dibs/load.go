@@ -41,6 +41,7 @@ type loadConfig struct {
 	MaxRetries    int
 	RegularRate   float64
 	MaxInFlight   int
+	MaxConns      int
 	Timeout       time.Duration
 	Settle        time.Duration
 	PGSim         string
@@ -100,6 +101,7 @@ func (c *loadConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxRetries, "max-retries", c.MaxRetries, "retries of a request answered 429 or 503 (0: none)")
 	fs.Float64Var(&c.RegularRate, "regular-rate", c.RegularRate, "regular traffic alongside the spike, requests per second (0: none)")
 	fs.IntVar(&c.MaxInFlight, "max-inflight", c.MaxInFlight, "bound on the spike's requests in flight; arrivals beyond it are missed starts")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "bound on the connections to the targets (0: 1,024), shared among them")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "bound on one request")
 	fs.DurationVar(&c.Settle, "settle", c.Settle, "when claims got no definite answer: how long the audit waits for the server's reconciler to make the stock add up (0: not at all)")
 	fs.StringVar(&c.PGSim, "pgsim", c.PGSim, "purchase drops: base `URL` of the payment gateway simulator the server charges (dibs pgsim); the audit compares its ledger with the paid claims")
@@ -141,6 +143,7 @@ func (c *loadConfig) loadgen(progress io.Writer, logger *slog.Logger) loadgen.Co
 		AdminToken:      c.AdminToken,
 		Regular:         loadgen.RegularConfig{Rate: c.RegularRate},
 		MaxInFlight:     c.MaxInFlight,
+		MaxConns:        c.MaxConns,
 		RequestTimeout:  c.Timeout,
 		SettleWait:      zeroMeansNone(c.Settle),
 		PGSim:           c.PGSim,
