@@ -62,6 +62,9 @@ type Report struct {
 	Remaining []RemainingSample `json:"remaining"`
 	Regular   *RegularReport    `json:"regular,omitempty"`
 	Audit     Audit             `json:"audit"`
+
+	// shard is what Merge needs of a shard's run (see WriteShard).
+	shard *ShardResult
 }
 
 // RunConfig is the part of Config a report shows (no secrets).
@@ -443,7 +446,7 @@ func (r *runner) reportHead() *Report {
 		MissedOwnLag: r.spike.missedOwn.Load(), MissedBacklog: r.spike.missedBacklog.Load(),
 	}
 	if span > 0 && c.Users > 1 {
-		rep.Generator.ScheduledRate = float64(c.Users-1) / span.Seconds()
+		rep.Generator.ScheduledRate = float64(c.Users-1) / span.Seconds() / float64(max(c.Shard.Count, 1))
 	}
 	return rep
 }

@@ -70,7 +70,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.claimPath = "/v1/drops/" + r.drop.ID + "/claims"
 	exp := r.cfg.Now().Add(r.sched.span() + r.cfg.QueueWait + r.cfg.PayWait + time.Hour)
 	var err error
-	r.passports, err = mintPassports(r.cfg.PassportSecret, r.userID, r.cfg.Users, exp)
+	r.passports, err = mintPassports(r.cfg.PassportSecret, r.userID, r.cfg.Users, exp, r.cfg.Shard.owns)
 	if err != nil {
 		return nil, err
 	}
@@ -87,9 +87,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		"span", r.sched.span(), "peak_rate", int(r.sched.peakRate()))
 	stopped := r.run(ctx)
 	rep := r.report()
+	if r.cfg.Shard.on() {
+		rep.shard = r.shardResult(rep, stopped == nil)
+	}
 	if stopped != nil {
 		rep.Audit = Audit{Checks: []Check{{Name: "audit", Status: CheckSkip, Detail: "the run was stopped before its end"}}}
 		return rep, fmt.Errorf("run stopped: %w", stopped)
+	}
+	if r.cfg.Shard.on() {
+		rep.Audit = Audit{OK: true, Checks: []Check{{Name: "audit", Status: CheckSkip,
+			Detail: fmt.Sprintf("shard %s: audited with the other shards by dibs load merge", r.cfg.Shard)}}}
+		return rep, nil
 	}
 	if unknown := rep.unknownClaims(); unknown > 0 && r.cfg.SettleWait > 0 {
 		r.settle(ctx, unknown)
@@ -135,6 +143,12 @@ func (r *runner) userID(i int) string { return r.cfg.UserPrefix + strconv.Itoa(i
 // ctx ended first.
 func (r *runner) run(ctx context.Context) error {
 	r.start = r.cfg.Now()
+	if !r.cfg.StartAt.IsZero() {
+		r.start = r.cfg.StartAt
+		if !r.sleepUntil(ctx, r.start) {
+			return ctx.Err()
+		}
+	}
 	r.spikeStart = r.start
 	if r.cfg.Regular.Rate > 0 {
 		r.spikeStart = r.start.Add(r.cfg.Regular.Lead)
@@ -150,14 +164,19 @@ func (r *runner) run(ctx context.Context) error {
 
 	regularCtx, stopRegular := context.WithCancel(ctx)
 	var regular sync.WaitGroup
-	if r.cfg.Regular.Rate > 0 {
+	if r.cfg.Regular.Rate > 0 && r.cfg.Shard.Index == 0 {
 		regular.Go(func() { r.runRegular(ctx, regularCtx) })
 	}
 
+	// A shard's k-th arrival is user Index + k×Count, at that user's time.
+	n, first, stride := r.cfg.Users, 0, 1
+	if sh := r.cfg.Shard; sh.on() {
+		n, first, stride = (r.cfg.Users-sh.Index+sh.Count-1)/sh.Count, sh.Index, sh.Count
+	}
 	var users sync.WaitGroup
-	r.spike.run(ctx, r.spikeStart, r.cfg.Users, r.sched.at, func(i int, intended time.Time, missed bool) {
+	r.spike.run(ctx, r.spikeStart, n, func(k int) time.Duration { return r.sched.at(first + k*stride) }, func(k int, intended time.Time, missed bool) {
 		r.rec.arrival(intended)
-		users.Go(func() { r.user(ctx, i, intended, missed) })
+		users.Go(func() { r.user(ctx, first+k*stride, intended, missed) })
 	})
 	users.Wait()
 	r.book.setEnd(r.cfg.Now())

@@ -50,6 +50,8 @@ type loadConfig struct {
 	HTMLPath      string
 	Create        createConfig
 	Verbose       bool
+	Shard         loadgen.Shard // --shard I/N; the zero value: the whole run
+	StartAt       time.Time     // --start-at
 
 	PassportSecret string // DIBS_PASSPORT_SECRET
 	AdminToken     string // DIBS_ADMIN_TOKEN
@@ -115,6 +117,22 @@ func (c *loadConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Create.HoldTTL, "hold-ttl", c.Create.HoldTTL, "with --create-stock, purchase drops: how long a hold waits for payment")
 	fs.Int64Var(&c.Create.Price, "price", c.Create.Price, "with --create-stock, purchase drops: the price charged per claim, in the currency's minor unit")
 	fs.BoolVar(&c.Verbose, "verbose", c.Verbose, "log debug details")
+	fs.Func("shard", "run the `I/N`-th slice of the users (user i is shard i mod N's), same seed and schedule on every shard; --report then writes the shard's result for dibs load merge, and the audit waits for the merge", func(v string) error {
+		var sh loadgen.Shard
+		if _, err := fmt.Sscanf(v, "%d/%d", &sh.Index, &sh.Count); err != nil || fmt.Sprintf("%d/%d", sh.Index, sh.Count) != v {
+			return errors.New("want I/N, e.g. 0/3")
+		}
+		c.Shard = sh
+		return nil
+	})
+	fs.Func("start-at", "start the run (time 0) at this `RFC3339` instant, e.g. the same one on every shard", func(v string) error {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return err
+		}
+		c.StartAt = t
+		return nil
+	})
 }
 
 // Validate reports the first thing wrong with c that the generator's own
@@ -122,6 +140,12 @@ func (c *loadConfig) flags(fs *flag.FlagSet) {
 func (c *loadConfig) Validate() error {
 	if len(c.Targets) == 0 || c.DropID == "" {
 		return errors.New("--target and --drop are required")
+	}
+	if c.Shard.Count > 0 && c.ReportPath == "" {
+		return errors.New("--shard needs --report: the file dibs load merge reads")
+	}
+	if c.Shard.Count > 0 && c.Seed == 0 {
+		return errors.New("--shard needs --seed, the same on every shard")
 	}
 	return nil
 }
@@ -148,6 +172,8 @@ func (c *loadConfig) loadgen(progress io.Writer, logger *slog.Logger) loadgen.Co
 		SettleWait:      zeroMeansNone(c.Settle),
 		PGSim:           c.PGSim,
 		Seed:            c.Seed,
+		Shard:           c.Shard,
+		StartAt:         c.StartAt,
 		Progress:        progress,
 		Logger:          logger,
 	}
@@ -211,6 +237,9 @@ func parseLoadConfig(args []string, env func(string) (string, bool), stderr io.W
 
 // loadMain is runLoad with the environment injected, for tests.
 func loadMain(ctx context.Context, args []string, env func(string) (string, bool), stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "merge" {
+		return mergeMain(ctx, args[1:], env, stdout, stderr)
+	}
 	c, err := parseLoadConfig(args, env, stderr)
 	if err != nil {
 		return err
@@ -240,7 +269,14 @@ func loadMain(ctx context.Context, args []string, env func(string) (string, bool
 	if rep == nil {
 		return runErr
 	}
-	if err := writeLoadReports(rep, c.ReportPath, c.HTMLPath); err != nil {
+	if c.Shard.Count > 0 {
+		if err := writeFile(c.ReportPath, rep.WriteShard); err != nil {
+			return err
+		}
+		if err := writeLoadReports(rep, "", c.HTMLPath); err != nil {
+			return err
+		}
+	} else if err := writeLoadReports(rep, c.ReportPath, c.HTMLPath); err != nil {
 		return err
 	}
 	if err := rep.Summary(stdout); err != nil {
@@ -290,19 +326,94 @@ func writeLoadReports(rep *loadgen.Report, jsonPath, htmlPath string) error {
 		if out.path == "" {
 			continue
 		}
-		f, err := os.Create(out.path)
-		if err != nil {
-			return fmt.Errorf("write report: %w", err)
-		}
-		if err := out.write(f); err != nil {
-			f.Close()
-			return fmt.Errorf("write report %s: %w", out.path, err)
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("write report %s: %w", out.path, err)
+		if err := writeFile(out.path, out.write); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// writeFile creates path and writes it with write.
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	return nil
+}
+
+const mergeUsage = `Usage: dibs load merge SHARD.json... [--report FILE] [--html FILE]
+
+Merges the results of every shard of one run (dibs load --shard I/N
+--report SHARD.json), audits the drop once over all their users, prints
+the summary and writes the reports. Fails, naming it, when a shard is
+missing, did not finish, or its file is cut short. Needs
+DIBS_PASSPORT_SECRET and DIBS_ADMIN_TOKEN, as dibs load does.
+
+Flags:
+`
+
+// mergeMain runs `dibs load merge`.
+func mergeMain(ctx context.Context, args []string, env func(string) (string, bool), stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dibs load merge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), mergeUsage)
+		fs.PrintDefaults()
+	}
+	reportPath := fs.String("report", "", "write the merged report as JSON to `FILE`")
+	htmlPath := fs.String("html", "", "write the merged report as a self-contained HTML page to `FILE`")
+	settle := fs.Duration("settle", loadgen.DefaultSettleWait, "as dibs load's --settle")
+	// Flags may come before or after the files.
+	var files []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files = append(files, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(files) == 0 {
+		fs.Usage()
+		return errors.New("merge: name the shards' result files")
+	}
+	var shards []loadgen.NamedShard
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+		shards = append(shards, loadgen.NamedShard{Name: f, Data: b})
+	}
+	secret, _ := env("DIBS_PASSPORT_SECRET")
+	token, _ := env("DIBS_ADMIN_TOKEN")
+	rep, err := loadgen.Merge(ctx, loadgen.MergeConfig{
+		PassportSecret: []byte(secret), AdminToken: token, SettleWait: zeroMeansNone(*settle),
+		Logger: loadLogger(stderr, false, false),
+	}, shards)
+	if rep == nil {
+		return err
+	}
+	if werr := writeLoadReports(rep, *reportPath, *htmlPath); werr != nil {
+		return werr
+	}
+	if serr := rep.Summary(stdout); serr != nil {
+		return serr
+	}
+	if err != nil {
+		return err
+	}
+	return rep.Err()
 }
 
 // clearLineWriter erases the progress line before each log line, so the
