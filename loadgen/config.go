@@ -83,6 +83,9 @@ type Config struct {
 
 	// Regular is the steady traffic sent alongside the spike.
 	Regular RegularConfig
+	// RegularProcess, when set, sends the regular traffic from a process
+	// of its own instead of this one (see RegularProcess).
+	RegularProcess RegularProcess
 
 	// MaxInFlight bounds the spike's requests in flight (default 10,000),
 	// which bounds its connections and memory. An arrival that finds the

@@ -142,12 +142,28 @@ func (r *runner) userID(i int) string { return r.cfg.UserPrefix + strconv.Itoa(i
 // line, and returns when the last user is done. It returns ctx's error if
 // ctx ended first.
 func (r *runner) run(ctx context.Context) error {
+	ext := r.cfg.RegularProcess
+	if r.cfg.Regular.Rate <= 0 || r.cfg.Shard.Index != 0 {
+		ext = nil
+	}
 	r.start = r.cfg.Now()
+	if ext != nil && r.cfg.StartAt.IsZero() {
+		r.start = r.start.Add(regularStartup)
+	}
 	if !r.cfg.StartAt.IsZero() {
 		r.start = r.cfg.StartAt
-		if !r.sleepUntil(ctx, r.start) {
-			return ctx.Err()
+	}
+	if ext != nil {
+		if err := ext.Start(r.start); err != nil {
+			r.log.Warn("regular traffic process did not start; sending it from this one", "err", err)
+			ext = nil
 		}
+	}
+	if !r.sleepUntil(ctx, r.start) {
+		if ext != nil {
+			_, _ = ext.Stop()
+		}
+		return ctx.Err()
 	}
 	r.spikeStart = r.start
 	if r.cfg.Regular.Rate > 0 {
@@ -164,7 +180,7 @@ func (r *runner) run(ctx context.Context) error {
 
 	regularCtx, stopRegular := context.WithCancel(ctx)
 	var regular sync.WaitGroup
-	if r.cfg.Regular.Rate > 0 && r.cfg.Shard.Index == 0 {
+	if r.cfg.Regular.Rate > 0 && r.cfg.Shard.Index == 0 && ext == nil {
 		regular.Go(func() { r.runRegular(ctx, regularCtx) })
 	}
 
@@ -186,6 +202,16 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	stopRegular()
 	regular.Wait()
+	if ext != nil {
+		res, err := ext.Stop()
+		if err == nil {
+			err = r.rec.foldRegular(res)
+			r.regular.missed.Add(res.MissedStarts)
+		}
+		if err != nil {
+			r.log.Warn("regular traffic process: no result", "err", err)
+		}
+	}
 	stopBackground()
 	bg.Wait()
 	r.takeSample(context.WithoutCancel(ctx)) // the final remaining stock
@@ -212,6 +238,10 @@ func (r *runner) warmUp(ctx context.Context) {
 	}
 	wg.Wait()
 }
+
+// regularStartup is how far ahead of now a run starts when a process of
+// its own sends the regular traffic: time for it to start and connect.
+const regularStartup = 2 * time.Second
 
 // maxAwaitDrop bounds the wait for every node to serve the drop.
 const maxAwaitDrop = 10 * time.Second

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +55,7 @@ type loadConfig struct {
 	Create        createConfig
 	Verbose       bool
 	Shard         loadgen.Shard // --shard I/N; the zero value: the whole run
+	Role          string        // "" (the spike) or "regular"
 	StartAt       time.Time     // --start-at
 
 	PassportSecret string // DIBS_PASSPORT_SECRET
@@ -125,6 +130,7 @@ func (c *loadConfig) flags(fs *flag.FlagSet) {
 		c.Shard = sh
 		return nil
 	})
+	fs.StringVar(&c.Role, "role", c.Role, "regular: send only the regular traffic (--regular-rate) until standard input closes, and write its result to --report; dibs load starts such a process of its own for --regular-rate")
 	fs.Func("start-at", "start the run (time 0) at this `RFC3339` instant, e.g. the same one on every shard", func(v string) error {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
@@ -140,6 +146,12 @@ func (c *loadConfig) flags(fs *flag.FlagSet) {
 func (c *loadConfig) Validate() error {
 	if len(c.Targets) == 0 || c.DropID == "" {
 		return errors.New("--target and --drop are required")
+	}
+	if c.Role != "" && c.Role != "regular" {
+		return errors.New("--role must be regular, or unset")
+	}
+	if c.Role == "regular" && (c.ReportPath == "" || c.RegularRate <= 0) {
+		return errors.New("--role regular needs --report and --regular-rate")
 	}
 	if c.Shard.Count > 0 && c.ReportPath == "" {
 		return errors.New("--shard needs --report: the file dibs load merge reads")
@@ -251,10 +263,18 @@ func loadMain(ctx context.Context, args []string, env func(string) (string, bool
 	if ci, _ := env("CI"); ci == "" {
 		progress = loadgen.TerminalWriter(stderr)
 	}
+	if c.Role == "regular" {
+		return regularMain(ctx, c, loadLogger(stderr, false, c.Verbose))
+	}
 	logger := loadLogger(stderr, progress != nil, c.Verbose)
 	cfg := c.loadgen(progress, logger)
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if c.RegularRate > 0 {
+		if self, err := loadSelf(); err == nil {
+			cfg.RegularProcess = &regularChild{bin: self, args: c.regularArgs(), stderr: stderr}
+		}
 	}
 
 	if c.Create.Stock > 0 {
@@ -425,4 +445,91 @@ func (c clearLineWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.w.Write(p)
+}
+
+// loadSelf is the dibs binary, to start the regular traffic's process;
+// tests of this package, whose binary is not dibs, send it in-process.
+var loadSelf = os.Executable
+
+// regularArgs are the flags of the regular traffic's process: the same
+// targets, drop, schedule and seed, so that its series has the same steps.
+func (c *loadConfig) regularArgs() []string {
+	args := []string{"load", "--role", "regular", "--target", strings.Join(c.Targets, ","), "--drop", c.DropID,
+		"--users", strconv.Itoa(c.Users), "--seconds", strconv.FormatFloat(c.Seconds, 'g', -1, 64),
+		"--profile", c.Profile, "--rate", strconv.FormatFloat(c.Rate, 'g', -1, 64),
+		"--ramp", c.Ramp.String(), "--decay", c.Decay.String(),
+		"--regular-rate", strconv.FormatFloat(c.RegularRate, 'g', -1, 64),
+		"--timeout", c.Timeout.String(), "--seed", strconv.FormatInt(c.Seed, 10)}
+	if c.Verbose {
+		args = append(args, "--verbose")
+	}
+	return args
+}
+
+// regularChild is `dibs load --role regular` as a child process: it starts
+// at the run's time 0 and stops when its standard input closes.
+type regularChild struct {
+	bin    string
+	args   []string
+	stderr io.Writer
+
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	result string
+}
+
+func (p *regularChild) Start(start time.Time) error {
+	f, err := os.CreateTemp("", "dibs-load-regular-*.json")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	p.result = f.Name()
+	args := append(slices.Clone(p.args), "--start-at", start.Format(time.RFC3339Nano), "--report", p.result)
+	p.cmd = exec.Command(p.bin, args...)
+	p.cmd.Env = append(os.Environ(), "CI=true")
+	p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		os.Remove(p.result)
+		return err
+	}
+	if err := p.cmd.Start(); err != nil {
+		os.Remove(p.result)
+		return err
+	}
+	return nil
+}
+
+func (p *regularChild) Stop() (*loadgen.RegularResult, error) {
+	defer os.Remove(p.result)
+	p.stdin.Close()
+	if err := p.cmd.Wait(); err != nil {
+		return nil, fmt.Errorf("dibs load --role regular: %w", err)
+	}
+	b, err := os.ReadFile(p.result)
+	if err != nil {
+		return nil, err
+	}
+	var res loadgen.RegularResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("dibs load --role regular: %w", err)
+	}
+	return &res, nil
+}
+
+// regularMain runs `dibs load --role regular`: regular traffic from
+// --start-at until standard input closes (its parent is done), then its
+// result in --report.
+func regularMain(ctx context.Context, c loadConfig, logger *slog.Logger) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		stop()
+	}()
+	res, err := loadgen.RunRegular(ctx, c.loadgen(nil, logger))
+	if err != nil {
+		return err
+	}
+	return writeFile(c.ReportPath, func(w io.Writer) error { return json.NewEncoder(w).Encode(res) })
 }

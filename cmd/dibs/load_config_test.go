@@ -1,11 +1,16 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"slices"
 	"testing"
 	"time"
 )
+
+// This package's test binary is not dibs: its runs send their regular
+// traffic in-process (the end-to-end tests run the dibs binary).
+func init() { loadSelf = func() (string, error) { return "", errors.New("not the dibs binary") } }
 
 func TestLoadConfigReadsFlagsThenEnvironment(t *testing.T) {
 	t.Parallel()

@@ -148,3 +148,36 @@ func TestLoadTwoShardsOneNode(t *testing.T) {
 	files := runShardProcesses(t, []string{n.url}, "halves", 800, 2)
 	mergeShards(t, files, 200)
 }
+
+// dibs load sends its regular traffic from a child process of its own
+// (dibs load --role regular) and folds what it measured into its report.
+func TestLoadRegularTrafficFromItsOwnProcess(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, t.TempDir())
+	createDrop(t, n.url, `{"id":"steady","title":"steady","kind":"coupon","stock":50}`)
+	report := filepath.Join(t.TempDir(), "report.json")
+	out, err := loadCommand("--target", n.url, "--drop", "steady", "--users", "300", "--seconds", "1",
+		"--regular-rate", "50", "--seed", "3", "--report", report).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dibs load: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "regular traffic process") {
+		t.Errorf("the regular traffic's process failed:\n%s", out)
+	}
+	var rep struct {
+		Regular *struct {
+			Requests int64 `json:"requests"`
+			Baseline struct {
+				Count int64 `json:"count"`
+			} `json:"baseline"` // from the steps folded in
+		} `json:"regular"`
+		Audit struct {
+			OK bool `json:"ok"`
+		} `json:"audit"`
+	}
+	readJSON(t, report, &rep)
+	// 50/s over at least the 1s lead, the 1s spike and the 1s tail.
+	if rep.Regular == nil || rep.Regular.Requests < 100 || rep.Regular.Baseline.Count == 0 || !rep.Audit.OK {
+		t.Errorf("regular %+v, audit ok %t; want at least 100 regular requests and PASS\n%s", rep.Regular, rep.Audit.OK, out)
+	}
+}
