@@ -141,8 +141,11 @@ type Config struct {
 	// Seed drives every random choice: which users retry, delays, jitter.
 	Seed int64
 
-	// Client sends every request. The default has a Transport tuned for
-	// many connections to a few hosts (NewTransport).
+	// Client sends the requests outside the measured load (setup, samples,
+	// the audit); when set, it sends the measured load too, in place of the
+	// lean client (plain http targets only) that does by default. The
+	// default has a Transport tuned for many connections to a few hosts
+	// (NewTransport).
 	Client *http.Client
 	// Progress receives a live progress line; nil keeps quiet. See
 	// TerminalWriter.
