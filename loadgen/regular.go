@@ -62,7 +62,10 @@ func RunRegular(ctx context.Context, cfg Config) (*RegularResult, error) {
 	lean := cfg.Client == nil
 	r := &runner{cfg: cfg.withDefaults()}
 	r.log = r.cfg.Logger
-	reqCtx := context.WithoutCancel(ctx) // the last requests finish after the stop
+	// The last requests finish after the stop; the connections close when
+	// they have.
+	reqCtx, closeConns := context.WithCancel(context.WithoutCancel(ctx))
+	defer closeConns()
 	for _, u := range r.cfg.targets() {
 		t := &target{url: strings.TrimRight(u, "/")}
 		if lean {

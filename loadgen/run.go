@@ -53,10 +53,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r := &runner{cfg: cfg.withDefaults()}
 	r.log = r.cfg.Logger
 	perTarget := (r.cfg.MaxConns + len(r.cfg.targets()) - 1) / len(r.cfg.targets())
+	wireCtx, closeConns := context.WithCancel(ctx) // the lean client's connections close with the run
+	defer closeConns()
 	for _, u := range r.cfg.targets() {
 		t := &target{url: strings.TrimRight(u, "/")}
 		if lean {
-			t.wire, _ = newWireClient(ctx, t.url, perTarget)
+			t.wire, _ = newWireClient(wireCtx, t.url, perTarget)
 		}
 		r.targets = append(r.targets, t)
 	}
