@@ -96,3 +96,23 @@ func checkServerTime(t *testing.T, rep *loadgen.Report) {
 		t.Errorf("summary does not show the server's time:\n%s", summary(rep))
 	}
 }
+
+// Arrivals that find every in-flight place taken wait for the server's
+// backlog, not for the generator: their missed starts say so.
+func TestRunAttributesMissedStarts(t *testing.T) {
+	srv := soldOutServer(t)
+	cfg := loadgen.Config{Target: srv.URL, DropID: "g", PassportSecret: []byte(loadgentest.PassportSecret),
+		AdminToken: loadgentest.AdminToken, Seed: 1, SettleWait: -1,
+		Users: 100, Profile: loadgen.Profile{Shape: loadgen.Constant, Rate: 2000},
+		// One place, held a millisecond or more by each answer: arrivals
+		// every half millisecond find it taken.
+		MaxInFlight: 1}
+	rep := MustRun(t, cfg)
+	g := rep.Generator
+	if g.MissedBacklog == 0 {
+		t.Errorf("generator = %+v, want starts missed by the server's backlog", g)
+	}
+	if g.MissedBacklog+g.MissedOwnLag != rep.MissedStarts {
+		t.Errorf("%d backlog + %d own lag, want the %d missed starts", g.MissedBacklog, g.MissedOwnLag, rep.MissedStarts)
+	}
+}
