@@ -283,6 +283,9 @@ func (r *runner) httpRoundTrip(ctx context.Context, req *request, deadline time.
 // refused reports an error from dialling: the request never reached a
 // server, so it may go to another node.
 func refused(err error) bool {
+	if err == nil {
+		return false // without errors.As, whose target would escape on every answer
+	}
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }

@@ -54,8 +54,20 @@ func label(status int, code string) string {
 	if status == 0 {
 		return code
 	}
+	if status > 0 && status < len(statusLabels) {
+		return statusLabels[status]
+	}
 	return strconv.Itoa(status)
 }
+
+// statusLabels are the HTTP statuses as strings, made once: a label per
+// answer would otherwise allocate one.
+var statusLabels = func() (l [600]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
+}()
 
 // recorder collects every answer. It is safe for concurrent use; one mutex
 // suffices at the rates one machine can send (a record is a few hundred ns).
