@@ -31,9 +31,8 @@ type wireClient struct {
 	host   string // the Host header
 	dialer net.Dialer
 
-	idle  chan *wireConn  // connections free for a request
-	slots chan struct{}   // one per open connection, bounding them
-	done  <-chan struct{} // the run ended: every connection is closed
+	idle  chan *wireConn // connections free for a request
+	slots chan struct{}  // one per open connection, bounding them
 
 	mu    sync.Mutex
 	open  map[*wireConn]struct{}
@@ -74,7 +73,6 @@ func newWireClient(ctx context.Context, base string, maxConns int) (*wireClient,
 		dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
 		idle:   make(chan *wireConn, maxConns),
 		slots:  make(chan struct{}, maxConns),
-		done:   ctx.Done(),
 		open:   make(map[*wireConn]struct{}),
 	}
 	context.AfterFunc(ctx, w.closeAll)
