@@ -73,8 +73,11 @@ func TestRunSaysWhenTheGeneratorWasTheLimit(t *testing.T) {
 		cfg := base
 		cfg.Users = 20
 		// 20 arrivals over 3.8s: bound only if the dispatcher stalled
-		// for 380ms of its own, which even a starved machine rarely does.
+		// for 380ms of its own, or three arrivals started over 200ms
+		// late by the generator's fault, which even a starved machine
+		// rarely does.
 		cfg.Profile = loadgen.Profile{Shape: loadgen.Constant, Rate: 5}
+		cfg.StartSlack = 200 * time.Millisecond
 		rep := MustRun(t, cfg)
 		if g := rep.Generator; g.Bound {
 			t.Errorf("generator = %+v, want not bound", g)
