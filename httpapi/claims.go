@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/dibs-io/dibs"
@@ -34,6 +35,7 @@ var claimIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // createClaim answers 201 with a new claim once it is durable, 200 with the
 // user's existing claim, or a problem: losers never wait for the record.
 func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
+	w = serverTiming{w, time.Now()}
 	run, err := s.claimRun.acquire(r.Context())
 	if err != nil {
 		if r.Context().Err() == nil {
@@ -76,6 +78,20 @@ func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", "/v1/claims/"+c.ID)
 	}
 	writeJSON(w, status, newClaimJSON(c))
+}
+
+// serverTiming answers with Server-Timing: app;dur=<ms>, the time the
+// handler took, so a load generator can tell the server's share of the
+// latency it measures from its own.
+type serverTiming struct {
+	http.ResponseWriter
+	start time.Time
+}
+
+func (t serverTiming) WriteHeader(status int) {
+	dur := float64(time.Since(t.start).Microseconds()) / 1000
+	t.Header()["Server-Timing"] = []string{"app;dur=" + strconv.FormatFloat(dur, 'f', -1, 64)}
+	t.ResponseWriter.WriteHeader(status)
 }
 
 // getClaim returns the caller's claim; other users' claims are 404.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -85,8 +86,12 @@ type result struct {
 	body       []byte // kept for 2xx answers only
 	retryAfter time.Duration
 	hasRetry   bool // the answer carried a Retry-After
-	done       time.Time
-	node       int // the target that answered, or the last one tried
+	// serverDur is the server's own time on the request, from its
+	// Server-Timing header (hasServer: it sent one).
+	serverDur time.Duration
+	hasServer bool
+	done      time.Time
+	node      int // the target that answered, or the last one tried
 }
 
 // unknown reports whether the request may or may not have taken effect: no
@@ -118,6 +123,7 @@ type request struct {
 // target is one node the generator sends to, and what it sent there.
 type target struct {
 	url      string
+	wire     *wireClient  // the lean client for the load; nil: net/http
 	requests atomic.Int64 // requests that reached it (answered or not)
 	refused  atomic.Int64 // requests it refused to connect (sent on to the next node, if any)
 }
@@ -134,29 +140,17 @@ const maxBody = 64 << 10
 // connection (a reset, a timeout) is the request's answer: the claim may
 // have been taken, and a load balancer would not send it twice either.
 func (r *runner) send(ctx context.Context, req request) result {
-	rctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
-	defer cancel()
-	if req.first {
-		// A request waiting for a free connection has not started: the
-		// transport's queue is the generator's, not the server's.
-		counted := false // the transport may get a second connection to retry
-		rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
-			if !counted {
-				counted = true
-				r.spike.late(r.cfg.Now().Sub(req.intended), false)
-			}
-		}})
-	}
+	deadline := time.Now().Add(r.cfg.RequestTimeout)
 	var res result
+	var err error
 	for tries := 1; ; tries++ {
-		var err error
-		res, err = r.roundTrip(rctx, req)
+		res, err = r.roundTrip(ctx, &req, deadline)
 		if !refused(err) {
 			r.targets[req.node].requests.Add(1)
 			break
 		}
 		r.targets[req.node].refused.Add(1)
-		if rctx.Err() != nil || tries == len(r.targets) {
+		if ctx.Err() != nil || !time.Now().Before(deadline) || tries == len(r.targets) {
 			break
 		}
 		req.node = (req.node + 1) % len(r.targets)
@@ -166,21 +160,87 @@ func (r *runner) send(ctx context.Context, req request) result {
 		switch {
 		case ctx.Err() != nil:
 			res.code = codeCanceled
-		case errors.Is(rctx.Err(), context.DeadlineExceeded):
+		case timedOut(err):
 			res.code = codeTimeout
 		default:
 			res.code = codeTransport
 		}
 	}
 	res.done = r.cfg.Now()
-	r.rec.answer(req.op, res.status, res.code, req.intended, res.done)
+	r.rec.answer(req.op, res.status, res.code, req.intended, res.done, res.serverDur, res.hasServer)
 	r.book.serverError(res)
 	return res
 }
 
-// roundTrip sends req to its node once; with no answer it returns the
-// error that prevented one.
-func (r *runner) roundTrip(ctx context.Context, req request) (result, error) {
+// timedOut reports an error of a request that ran out of time.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.As(err, &ne) && ne.Timeout()
+}
+
+// gotConn notes, for an arrival's first request, the moment it got a
+// connection: a request waiting for one has not started, and that wait is
+// the generator's, not the server's.
+//
+// connWait is how long it waited for the connection: beyond the slack that
+// wait is the server's backlog (every connection busy with an earlier
+// request), else the lag is the generator's own (its goroutine started
+// late).
+func (r *runner) gotConn(req *request, connWait time.Duration) {
+	if req.first {
+		req.first = false // a second connection (another node) is not a second start
+		r.spike.late(r.cfg.Now().Sub(req.intended), false, connWait > r.cfg.StartSlack)
+	}
+}
+
+// roundTrip sends req to its node once, on the lean client when the node
+// has one; with no answer it returns the error that prevented one.
+func (r *runner) roundTrip(ctx context.Context, req *request, deadline time.Time) (result, error) {
+	w := r.targets[req.node].wire
+	if w == nil {
+		return r.httpRoundTrip(ctx, req, deadline)
+	}
+	asked := r.cfg.Now()
+	c, err := w.conn(ctx, deadline)
+	if err != nil {
+		return result{}, err
+	}
+	r.gotConn(req, r.cfg.Now().Sub(asked))
+	a, err := c.do(w.host, req, deadline)
+	if err != nil {
+		w.release(c, false)
+		if ctx.Err() != nil {
+			err = errors.Join(err, ctx.Err())
+		}
+		return result{}, err
+	}
+	res := result{status: a.status, serverDur: a.serverDur, hasServer: a.hasServer}
+	if res.status >= 300 {
+		res.code = problemCode(a.body)
+	} else {
+		res.body = bytes.Clone(a.body)
+	}
+	w.release(c, !a.close) // a.body is the connection's: read before
+	if a.retryAfter != "" {
+		res.retryAfter, res.hasRetry = parseRetryAfter(a.retryAfter, r.cfg.Now())
+	}
+	return res, nil
+}
+
+// httpRoundTrip is roundTrip through net/http, for https targets and a
+// caller's Config.Client.
+func (r *runner) httpRoundTrip(ctx context.Context, req *request, deadline time.Time) (result, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if req.first {
+		// A copy for the trace, so that req stays on its caller's stack
+		// on the lean client's path.
+		traced := *req
+		defer func() { req.first = traced.first }()
+		asked := r.cfg.Now()
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { r.gotConn(&traced, r.cfg.Now().Sub(asked)) }})
+	}
 	hr, err := http.NewRequestWithContext(ctx, req.method, r.targets[req.node].url+req.path, nil)
 	if err != nil {
 		return result{}, err
@@ -214,12 +274,18 @@ func (r *runner) roundTrip(ctx context.Context, req request) (result, error) {
 	if v := resp.Header.Get("Retry-After"); v != "" {
 		res.retryAfter, res.hasRetry = parseRetryAfter(v, r.cfg.Now())
 	}
+	if v := resp.Header.Get("Server-Timing"); v != "" {
+		res.serverDur, res.hasServer = parseServerTiming([]byte(v))
+	}
 	return res, nil
 }
 
 // refused reports an error from dialling: the request never reached a
 // server, so it may go to another node.
 func refused(err error) bool {
+	if err == nil {
+		return false // without errors.As, whose target would escape on every answer
+	}
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }
@@ -302,7 +368,9 @@ func doJSON(ctx context.Context, c *http.Client, url, token, method string, in, 
 
 // mintPassports signs one passport per user before the run, so signing
 // costs nothing while the clock runs. It uses every core.
-func mintPassports(secret []byte, userID func(int) string, n int, exp time.Time) ([]string, error) {
+//
+// Only the users that own says are signed (a shard's); the others are "".
+func mintPassports(secret []byte, userID func(int) string, n int, exp time.Time, own func(int) bool) ([]string, error) {
 	out := make([]string, n)
 	workers := min(runtime.GOMAXPROCS(0), n)
 	errs := make([]error, workers)
@@ -310,6 +378,9 @@ func mintPassports(secret []byte, userID func(int) string, n int, exp time.Time)
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < n; i += workers {
+				if !own(i) {
+					continue
+				}
 				tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
 					Subject:   userID(i),
 					ExpiresAt: jwt.NewNumericDate(exp),

@@ -83,6 +83,9 @@ type Config struct {
 
 	// Regular is the steady traffic sent alongside the spike.
 	Regular RegularConfig
+	// RegularProcess, when set, sends the regular traffic from a process
+	// of its own instead of this one (see RegularProcess).
+	RegularProcess RegularProcess
 
 	// MaxInFlight bounds the spike's requests in flight (default 10,000),
 	// which bounds its connections and memory. An arrival that finds the
@@ -124,14 +127,25 @@ type Config struct {
 	// two seconds needs finer steps than seconds to show its shape.
 	SeriesStep time.Duration
 
+	// Shard makes this run one slice of a run spread over several
+	// generators (see Shard); the zero value is the whole run.
+	Shard Shard
+	// StartAt is the instant of time 0 of the run (the regular traffic's
+	// lead, then the first arrival), when set: shards on several machines
+	// start together. Zero: at once.
+	StartAt time.Time
+
 	// UserPrefix starts every user id; the default derives from Seed, so
 	// runs with different seeds never share users.
 	UserPrefix string
 	// Seed drives every random choice: which users retry, delays, jitter.
 	Seed int64
 
-	// Client sends every request. The default has a Transport tuned for
-	// many connections to a few hosts (NewTransport).
+	// Client sends the requests outside the measured load (setup, samples,
+	// the audit); when set, it sends the measured load too, in place of the
+	// lean client (plain http targets only) that does by default. The
+	// default has a Transport tuned for many connections to a few hosts
+	// (NewTransport).
 	Client *http.Client
 	// Progress receives a live progress line; nil keeps quiet. See
 	// TerminalWriter.
@@ -163,8 +177,31 @@ type RegularConfig struct {
 	MaxInFlight int
 }
 
+// Shard is one of Count slices of a run's users: user i belongs to shard
+// i mod Count. Every shard computes the same schedule from the same seed and
+// users, and sends its own users' arrivals at their times; the regular
+// traffic comes from shard 0 alone. A shard does not audit: Merge audits the
+// union of the shards' results (Report.WriteShard).
+type Shard struct {
+	Index, Count int
+}
+
+func (s Shard) on() bool { return s.Count > 0 }
+
+// owns reports whether user i is this shard's.
+func (s Shard) owns(i int) bool { return !s.on() || i%s.Count == s.Index }
+
+// String is I/N.
+func (s Shard) String() string { return fmt.Sprintf("%d/%d", s.Index, s.Count) }
+
 // Validate reports the first thing wrong with c.
 func (c *Config) Validate() error {
+	if c.Shard.Count < 0 || c.Shard.Index < 0 || (c.Shard.Count > 0 && c.Shard.Index >= c.Shard.Count) {
+		return fmt.Errorf("shard %s: want I/N with 0 <= I < N", c.Shard)
+	}
+	if c.Shard.on() && c.Users < c.Shard.Count {
+		return fmt.Errorf("shard %s: fewer users (%d) than shards", c.Shard, c.Users)
+	}
 	if c.Target != "" && len(c.Targets) > 0 {
 		return errors.New("set target or targets, not both")
 	}

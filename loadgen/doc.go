@@ -14,6 +14,14 @@
 // logs a warning and counts missed starts, and still times those requests
 // from when they were due.
 //
+// The measured requests go through a lean HTTP/1.1 keep-alive client over
+// net.Conn (net/http for https targets or a caller's Client), so that the
+// generator costs less than the server it measures. Each answer's
+// Server-Timing is recorded beside the end-to-end latency, missed starts
+// are told apart (the server's backlog, or the generator's own lag), and a
+// run whose generator fell behind by itself is reported generator-bound
+// (Report.Generator, Report.Headline).
+//
 // Passports are signed before the first arrival. Memory grows with the users
 // by a passport and a byte each, with the winners, and with the requests in
 // flight; a spike of 200,000 users stays within a few hundred megabytes.
@@ -37,7 +45,12 @@
 //
 // Regular traffic (RegularConfig) reads the drop and known claims at a steady
 // rate before, during and after the spike, measured apart, so the report
-// shows whether the regular service kept its latency.
+// shows whether the regular service kept its latency; RegularProcess sends
+// it from a process of its own (RunRegular) instead.
+//
+// A run may be split over several machines (Config.Shard, Config.StartAt):
+// each shard sends its slice of the users and writes its result
+// (Report.WriteShard), and Merge audits the union once.
 //
 // # Audit and report
 //

@@ -54,8 +54,20 @@ func label(status int, code string) string {
 	if status == 0 {
 		return code
 	}
+	if status > 0 && status < len(statusLabels) {
+		return statusLabels[status]
+	}
 	return strconv.Itoa(status)
 }
+
+// statusLabels are the HTTP statuses as strings, made once: a label per
+// answer would otherwise allocate one.
+var statusLabels = func() (l [600]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
+}()
 
 // recorder collects every answer. It is safe for concurrent use; one mutex
 // suffices at the rates one machine can send (a record is a few hundred ns).
@@ -65,7 +77,8 @@ type recorder struct {
 
 	mu       sync.Mutex
 	ops      map[op]*hdrhistogram.Histogram
-	regular  *hdrhistogram.Histogram // both regular ops together
+	server   map[op]*hdrhistogram.Histogram // the server's time, from Server-Timing
+	regular  *hdrhistogram.Histogram        // both regular ops together
 	answers  map[answerKey]int64
 	claims   map[string]int64 // claim answers by label, for the progress line
 	requests int64            // spike requests answered
@@ -88,6 +101,7 @@ func newRecorder(start time.Time, step time.Duration) *recorder {
 		start:   start,
 		step:    step,
 		ops:     make(map[op]*hdrhistogram.Histogram),
+		server:  make(map[op]*hdrhistogram.Histogram),
 		regular: newHistogram(3),
 		answers: make(map[answerKey]int64),
 		claims:  make(map[string]int64),
@@ -118,7 +132,9 @@ func (r *recorder) arrival(intended time.Time) {
 // answer records one request: intended is when it should have been sent,
 // done when its answer (or failure) came. The latency runs from intended,
 // so a server stall shows in full even when it held the sender back.
-func (r *recorder) answer(o op, status int, code string, intended, done time.Time) {
+//
+// server is the server's own time on it (Server-Timing), when hasServer.
+func (r *recorder) answer(o op, status int, code string, intended, done time.Time, server time.Duration, hasServer bool) {
 	lat := min(max(done.Sub(intended).Microseconds(), 1), maxLatencyMicros)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -128,6 +144,14 @@ func (r *recorder) answer(o op, status int, code string, intended, done time.Tim
 		r.ops[o] = h
 	}
 	_ = h.RecordValue(lat)
+	if hasServer {
+		sh := r.server[o]
+		if sh == nil {
+			sh = newHistogram(3)
+			r.server[o] = sh
+		}
+		_ = sh.RecordValue(min(max(server.Microseconds(), 1), maxLatencyMicros))
+	}
 	r.answers[answerKey{o, status, code}]++
 	s := r.at(done)
 	if o.regular() {

@@ -32,10 +32,17 @@ type Report struct {
 	Answers []Answer `json:"answers"`
 	// RequestsPerSecond is the spike's answered requests over DurationMS.
 	RequestsPerSecond float64 `json:"requests_per_second"`
-	// Latency is the claims', each from its intended send time.
+	// Latency is the claims', each from its intended send time: what a
+	// user waited, the generator's own lag included.
 	Latency Latency `json:"latency"`
+	// ServerLatency is the claims' time inside the server, from the
+	// Server-Timing header of each answer (absent when the server sends
+	// none): the server's share of Latency.
+	ServerLatency *Latency `json:"server_latency,omitempty"`
 	// Ops is the latency of each kind of request.
 	Ops []OpLatency `json:"ops"`
+	// Generator says whether the generator kept its schedule.
+	Generator Generator `json:"generator"`
 	// SellOutMS runs from the first arrival to the first sign that the drop
 	// sold out (a sold_out answer or a read of remaining 0); absent if it did
 	// not sell out.
@@ -55,6 +62,9 @@ type Report struct {
 	Remaining []RemainingSample `json:"remaining"`
 	Regular   *RegularReport    `json:"regular,omitempty"`
 	Audit     Audit             `json:"audit"`
+
+	// shard is what Merge needs of a shard's run (see WriteShard).
+	shard *ShardResult
 }
 
 // RunConfig is the part of Config a report shows (no secrets).
@@ -76,6 +86,38 @@ type RunConfig struct {
 	MaxInFlight     int      `json:"max_in_flight"`
 	RegularRate     float64  `json:"regular_rate"`
 	Seed            int64    `json:"seed"`
+}
+
+// Generator is how well the generator kept its schedule. When it fell
+// behind by itself (Bound), the latencies from intended send time include
+// its own lag: they measure the generator, and ServerLatency is the
+// server's share. k6 calls the arrivals it could not start on time dropped
+// iterations.
+type Generator struct {
+	// Bound is set when the generator fell behind its schedule by itself:
+	// its dispatcher's own lag (beyond the time it waited for the server's
+	// backlog) exceeded both StartSlack and a tenth of the schedule's span,
+	// or more than a tenth of the arrivals started late by its own lag.
+	// Its lag is then part of the end-to-end latencies.
+	Bound bool `json:"bound"`
+	// ScheduledRate is the schedule's mean arrival rate, users over span;
+	// AchievedRate the rate of arrivals actually started, first to last.
+	ScheduledRate float64 `json:"scheduled_rate"`
+	AchievedRate  float64 `json:"achieved_rate"`
+	// MaxOwnLagMS is the dispatcher's largest lag of its own.
+	MaxOwnLagMS float64 `json:"max_own_lag_ms"`
+	// The missed starts by cause: the generator's own lag, and the
+	// server's backlog (every in-flight place or connection busy with an
+	// earlier request still unanswered).
+	MissedOwnLag  int64 `json:"missed_own_lag"`
+	MissedBacklog int64 `json:"missed_backlog"`
+}
+
+// generatorBound judges a run (see Generator.Bound). A short stall of a
+// starved machine is not a verdict on a long run, nor are a few late
+// starts.
+func generatorBound(ownLag, slack, span time.Duration, missedOwn, arrived int64) bool {
+	return ownLag > max(slack, span/10) || missedOwn*10 > arrived
 }
 
 // NodeStats is what the generator sent to one of several targets.
@@ -163,6 +205,9 @@ type Latency struct {
 type OpLatency struct {
 	Op string `json:"op"`
 	Latency
+	// Server is its time inside the server (Server-Timing), when the
+	// server said.
+	Server *Latency `json:"server,omitempty"`
 }
 
 // Step is one step of the run: counts over the step (divide by StepS for
@@ -237,6 +282,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 func (r *Report) Summary(w io.Writer) error {
 	var b strings.Builder
 	t := r.Totals
+	fmt.Fprintf(&b, "%s\n", r.Headline())
 	fmt.Fprintf(&b, "drop %s (%s, %s admission): stock %d, %d users over %s (%s, peak %.0f/s)\n",
 		r.Drop.ID, r.Drop.Kind, r.Drop.Admission, r.Drop.Stock, r.Config.Users, ms(r.Config.SpanMS), r.Config.Profile, r.Config.PeakRate)
 	fmt.Fprintf(&b, "winners:   %d acknowledged (201), %d already won (200), %d sold out (410)\n", t.Wins, t.AlreadyWon, t.SoldOut)
@@ -246,11 +292,16 @@ func (r *Report) Summary(w io.Writer) error {
 		fmt.Fprintf(&b, "sell-out:  not sold out\n")
 	}
 	fmt.Fprintf(&b, "load:      %d requests in %s, %.0f requests/s; arrivals %.0f/s\n", t.Requests, ms(r.DurationMS), r.RequestsPerSecond, t.ArrivalRate)
-	fmt.Fprintf(&b, "claims:    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (from intended send time)\n",
+	fmt.Fprintf(&b, "claims:    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (end to end, from intended send time)\n",
 		ms(r.Latency.P50), ms(r.Latency.P90), ms(r.Latency.P99), ms(r.Latency.P999), ms(r.Latency.Max))
+	if s := r.ServerLatency; s != nil {
+		fmt.Fprintf(&b, "server:    p50 %s  p90 %s  p99 %s  p99.9 %s  max %s (inside the server, from Server-Timing)\n",
+			ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P999), ms(s.Max))
+	}
 	fmt.Fprintf(&b, "answers:   %s\n", answerList(r.Answers, opClaim))
 	if r.MissedStarts > 0 {
-		fmt.Fprintf(&b, "missed:    %d starts (the generator fell behind or hit --max-inflight; max lag %s)\n", r.MissedStarts, ms(r.MaxStartLagMS))
+		fmt.Fprintf(&b, "missed:    %d starts (max lag %s): %d the generator's own lag, %d the server's backlog (--max-inflight or --max-conns busy)\n",
+			r.MissedStarts, ms(r.MaxStartLagMS), r.Generator.MissedOwnLag, r.Generator.MissedBacklog)
 	} else {
 		fmt.Fprintf(&b, "missed:    0 starts (every arrival on schedule)\n")
 	}
@@ -291,6 +342,24 @@ func (r *Report) Summary(w io.Writer) error {
 	return err
 }
 
+// Headline says in one line what the run measured: the server (its
+// answers per second and its own p99), or, when the generator fell behind
+// its schedule by itself, that the run was generator-bound, with the
+// arrival rate it achieved.
+func (r *Report) Headline() string {
+	var server string
+	if s := r.ServerLatency; s != nil {
+		server = fmt.Sprintf(", server p99 %s (Server-Timing)", ms(s.P99))
+	}
+	g := r.Generator
+	if g.Bound {
+		return fmt.Sprintf("GENERATOR-BOUND: the generator fell behind its schedule by itself (its dispatcher up to %s late; %.0f arrivals/s achieved of %.0f/s scheduled; %d starts late by its own lag): its lag is part of the end-to-end latencies; the server answered %.0f requests/s%s",
+			ms(g.MaxOwnLagMS), g.AchievedRate, g.ScheduledRate, g.MissedOwnLag, r.RequestsPerSecond, server)
+	}
+	return fmt.Sprintf("the generator kept its schedule; the server answered %.0f requests/s%s, end-to-end claim p99 %s",
+		r.RequestsPerSecond, server, ms(r.Latency.P99))
+}
+
 // ms prints a duration given in milliseconds, rounded for reading.
 func ms(v float64) string {
 	d := time.Duration(v * float64(time.Millisecond))
@@ -320,8 +389,30 @@ func answerList(as []Answer, o op) string {
 	return orNone(s)
 }
 
-// report assembles the Report once the run is over.
+// report assembles the Report once the run is over. Each piece reads one
+// part of the run under that part's own lock, or none.
 func (r *runner) report() *Report {
+	rep := r.reportHead()
+	end := r.book.fillReport(rep, r.spikeStart)
+	r.rec.fillAnswers(rep)
+	if rep.DurationMS > 0 {
+		rep.RequestsPerSecond = float64(rep.Totals.Requests) / (rep.DurationMS / 1000)
+	}
+	spike := window{from: r.spikeStart.Sub(r.start).Seconds(), to: end.Sub(r.start).Seconds()}
+	regular := r.rec.fillSeries(rep, spike, r.cfg.Regular.Rate > 0)
+	if r.cfg.Regular.Rate > 0 {
+		regular.Rate = r.cfg.Regular.Rate
+		regular.MissedStarts = r.regular.missed.Load()
+		rep.Regular = regular
+	}
+	rep.Remaining = r.remainingSamples()
+	return rep
+}
+
+// reportHead is the part of the report that needs no lock: the config, the
+// drop, and the dispatcher's counters (atomic, or written by its goroutine
+// that has returned).
+func (r *runner) reportHead() *Report {
 	c := r.cfg
 	rep := &Report{
 		Config: RunConfig{
@@ -349,12 +440,28 @@ func (r *runner) report() *Report {
 	if d := r.spike; d.arrived.Load() > 1 && d.last.After(d.first) {
 		rep.Totals.ArrivalRate = float64(d.arrived.Load()-1) / d.last.Sub(d.first).Seconds()
 	}
+	span := r.sched.span()
+	rep.Generator = Generator{
+		Bound: generatorBound(r.spike.maxOwnLag, c.StartSlack, span,
+			r.spike.missedOwn.Load(), r.spike.arrived.Load()),
+		AchievedRate: rep.Totals.ArrivalRate, MaxOwnLagMS: msOf(max(r.spike.maxOwnLag, 0)),
+		MissedOwnLag: r.spike.missedOwn.Load(), MissedBacklog: r.spike.missedBacklog.Load(),
+	}
+	if span > 0 && c.Users > 1 {
+		rep.Generator.ScheduledRate = float64(c.Users-1) / span.Seconds() / float64(max(c.Shard.Count, 1))
+	}
+	return rep
+}
 
-	b := r.book
+// fillReport sets what the book knows: the run's duration from spikeStart,
+// the sell-out, the waiting room's and the payments' outcomes. It returns
+// when the last user finished.
+func (b *book) fillReport(rep *Report, spikeStart time.Time) (end time.Time) {
 	b.mu.Lock()
-	rep.DurationMS = msOf(b.end.Sub(r.spikeStart))
+	defer b.mu.Unlock()
+	rep.DurationMS = msOf(b.end.Sub(spikeStart))
 	if !b.soldOutAt.IsZero() {
-		v := msOf(max(b.soldOutAt.Sub(r.spikeStart), 0))
+		v := msOf(max(b.soldOutAt.Sub(spikeStart), 0))
 		rep.SellOutMS = &v
 	}
 	rep.Totals.Queue = stringKeys(b.queue)
@@ -367,33 +474,64 @@ func (r *runner) report() *Report {
 			rep.Totals.Payments["pending"] = b.unsettled
 		}
 	}
-	b.mu.Unlock()
+	return b.end
+}
 
-	rec := r.rec
+// fillAnswers sets the answers, the totals they add up to, and the
+// latencies of each kind of request.
+func (rec *recorder) fillAnswers(rep *Report) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	rep.Totals.Requests = rec.requests
 	for k, n := range rec.answers {
 		rep.Answers = append(rep.Answers, Answer{Op: string(k.op), Status: k.status, Code: k.code, Count: n})
-		if k.op != opClaim {
+	}
+	sortAnswers(rep.Answers)
+	countClaims(&rep.Totals, rep.Answers)
+	if h := rec.ops[opClaim]; h != nil {
+		rep.Latency = summarize(h)
+	}
+	if h := rec.server[opClaim]; h != nil {
+		l := summarize(h)
+		rep.ServerLatency = &l
+	}
+	for o, h := range rec.ops {
+		ol := OpLatency{Op: string(o), Latency: summarize(h)}
+		if sh := rec.server[o]; sh != nil {
+			l := summarize(sh)
+			ol.Server = &l
+		}
+		rep.Ops = append(rep.Ops, ol)
+	}
+	sort.Slice(rep.Ops, func(i, j int) bool { return rep.Ops[i].Op < rep.Ops[j].Op })
+}
+
+// countClaims adds the claim answers up into t.
+func countClaims(t *Totals, answers []Answer) {
+	for _, a := range answers {
+		if a.Op != string(opClaim) {
 			continue
 		}
-		rep.Totals.Claims += n
+		n := a.Count
+		t.Claims += n
 		switch {
-		case k.status == 201:
-			rep.Totals.Wins += n
-		case k.status == 200:
-			rep.Totals.AlreadyWon += n
-		case k.status == 410 && k.code == "sold_out":
-			rep.Totals.SoldOut += n
-		case k.status == 429 || k.status == 503:
-			rep.Totals.Shed += n
-		case k.status == 0 && k.code != codeCanceled:
-			rep.Totals.NoAnswer += n
+		case a.Status == 201:
+			t.Wins += n
+		case a.Status == 200:
+			t.AlreadyWon += n
+		case a.Status == 410 && a.Code == dibs.ESOLDOUT:
+			t.SoldOut += n
+		case a.Status == 429 || a.Status == 503:
+			t.Shed += n
+		case a.Status == 0 && a.Code != codeCanceled:
+			t.NoAnswer += n
 		}
 	}
-	sort.Slice(rep.Answers, func(i, j int) bool {
-		a, b := rep.Answers[i], rep.Answers[j]
+}
+
+func sortAnswers(as []Answer) {
+	sort.Slice(as, func(i, j int) bool {
+		a, b := as[i], as[j]
 		if a.Op != b.Op {
 			return a.Op < b.Op
 		}
@@ -402,18 +540,17 @@ func (r *runner) report() *Report {
 		}
 		return a.Code < b.Code
 	})
-	if rep.DurationMS > 0 {
-		rep.RequestsPerSecond = float64(rec.requests) / (rep.DurationMS / 1000)
-	}
-	if h := rec.ops[opClaim]; h != nil {
-		rep.Latency = summarize(h)
-	}
-	for o, h := range rec.ops {
-		rep.Ops = append(rep.Ops, OpLatency{Op: string(o), Latency: summarize(h)})
-	}
-	sort.Slice(rep.Ops, func(i, j int) bool { return rep.Ops[i].Op < rep.Ops[j].Op })
+}
 
-	spikeFrom, spikeTo := r.spikeStart.Sub(r.start).Seconds(), b.end.Sub(r.start).Seconds()
+// window is a span of the series, in seconds from its start.
+type window struct{ from, to float64 }
+
+// fillSeries sets the series step by step. With regular traffic it also
+// returns the regular report's latencies and errors: over the run, before
+// the spike (steps that ended before spike.from) and during it.
+func (rec *recorder) fillSeries(rep *Report, spike window, regular bool) *RegularReport {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
 	baseline, during := newHistogram(2), newHistogram(2)
 	var regularErrors int64
 	rep.StepS = rec.step.Seconds()
@@ -427,36 +564,36 @@ func (r *runner) report() *Report {
 		if s.claims.TotalCount() > 0 {
 			st.P50, st.P99, st.Max = quantileMS(s.claims, 50), quantileMS(s.claims, 99), quantileMS(s.claims, 100)
 		}
-		if c.Regular.Rate > 0 {
+		if regular {
 			g := &RegularStep{Requests: s.regularRequests, Errors: s.regularErrors}
 			if s.regular.TotalCount() > 0 {
 				g.P50, g.P99, g.Max = quantileMS(s.regular, 50), quantileMS(s.regular, 99), quantileMS(s.regular, 100)
 			}
 			st.Regular = g
 			regularErrors += s.regularErrors
-			// A step counts as baseline only if it ended before the first
-			// arrival.
 			switch {
-			case t+rep.StepS <= spikeFrom:
+			case t+rep.StepS <= spike.from:
 				baseline.Merge(s.regular)
-			case t >= spikeFrom && t < spikeTo:
+			case t >= spike.from && t < spike.to:
 				during.Merge(s.regular)
 			}
 		}
 		rep.Series = append(rep.Series, st)
 	}
-	if c.Regular.Rate > 0 {
-		rep.Regular = &RegularReport{
-			Rate: c.Regular.Rate, Requests: rec.regular.TotalCount(), Errors: regularErrors,
-			MissedStarts: r.regular.missed.Load(), Latency: summarize(rec.regular),
-			Baseline: summarize(baseline), Spike: summarize(during),
-		}
+	if !regular {
+		return nil
 	}
+	return &RegularReport{
+		Requests: rec.regular.TotalCount(), Errors: regularErrors, Latency: summarize(rec.regular),
+		Baseline: summarize(baseline), Spike: summarize(during),
+	}
+}
 
+// remainingSamples copies the reads of the remaining stock.
+func (r *runner) remainingSamples() []RemainingSample {
 	r.samplesMu.Lock()
-	rep.Remaining = append([]RemainingSample(nil), r.samples...)
-	r.samplesMu.Unlock()
-	return rep
+	defer r.samplesMu.Unlock()
+	return append([]RemainingSample(nil), r.samples...)
 }
 
 func summarize(h *hdrhistogram.Histogram) Latency {

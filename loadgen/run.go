@@ -21,6 +21,9 @@ type runner struct {
 	admin   atomic.Int32 // index of the target the setup and the audit read from
 	drop    adminDrop
 	sched   schedule
+	// claimPath is the drop's claims, built once: a spike sends it
+	// hundreds of thousands of times.
+	claimPath string
 
 	passports []string
 	rec       *recorder
@@ -46,10 +49,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
+	lean := cfg.Client == nil // a caller's Client sends everything
 	r := &runner{cfg: cfg.withDefaults()}
 	r.log = r.cfg.Logger
-	for _, t := range r.cfg.targets() {
-		r.targets = append(r.targets, &target{url: strings.TrimRight(t, "/")})
+	perTarget := (r.cfg.MaxConns + len(r.cfg.targets()) - 1) / len(r.cfg.targets())
+	wireCtx, closeConns := context.WithCancel(ctx) // the lean client's connections close with the run
+	defer closeConns()
+	for _, u := range r.cfg.targets() {
+		t := &target{url: strings.TrimRight(u, "/")}
+		if lean {
+			t.wire, _ = newWireClient(wireCtx, t.url, perTarget)
+		}
+		r.targets = append(r.targets, t)
 	}
 	r.sched = newSchedule(r.cfg.Profile, r.cfg.Users)
 	if err := r.getAdmin(ctx, "/v1/admin/drops/"+r.cfg.DropID, &r.drop); err != nil {
@@ -58,9 +69,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if r.drop.PerUserLimit == 0 {
 		r.drop.PerUserLimit = 1
 	}
+	r.claimPath = "/v1/drops/" + r.drop.ID + "/claims"
 	exp := r.cfg.Now().Add(r.sched.span() + r.cfg.QueueWait + r.cfg.PayWait + time.Hour)
 	var err error
-	r.passports, err = mintPassports(r.cfg.PassportSecret, r.userID, r.cfg.Users, exp)
+	r.passports, err = mintPassports(r.cfg.PassportSecret, r.userID, r.cfg.Users, exp, r.cfg.Shard.owns)
 	if err != nil {
 		return nil, err
 	}
@@ -77,9 +89,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		"span", r.sched.span(), "peak_rate", int(r.sched.peakRate()))
 	stopped := r.run(ctx)
 	rep := r.report()
+	if r.cfg.Shard.on() {
+		rep.shard = r.shardResult(rep, stopped == nil)
+	}
 	if stopped != nil {
 		rep.Audit = Audit{Checks: []Check{{Name: "audit", Status: CheckSkip, Detail: "the run was stopped before its end"}}}
 		return rep, fmt.Errorf("run stopped: %w", stopped)
+	}
+	if r.cfg.Shard.on() {
+		rep.Audit = Audit{OK: true, Checks: []Check{{Name: "audit", Status: CheckSkip,
+			Detail: fmt.Sprintf("shard %s: audited with the other shards by dibs load merge", r.cfg.Shard)}}}
+		return rep, nil
 	}
 	if unknown := rep.unknownClaims(); unknown > 0 && r.cfg.SettleWait > 0 {
 		r.settle(ctx, unknown)
@@ -124,7 +144,29 @@ func (r *runner) userID(i int) string { return r.cfg.UserPrefix + strconv.Itoa(i
 // line, and returns when the last user is done. It returns ctx's error if
 // ctx ended first.
 func (r *runner) run(ctx context.Context) error {
+	ext := r.cfg.RegularProcess
+	if r.cfg.Regular.Rate <= 0 || r.cfg.Shard.Index != 0 {
+		ext = nil
+	}
 	r.start = r.cfg.Now()
+	if ext != nil && r.cfg.StartAt.IsZero() {
+		r.start = r.start.Add(regularStartup)
+	}
+	if !r.cfg.StartAt.IsZero() {
+		r.start = r.cfg.StartAt
+	}
+	if ext != nil {
+		if err := ext.Start(r.start); err != nil {
+			r.log.Warn("regular traffic process did not start; sending it from this one", "err", err)
+			ext = nil
+		}
+	}
+	if !r.sleepUntil(ctx, r.start) {
+		if ext != nil {
+			_, _ = ext.Stop()
+		}
+		return ctx.Err()
+	}
 	r.spikeStart = r.start
 	if r.cfg.Regular.Rate > 0 {
 		r.spikeStart = r.start.Add(r.cfg.Regular.Lead)
@@ -140,14 +182,19 @@ func (r *runner) run(ctx context.Context) error {
 
 	regularCtx, stopRegular := context.WithCancel(ctx)
 	var regular sync.WaitGroup
-	if r.cfg.Regular.Rate > 0 {
+	if r.cfg.Regular.Rate > 0 && r.cfg.Shard.Index == 0 && ext == nil {
 		regular.Go(func() { r.runRegular(ctx, regularCtx) })
 	}
 
+	// A shard's k-th arrival is user Index + k×Count, at that user's time.
+	n, first, stride := r.cfg.Users, 0, 1
+	if sh := r.cfg.Shard; sh.on() {
+		n, first, stride = (r.cfg.Users-sh.Index+sh.Count-1)/sh.Count, sh.Index, sh.Count
+	}
 	var users sync.WaitGroup
-	r.spike.run(ctx, r.spikeStart, r.cfg.Users, r.sched.at, func(i int, intended time.Time, missed bool) {
+	r.spike.run(ctx, r.spikeStart, n, func(k int) time.Duration { return r.sched.at(first + k*stride) }, func(k int, intended time.Time, missed bool) {
 		r.rec.arrival(intended)
-		users.Go(func() { r.user(ctx, i, intended, missed) })
+		users.Go(func() { r.user(ctx, first+k*stride, intended, missed) })
 	})
 	users.Wait()
 	r.book.setEnd(r.cfg.Now())
@@ -157,6 +204,16 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	stopRegular()
 	regular.Wait()
+	if ext != nil {
+		res, err := ext.Stop()
+		if err == nil {
+			err = r.rec.foldRegular(res)
+			r.regular.missed.Add(res.MissedStarts)
+		}
+		if err != nil {
+			r.log.Warn("regular traffic process: no result", "err", err)
+		}
+	}
 	stopBackground()
 	bg.Wait()
 	r.takeSample(context.WithoutCancel(ctx)) // the final remaining stock
@@ -170,11 +227,23 @@ func (r *runner) run(ctx context.Context) error {
 func (r *runner) warmUp(ctx context.Context) {
 	n := min(r.cfg.MaxConns, max(8*len(r.targets), int(r.sched.peakRate()/100)))
 	var wg sync.WaitGroup
+	for i, t := range r.targets {
+		if t.wire != nil {
+			share := n/len(r.targets) + min(1, max(0, n%len(r.targets)-i))
+			wg.Go(func() { t.wire.warm(ctx, share, "/v1/drops/"+r.drop.ID) })
+		}
+	}
 	for i := range n {
-		wg.Go(func() { _, _ = r.readDropAt(ctx, r.targets[i%len(r.targets)].url) })
+		if t := r.targets[i%len(r.targets)]; t.wire == nil {
+			wg.Go(func() { _, _ = r.readDropAt(ctx, t.url) })
+		}
 	}
 	wg.Wait()
 }
+
+// regularStartup is how far ahead of now a run starts when a process of
+// its own sends the regular traffic: time for it to start and connect.
+const regularStartup = 2 * time.Second
 
 // maxAwaitDrop bounds the wait for every node to serve the drop.
 const maxAwaitDrop = 10 * time.Second
@@ -299,14 +368,24 @@ type dispatcher struct {
 	missed  atomic.Int64
 	arrived atomic.Int64
 	maxLag  atomic.Int64 // nanoseconds
+	// Missed starts by cause: the generator's own lag (its dispatcher or a
+	// user's goroutine started late), or the server's backlog (no free
+	// in-flight place or connection: earlier requests still unanswered).
+	missedOwn, missedBacklog atomic.Int64
 	// Written by run's goroutine only, read after it returns.
 	first, last time.Time
+	blocked     time.Duration // time spent waiting for in-flight places
+	maxOwnLag   time.Duration // the dispatcher's lag beyond the time it was blocked
 }
 
 // late notes that an arrival's first request started lag after its intended
 // time; beyond slack, or when it had to wait for a place, it is a missed
 // start. It reports whether it counted one.
-func (d *dispatcher) late(lag time.Duration, waited bool) bool {
+//
+// backlog says whose the lag is: the server's (the arrival waited for an
+// in-flight place or a connection, or was due while the dispatcher was
+// blocked waiting for one) or the generator's own.
+func (d *dispatcher) late(lag time.Duration, waited, backlog bool) bool {
 	for {
 		old := d.maxLag.Load()
 		if int64(lag) <= old || d.maxLag.CompareAndSwap(old, int64(lag)) {
@@ -315,6 +394,11 @@ func (d *dispatcher) late(lag time.Duration, waited bool) bool {
 	}
 	if waited || lag > d.slack {
 		d.missed.Add(1)
+		if waited || backlog {
+			d.missedBacklog.Add(1)
+		} else {
+			d.missedOwn.Add(1)
+		}
 		return true
 	}
 	return false
@@ -340,6 +424,11 @@ func (d *dispatcher) run(ctx context.Context, start time.Time, n int, at func(in
 		} else if ctx.Err() != nil {
 			return
 		}
+		// Its own lag: how late the dispatcher got here, less the time it
+		// spent blocked on the server's backlog, which shifted the rest.
+		reached := d.now()
+		own := reached.Sub(intended) - d.blocked
+		d.maxOwnLag = max(d.maxOwnLag, own)
 		full := !d.slots.tryAcquire()
 		if full {
 			if !warnedFull {
@@ -351,8 +440,11 @@ func (d *dispatcher) run(ctx context.Context, start time.Time, n int, at func(in
 			}
 		}
 		now := d.now()
+		if full {
+			d.blocked += now.Sub(reached)
+		}
 		lag := now.Sub(intended)
-		missed := d.late(lag, full)
+		missed := d.late(lag, full, own <= d.slack)
 		if missed && !full && !warnedLate {
 			warnedLate = true
 			d.log.Warn("generator behind schedule (missed starts)", "traffic", d.name, "lag", lag)

@@ -87,7 +87,7 @@ type claimOutcome struct {
 // claim sends one claim (with its retries after 429 and 503) and books what
 // the answer says.
 func (s *session) claim(ctx context.Context, intended time.Time, admission, key string) claimOutcome {
-	req := request{op: opClaim, method: http.MethodPost, path: "/v1/drops/" + s.r.drop.ID + "/claims", intended: intended}
+	req := request{op: opClaim, method: http.MethodPost, path: s.r.claimPath, intended: intended}
 	if admission != "" {
 		req.headers = append(req.headers, [2]string{"Dibs-Admission", admission})
 	}

@@ -103,6 +103,20 @@ func run(cfg config) error {
 		})
 		return err
 	}
+	if cfg.only == "" || strings.Contains(generatorName, cfg.only) {
+		log.Printf("== %s", generatorName)
+		r, err := generator(cfg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", generatorName, err)
+		}
+		table := renderGenerator(cfg, r)
+		fmt.Print(table)
+		if cfg.write != "" {
+			if err := rewriteSection(cfg.write, "generator", table); err != nil {
+				return err
+			}
+		}
+	}
 	if cfg.only == "" || strings.Contains(isolationName, cfg.only) {
 		log.Printf("== %s", isolationName)
 		rs, err := isolation(cfg, cfg.regularRate, cfg.spikeRate, []variant{{"defaults", nil, false}})

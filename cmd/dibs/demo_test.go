@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -52,6 +53,18 @@ func TestDemo(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("checks missing from the report: %v", want)
+	}
+	// The demo says what the server did (its own p99, from Server-Timing)
+	// and whether the generator kept up, whichever it was on this machine.
+	for _, sc := range res.Scenarios {
+		h := sc.Report.Headline()
+		if !bytes.Contains(stdout.Bytes(), []byte(sc.Name+": "+h)) {
+			t.Errorf("output lacks the headline of %s %q", sc.Name, h)
+		}
+		if sc.Report.ServerLatency == nil || !strings.Contains(h, "server p99") ||
+			!strings.Contains(h, "GENERATOR-BOUND") && !strings.Contains(h, "kept its schedule") {
+			t.Errorf("%s: headline %q names no server p99 or no verdict on the generator", sc.Name, h)
+		}
 	}
 	for name, path := range res.Reports {
 		if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
