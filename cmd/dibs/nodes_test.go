@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -157,7 +158,11 @@ func TestThreeNodesPropagation(t *testing.T) {
 		a, _ := claimAt(ctx, client, url, drop, tok)
 		return a
 	}
-	took := map[string][]time.Duration{}
+	// The promise is the nodes' (a reload every half second at most, a
+	// notice at once); a starved machine adds its own lateness, which a
+	// ticker in this process measures during each step and the bound
+	// allows on top of the second.
+	took := map[string][]trial{}
 	for k := range trials {
 		drop := fmt.Sprintf("p%d", k)
 		steps := []struct {
@@ -182,22 +187,55 @@ func TestThreeNodesPropagation(t *testing.T) {
 			// came at the same point of the nodes' reload cycles would
 			// measure that point, not the worst case.
 			time.Sleep(mrand.N(600 * time.Millisecond))
+			late := lateness()
 			start := time.Now()
 			s.act()
 			d := everyNode(t, s.name+" "+drop, nodes, start, func(url string) bool {
 				return dropState(url, drop) == s.state && s.want(claimAs(url, drop))
 			})
-			took[s.name] = append(took[s.name], d)
+			took[s.name] = append(took[s.name], trial{d, late()})
 		}
 	}
 	for _, name := range []string{"create", "pause", "resume", "close"} {
-		ds := took[name]
-		slices.Sort(ds)
-		t.Logf("%s on every node after %v (sorted)", name, ds)
-		if robust := ds[len(ds)-2]; robust > promise {
-			t.Errorf("%s: second slowest of %d trials reached every node after %v, want within %v (all: %v)", name, trials, robust, promise, ds)
+		ts := took[name]
+		slices.SortFunc(ts, func(a, b trial) int { return cmp.Compare(a.took-a.late, b.took-b.late) })
+		t.Logf("%s on every node after %v (sorted by time less the machine's lateness)", name, ts)
+		if robust := ts[len(ts)-2]; robust.took > promise+robust.late {
+			t.Errorf("%s: second slowest of %d trials reached every node after %v, want within %v plus the machine's lateness %v (all: %v)",
+				name, trials, robust.took, promise, robust.late, ts)
 		}
 	}
+}
+
+// trial is how long an action took to reach every node, and how late this
+// process's timers fired meanwhile.
+type trial struct{ took, late time.Duration }
+
+func (t trial) String() string {
+	return fmt.Sprintf("%v (late %v)", t.took.Round(time.Millisecond), t.late.Round(time.Millisecond))
+}
+
+// lateness starts measuring how late this process's timers fire, and
+// returns a function that stops and reports the worst lateness seen: what a
+// starved machine adds to any deadline, the nodes' included.
+func lateness() func() time.Duration {
+	const tick = 10 * time.Millisecond
+	stop := make(chan struct{})
+	worst := make(chan time.Duration, 1)
+	go func() {
+		var w time.Duration
+		for {
+			start := time.Now()
+			select {
+			case <-stop:
+				worst <- w
+				return
+			case <-time.After(tick):
+				w = max(w, time.Since(start)-tick)
+			}
+		}
+	}()
+	return func() time.Duration { close(stop); return <-worst }
 }
 
 func adminOK(t *testing.T, method, url string) {
