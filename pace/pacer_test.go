@@ -75,7 +75,7 @@ func TestPacerNewBoundsTakeANewController(t *testing.T) {
 	_ = p.Pace(ctx, d, 500, 10_000, t0)
 	d.Admission.Rate, d.Admission.MaxRate = 100, 110
 	_ = p.Pace(ctx, d, 500, 10_000, t0.Add(100*time.Millisecond)) // new bounds: steps at once
-	if got := rates.set[len(rates.set)-1]; got != 105 {                // 100 + max(1, 110/20)
+	if got := rates.set[len(rates.set)-1]; got != 105 {           // 100 + max(1, 110/20)
 		t.Fatalf("after new bounds: rate %d, want 105 (sets %v)", got, rates.set)
 	}
 }
