@@ -258,7 +258,7 @@
   }
 
   function fact(dl, label, value, cls) {
-    dl.append(el('dt', { text: label }), el('dd', { text: value, class: cls || '' }));
+    dl.append(el('div', {}, el('dt', { text: label }), el('dd', { text: value, class: cls || '' })));
   }
 
   // ---- switches ------------------------------------------------------
@@ -348,8 +348,9 @@
         el('div', { class: 'tile-cols' },
           el('div', {}, el('h4', { text: 'claims/s' }), this.rateTable),
           el('div', {}, el('h4', { text: 'latency' }), this.latency)),
-        el('h4', { text: 'remaining, last 10 minutes' }), this.curveBox,
-        el('h4', { text: 'claims/s, last 10 minutes' }), this.ratesBox,
+        el('div', { class: 'charts' },
+          el('div', {}, el('h4', { text: 'remaining, last 10 minutes' }), this.curveBox),
+          el('div', {}, el('h4', { text: 'claims/s, last 10 minutes' }), this.ratesBox)),
         this.queueBox);
       this.buildQueue();
     }
@@ -462,7 +463,9 @@
       if (typeof uPlot === 'undefined') return;
       const width = Math.max(240, this.curveBox.clientWidth || 300);
       if (!this.curve) {
-        const axes = [{ stroke: '#5d6470' }, { stroke: '#5d6470', size: 56 }];
+        // Whole seconds at least between ticks: snapshots come once a second.
+        const axes = [{ stroke: '#5d6470', incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600] },
+          { stroke: '#5d6470', size: 56 }];
         this.curve = new uPlot({
           width, height: 140, legend: { show: false }, cursor: { show: true }, axes,
           scales: { y: { range: (u, min, max) => [0, Math.max(1, max)] } },
