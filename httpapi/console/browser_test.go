@@ -254,8 +254,9 @@ func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action
 // TestConsoleInChromium signs in to the console in headless Chromium
 // against a fake admin API and follows an incident: the stream's numbers
 // change, the stream drops and comes back, the claims switch goes off, the
-// pace of a drop is set (once refused with a problem), and the token is
-// refused at last, which returns to the sign-in form. The token never
+// pace of a drop is set (once refused with a problem), the token is
+// refused, which returns to the sign-in form, and sign-out forgets the
+// token. The token never
 // appears in a URL. A screenshot of the signed-in page is left in the
 // test's artifact directory (go test -artifacts keeps it).
 func TestConsoleInChromium(t *testing.T) {
@@ -351,6 +352,17 @@ func TestConsoleInChromium(t *testing.T) {
 	if kept, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`sessionStorage.getItem('dibs-admin-token') !== null`)); err != nil || kept {
 		t.Errorf("after the 401 the token is still in sessionStorage (%v)", err)
 	}
+
+	// Signed in again, then signed out: the token is kept in the tab until
+	// sign-out clears it.
+	f.refuse.Store(false)
+	do(t, ctx, "sign in again",
+		chromedp.SendKeys(chromedp.CSS(`#token`), token),
+		chromedp.Click(chromedp.CSS(`#signin-form button`)),
+	)
+	wait(t, ctx, "the token kept in the tab", `sessionStorage.getItem('dibs-admin-token') === '`+token+`'`)
+	do(t, ctx, "sign out", chromedp.Click(chromedp.CSS(`#signout`)))
+	wait(t, ctx, "signed out", `document.body.dataset.view === 'signin' && sessionStorage.getItem('dibs-admin-token') === null`)
 
 	problems, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.problems`))
 	if err != nil || len(problems) > 0 {

@@ -28,6 +28,7 @@
 
   let token = null;
   let running = false;   // signed in and following the stream
+  let session = 0;       // counts sign-ins and sign-outs: a loop of an earlier session stops
   let stream = null;     // AbortController of the stream being read
   let actionsTimer = null;
   let lastSwitches = {};
@@ -75,6 +76,7 @@
   function show(view) { document.body.dataset.view = view; }
 
   function setConn(state, text) {
+    document.body.dataset.conn = state;
     const c = $('conn');
     c.dataset.state = state;
     c.textContent = text;
@@ -132,13 +134,14 @@
     $('signin-error').hidden = true;
     show('console');
     running = true;
-    follow();
+    follow(++session);
     refreshActions();
     actionsTimer = setInterval(refreshActions, actionsEveryMs);
   }
 
   function signOut(message) {
     running = false;
+    session++;
     token = null;
     try { sessionStorage.removeItem(tokenKey); } catch (e) { /* nothing kept */ }
     if (stream) stream.abort();
@@ -160,10 +163,11 @@
 
   // follow reads the stream until sign-out, reconnecting with backoff
   // (0.5 s doubling to 15 s, with jitter) whenever it ends or goes quiet.
-  async function follow() {
+  async function follow(mine) {
+    const current = () => running && mine === session;
     let attempt = 0;
     let gap = false;
-    while (running) {
+    while (current()) {
       const ctrl = new AbortController();
       stream = ctrl;
       let quiet = null;
@@ -187,12 +191,16 @@
           throw new Error('the live stream was refused');
         }
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = '';
+        let buf = '';  // normalised to \n line ends
+        let cr = '';   // a \r that ended a chunk: the next may start with its \n
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
           heard();
-          buf += value.replace(/\r\n?/g, '\n');
+          let text = cr + value;
+          cr = text.endsWith('\r') ? '\r' : '';
+          if (cr) text = text.slice(0, -1);
+          buf += text.replace(/\r\n?/g, '\n');
           let end;
           while ((end = buf.indexOf('\n\n')) >= 0) {
             const data = frameData(buf.slice(0, end));
@@ -200,7 +208,7 @@
             if (data === null) continue;
             let snap;
             try { snap = JSON.parse(data); } catch (e) { continue; }
-            if (!running || ctrl !== stream) break;
+            if (!current()) break;
             attempt = 0;
             setConn('live', 'live');
             render(snap, gap);
@@ -209,10 +217,10 @@
         }
       } catch (e) {
         // A network error, a refused stream or a quiet one: retry below.
-        if (!running || ctrl !== stream) { clearTimeout(quiet); return; }
+        if (!current()) { clearTimeout(quiet); return; }
       }
       clearTimeout(quiet);
-      if (!running || ctrl !== stream) return;
+      if (!current()) return;
       gap = true;
       const delay = Math.min(15000, 500 * 2 ** attempt) * (0.75 + Math.random() / 4);
       attempt++;
@@ -330,6 +338,7 @@
       this.t = []; this.remaining = [];
       this.rates = outcomes.map(() => []);
       this.title = el('h3', {});
+      this.ident = el('span', { class: 'muted small' });
       this.state = el('span', { class: 'pill' });
       this.remainingText = el('span', { class: 'big', 'data-field': 'remaining' });
       this.stockText = el('span', { class: 'muted' });
@@ -341,7 +350,7 @@
       this.ratesBox = el('div', { class: 'chart' });
       this.queueBox = el('div', { class: 'queue', hidden: '' });
       this.root = el('article', { class: 'card tile', 'data-drop': d.id },
-        el('div', { class: 'tile-head' }, this.title, this.state),
+        el('div', { class: 'tile-head' }, el('div', { class: 'tile-name' }, this.title, this.ident), this.state),
         el('div', { class: 'remaining' }, this.remainingText, this.stockText),
         el('div', { class: 'meter' }, this.bar),
         this.counts,
@@ -357,20 +366,20 @@
 
     buildQueue() {
       this.queueFacts = el('dl', { class: 'facts' });
-      this.rateInput = el('input', { type: 'number', min: '1', step: '1', 'aria-label': 'admissions per second', class: 'rate-input' });
+      this.rateInput = el('input', { type: 'number', min: '0', step: '1', 'aria-label': 'admissions per second', class: 'rate-input' });
       this.minInput = el('input', { type: 'number', min: '0', step: '1', 'aria-label': 'auto minimum', placeholder: 'min' });
       this.maxInput = el('input', { type: 'number', min: '1', step: '1', 'aria-label': 'auto maximum', placeholder: 'max' });
       const set = el('button', { type: 'button', text: 'set', class: 'rate-set' });
       const auto = el('button', { type: 'button', text: 'auto', class: 'rate-auto' });
       set.addEventListener('click', () => {
         const n = Number(this.rateInput.value);
-        if (!this.rateInput.value || !Number.isInteger(n) || n < 1) { banner('The rate is a whole number of admissions per second, 1 or more.'); return; }
+        if (!this.rateInput.value || !Number.isInteger(n) || n < 0) { banner('The pace is a whole number of admissions per second.'); return; }
         this.pace({ rate: n }, set);
       });
       auto.addEventListener('click', () => {
         const a = Number(this.minInput.value), b = Number(this.maxInput.value);
-        if (!this.minInput.value || !this.maxInput.value || !Number.isInteger(a) || !Number.isInteger(b) || a < 0 || b < 1 || a > b) {
-          banner('Auto pace needs whole numbers with 0 ≤ min ≤ max and max ≥ 1.');
+        if (!this.minInput.value || !this.maxInput.value || !Number.isInteger(a) || !Number.isInteger(b) || a < 0 || a > b) {
+          banner('Auto pace needs whole numbers with 0 ≤ min ≤ max.');
           return;
         }
         this.pace({ rate: 'auto', min: a, max: b }, auto);
@@ -391,7 +400,7 @@
 
     update(d, t, gap) {
       this.title.textContent = d.title || d.id;
-      this.title.title = d.id + ' · ' + (d.kind || '');
+      this.ident.textContent = d.id + (d.kind ? ' · ' + d.kind : '') + (d.queue ? ' · queued' : '');
       this.state.textContent = d.state || '–';
       this.state.dataset.state = d.state || '';
       this.remainingText.textContent = int(d.remaining);
