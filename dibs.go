@@ -74,11 +74,56 @@ const (
 	OrderFIFO    = "fifo"
 )
 
+// Paces of a waiting room.
+const (
+	PaceFixed = ""     // admits Rate people per second until an operator changes it
+	PaceAuto  = "auto" // dibs sets Rate itself, between MinRate and MaxRate, from downstream health
+)
+
 // Admission says how users reach the claim endpoint of a drop.
 type Admission struct {
 	Mode  string // AdmissionDirect or AdmissionQueue
-	Rate  int    // admitted users per second (queue mode)
+	Rate  int    // admitted users per second (queue mode); with PaceAuto, the current pace
 	Order string // OrderShuffle or OrderFIFO (queue mode)
+
+	Pace             string // PaceFixed or PaceAuto (queue mode)
+	MinRate, MaxRate int    // PaceAuto: the bounds of Rate
+}
+
+// Validate reports the first thing wrong with a as an EINVALID error.
+func (a Admission) Validate() error {
+	switch a.Mode {
+	case AdmissionDirect:
+		if a.Rate != 0 || a.Order != "" || a.Pace != PaceFixed || a.MinRate != 0 || a.MaxRate != 0 {
+			return Errorf(EINVALID, "admission rate, order and pace apply to queue mode only")
+		}
+		return nil
+	case AdmissionQueue:
+	default:
+		return Errorf(EINVALID, "admission.mode must be %q or %q", AdmissionDirect, AdmissionQueue)
+	}
+	switch {
+	case a.Rate < 1 || a.Rate > MaxAdmissionRate:
+		return Errorf(EINVALID, "admission.rate must be between 1 and %d", MaxAdmissionRate)
+	case a.Order != OrderShuffle && a.Order != OrderFIFO:
+		return Errorf(EINVALID, "admission.order must be %q or %q", OrderShuffle, OrderFIFO)
+	}
+	switch a.Pace {
+	case PaceFixed:
+		if a.MinRate != 0 || a.MaxRate != 0 {
+			return Errorf(EINVALID, "admission min and max apply to the auto pace only")
+		}
+	case PaceAuto:
+		if a.MinRate < 1 || a.MaxRate > MaxAdmissionRate || a.MinRate > a.MaxRate {
+			return Errorf(EINVALID, "an auto pace needs 1 <= min <= max <= %d", MaxAdmissionRate)
+		}
+		if a.Rate < a.MinRate || a.Rate > a.MaxRate {
+			return Errorf(EINVALID, "admission.rate must be between min and max")
+		}
+	default:
+		return Errorf(EINVALID, "admission.pace must be fixed or %q", PaceAuto)
+	}
+	return nil
 }
 
 // Drop is a limited stock handed out first come, first served.
@@ -205,22 +250,7 @@ func (d *Drop) Validate() error {
 	case d.Status != StatusActive && d.Status != StatusPaused && d.Status != StatusClosed:
 		return Errorf(EINVALID, "status must be active, paused or closed")
 	}
-	switch d.Admission.Mode {
-	case AdmissionDirect:
-		if d.Admission.Rate != 0 || d.Admission.Order != "" {
-			return Errorf(EINVALID, "admission rate and order apply to queue mode only")
-		}
-	case AdmissionQueue:
-		if d.Admission.Rate < 1 || d.Admission.Rate > MaxAdmissionRate {
-			return Errorf(EINVALID, "admission.rate must be between 1 and %d", MaxAdmissionRate)
-		}
-		if d.Admission.Order != OrderShuffle && d.Admission.Order != OrderFIFO {
-			return Errorf(EINVALID, "admission.order must be %q or %q", OrderShuffle, OrderFIFO)
-		}
-	default:
-		return Errorf(EINVALID, "admission.mode must be %q or %q", AdmissionDirect, AdmissionQueue)
-	}
-	return nil
+	return d.Admission.Validate()
 }
 
 // Admits reports why a claim at now cannot be taken, judging only by status

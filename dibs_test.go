@@ -61,3 +61,32 @@ func TestTitleCharacters(t *testing.T) {
 		}
 	}
 }
+
+func TestAdmissionValidate(t *testing.T) {
+	q := func(rate int, pace string, lo, hi int) dibs.Admission {
+		return dibs.Admission{Mode: dibs.AdmissionQueue, Rate: rate, Order: dibs.OrderFIFO, Pace: pace, MinRate: lo, MaxRate: hi}
+	}
+	for _, c := range []struct {
+		name string
+		a    dibs.Admission
+		ok   bool
+	}{
+		{"direct", dibs.Admission{Mode: dibs.AdmissionDirect}, true},
+		{"direct with a pace", dibs.Admission{Mode: dibs.AdmissionDirect, Pace: dibs.PaceAuto}, false},
+		{"fixed", q(100, dibs.PaceFixed, 0, 0), true},
+		{"fixed with bounds", q(100, dibs.PaceFixed, 1, 200), false},
+		{"rate 0", q(0, dibs.PaceFixed, 0, 0), false},
+		{"rate above the maximum", q(dibs.MaxAdmissionRate+1, dibs.PaceFixed, 0, 0), false},
+		{"auto", q(100, dibs.PaceAuto, 10, 500), true},
+		{"auto without bounds", q(100, dibs.PaceAuto, 0, 0), false},
+		{"auto min above max", q(100, dibs.PaceAuto, 500, 10), false},
+		{"auto max above the maximum", q(100, dibs.PaceAuto, 10, dibs.MaxAdmissionRate+1), false},
+		{"auto rate outside its bounds", q(5, dibs.PaceAuto, 10, 500), false},
+		{"unknown pace", q(100, "turbo", 0, 0), false},
+	} {
+		err := c.a.Validate()
+		if (err == nil) != c.ok || (err != nil && dibs.ErrorCode(err) != dibs.EINVALID) {
+			t.Errorf("%s: Validate() = %v, want ok=%v (EINVALID otherwise)", c.name, err, c.ok)
+		}
+	}
+}

@@ -20,6 +20,14 @@ type Store interface {
 	ListDrops(ctx context.Context) ([]*Drop, error)
 	// SetDropStatus records an operator's pause, resume or close.
 	SetDropStatus(ctx context.Context, id string, s Status, now time.Time) error
+	// SetDropAdmission records an operator's change of a queued drop's
+	// pace (a valid Admission with the drop's mode and order).
+	SetDropAdmission(ctx context.Context, id string, a Admission, now time.Time) error
+	// SetPacedRate records the pace an auto-paced drop's waiting room
+	// chose: only while the drop's pace is PaceAuto, and clamped to its
+	// bounds. changed is false if the drop is not auto-paced (an operator
+	// fixed its rate meanwhile) or already had that rate.
+	SetPacedRate(ctx context.Context, id string, rate int, now time.Time) (changed bool, err error)
 
 	// RecordClaims makes claims durable in one transaction (group commit).
 	// It is idempotent by claim id: a claim already recorded counts as

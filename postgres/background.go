@@ -89,6 +89,14 @@ func (b onBackground) SetDropStatus(ctx context.Context, id string, st dibs.Stat
 	return b.s.SetDropStatus(ctx, id, st, now)
 }
 
+func (b onBackground) SetDropAdmission(ctx context.Context, id string, a dibs.Admission, now time.Time) error {
+	return b.s.SetDropAdmission(ctx, id, a, now)
+}
+
+func (b onBackground) SetPacedRate(ctx context.Context, id string, rate int, now time.Time) (bool, error) {
+	return b.s.SetPacedRate(ctx, id, rate, now)
+}
+
 func (b onBackground) RecordClaims(ctx context.Context, claims []*dibs.Claim) ([]error, error) {
 	return b.s.RecordClaims(ctx, claims)
 }

@@ -13,15 +13,16 @@ import (
 )
 
 const dropColumns = `id, title, kind, stock, per_user_limit, opens_at, closes_at, hold_ttl_ms, price, currency,
-	admission_mode, admission_rate, admission_order, status, created_at, updated_at`
+	admission_mode, admission_rate, admission_order, status, created_at, updated_at,
+	admission_pace, admission_rate_min, admission_rate_max`
 
 // CreateDrop implements dibs.Store.
 func (s *Store) CreateDrop(ctx context.Context, d *dibs.Drop) error {
 	_, err := s.read.Exec(ctx, `INSERT INTO drops (`+dropColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
 		d.ID, d.Title, string(d.Kind), d.Stock, d.PerUserLimit, d.OpensAt, nullTime(d.ClosesAt),
 		d.HoldTTL.Milliseconds(), d.Price, d.Currency, d.Admission.Mode, d.Admission.Rate, d.Admission.Order, string(d.Status),
-		d.CreatedAt, d.UpdatedAt)
+		d.CreatedAt, d.UpdatedAt, d.Admission.Pace, d.Admission.MinRate, d.Admission.MaxRate)
 	if err = s.failed(ctx, err); dibs.ErrorCode(err) == dibs.ECONFLICT {
 		return dibs.WrapError(dibs.ECONFLICT, fmt.Sprintf("drop %s already exists", d.ID), err)
 	} else if err != nil {
@@ -82,6 +83,31 @@ func (s *Store) SetDropStatus(ctx context.Context, id string, st dibs.Status, no
 	return nil
 }
 
+// SetDropAdmission implements dibs.Store. It updates through drops_pkey.
+func (s *Store) SetDropAdmission(ctx context.Context, id string, a dibs.Admission, now time.Time) error {
+	tag, err := s.read.Exec(ctx, `UPDATE drops SET admission_rate = $1, admission_pace = $2, admission_rate_min = $3,
+		admission_rate_max = $4, updated_at = $5 WHERE id = $6`, a.Rate, a.Pace, a.MinRate, a.MaxRate, now, id)
+	if err != nil {
+		return fmt.Errorf("set drop admission: %w", s.failed(ctx, err))
+	}
+	if tag.RowsAffected() == 0 {
+		return dibs.Errorf(dibs.ENOTFOUND, "drop %s not found", id)
+	}
+	return nil
+}
+
+// SetPacedRate implements dibs.Store. It updates through drops_pkey.
+func (s *Store) SetPacedRate(ctx context.Context, id string, rate int, now time.Time) (bool, error) {
+	tag, err := s.read.Exec(ctx, `UPDATE drops
+		SET admission_rate = LEAST(GREATEST($1::integer, admission_rate_min), admission_rate_max), updated_at = $2
+		WHERE id = $3 AND admission_pace = 'auto'
+		  AND admission_rate <> LEAST(GREATEST($1::integer, admission_rate_min), admission_rate_max)`, rate, now, id)
+	if err != nil {
+		return false, fmt.Errorf("set paced rate: %w", s.failed(ctx, err))
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
 func scanDrop(row pgx.Row) (*dibs.Drop, error) {
 	var (
 		d                       dibs.Drop
@@ -91,7 +117,8 @@ func scanDrop(row pgx.Row) (*dibs.Drop, error) {
 		holdTTL                 int64
 	)
 	err := row.Scan(&d.ID, &d.Title, &kind, &d.Stock, &d.PerUserLimit, &opens, &closes, &holdTTL, &d.Price, &d.Currency,
-		&d.Admission.Mode, &d.Admission.Rate, &d.Admission.Order, &status, &created, &updated)
+		&d.Admission.Mode, &d.Admission.Rate, &d.Admission.Order, &status, &created, &updated,
+		&d.Admission.Pace, &d.Admission.MinRate, &d.Admission.MaxRate)
 	if err != nil {
 		return nil, err
 	}

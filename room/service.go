@@ -79,6 +79,18 @@ type Config struct {
 	Now    func() time.Time // default time.Now
 	Rand   io.Reader        // seeds and epochs; default crypto/rand
 	Logger *slog.Logger     // default discards
+
+	// Pacer, if set, sets the rate of the auto-paced rooms this node
+	// leads; without it their rate stays where it is.
+	Pacer Pacer
+}
+
+// Pacer sets the admission rate of auto-paced drops (dibs.PaceAuto). The
+// leader of a room calls it on each of its steps, with the people waiting
+// and the free stock; the new rate reaches the room through the drop, as
+// an operator's change does. It must return quickly.
+type Pacer interface {
+	Pace(ctx context.Context, d *dibs.Drop, waiting, remaining int64, now time.Time) error
 }
 
 // Source is what a room reads of the drops it queues for.
@@ -108,6 +120,7 @@ type Service struct {
 	node        string
 	now         func() time.Time
 	log         *slog.Logger
+	pacer       Pacer
 
 	randMu sync.Mutex
 	rand   io.Reader // nil: crypto/rand
@@ -160,7 +173,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		backend: cfg.Backend, keys: keys,
 		ttl: cfg.AdmissionTTL, tick: cfg.Tick, lease: cfg.LeaseTTL, batchWindow: cfg.BatchWindow,
-		node: cfg.Node, now: cfg.Now, log: cfg.Logger, rand: cfg.Rand,
+		node: cfg.Node, now: cfg.Now, log: cfg.Logger, rand: cfg.Rand, pacer: cfg.Pacer,
 		rooms: make(map[string]*entry),
 		wake:  make(chan struct{}, 1),
 	}
@@ -326,6 +339,11 @@ func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, 
 	issued := st.Issued
 	backlog := issued - min(st.Serving, issued)
 	capacity := uint64(max(left-outstanding, 0))
+	if s.pacer != nil && d.Admission.Pace == dibs.PaceAuto {
+		if err := s.pacer.Pace(ctx, d, int64(backlog), left-outstanding, now); err != nil {
+			s.log.Warn("pace room", "drop", d.ID, "err", err)
+		}
+	}
 	e.allowance += rate * dt.Seconds()
 	paced := min(uint64(e.allowance), backlog) // what the pace would admit
 	n := min(paced, capacity)

@@ -11,15 +11,16 @@ import (
 )
 
 const dropColumns = `id, title, kind, stock, per_user_limit, opens_at, closes_at, hold_ttl_ms, price, currency,
-	admission_mode, admission_rate, admission_order, status, created_at, updated_at`
+	admission_mode, admission_rate, admission_order, status, created_at, updated_at,
+	admission_pace, admission_rate_min, admission_rate_max`
 
 // CreateDrop implements dibs.Store.
 func (s *Store) CreateDrop(ctx context.Context, d *dibs.Drop) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO drops (`+dropColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		d.ID, d.Title, string(d.Kind), d.Stock, d.PerUserLimit, micros(d.OpensAt), nullMicros(d.ClosesAt),
 		d.HoldTTL.Milliseconds(), d.Price, d.Currency, d.Admission.Mode, d.Admission.Rate, d.Admission.Order, string(d.Status),
-		micros(d.CreatedAt), micros(d.UpdatedAt))
+		micros(d.CreatedAt), micros(d.UpdatedAt), d.Admission.Pace, d.Admission.MinRate, d.Admission.MaxRate)
 	if err = translate(err); dibs.ErrorCode(err) == dibs.ECONFLICT {
 		return dibs.WrapError(dibs.ECONFLICT, fmt.Sprintf("drop %s already exists", d.ID), err)
 	} else if err != nil {
@@ -69,6 +70,32 @@ func (s *Store) SetDropStatus(ctx context.Context, id string, st dibs.Status, no
 	return nil
 }
 
+// SetDropAdmission implements dibs.Store.
+func (s *Store) SetDropAdmission(ctx context.Context, id string, a dibs.Admission, now time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE drops SET admission_rate = ?, admission_pace = ?, admission_rate_min = ?,
+		admission_rate_max = ?, updated_at = ? WHERE id = ?`, a.Rate, a.Pace, a.MinRate, a.MaxRate, micros(now), id)
+	if err != nil {
+		return fmt.Errorf("set drop admission: %w", translate(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return dibs.Errorf(dibs.ENOTFOUND, "drop %s not found", id)
+	}
+	return nil
+}
+
+// SetPacedRate implements dibs.Store.
+func (s *Store) SetPacedRate(ctx context.Context, id string, rate int, now time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE drops
+		SET admission_rate = MIN(MAX(?, admission_rate_min), admission_rate_max), updated_at = ?
+		WHERE id = ? AND admission_pace = 'auto' AND admission_rate <> MIN(MAX(?, admission_rate_min), admission_rate_max)`,
+		rate, micros(now), id, rate)
+	if err != nil {
+		return false, fmt.Errorf("set paced rate: %w", translate(err))
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanDrop(row scanner) (*dibs.Drop, error) {
@@ -80,7 +107,8 @@ func scanDrop(row scanner) (*dibs.Drop, error) {
 		holdTTL                 int64
 	)
 	err := row.Scan(&d.ID, &d.Title, &kind, &d.Stock, &d.PerUserLimit, &opens, &closes, &holdTTL, &d.Price, &d.Currency,
-		&d.Admission.Mode, &d.Admission.Rate, &d.Admission.Order, &status, &created, &updated)
+		&d.Admission.Mode, &d.Admission.Rate, &d.Admission.Order, &status, &created, &updated,
+		&d.Admission.Pace, &d.Admission.MinRate, &d.Admission.MaxRate)
 	if err != nil {
 		return nil, err
 	}

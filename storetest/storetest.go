@@ -21,6 +21,7 @@ type Factory func(t *testing.T) dibs.Store
 // Run runs the conformance suite against stores made by newStore.
 func Run(t *testing.T, newStore Factory) {
 	t.Run("Drops", func(t *testing.T) { t.Parallel(); testDrops(t, newStore(t)) })
+	t.Run("Pace", func(t *testing.T) { t.Parallel(); testPace(t, newStore(t)) })
 	t.Run("RecordAndFind", func(t *testing.T) { t.Parallel(); testRecordAndFind(t, newStore(t)) })
 	t.Run("RecordIsIdempotent", func(t *testing.T) { t.Parallel(); testIdempotent(t, newStore(t)) })
 	t.Run("NoSecondActiveSlot", func(t *testing.T) { t.Parallel(); testSlotUnique(t, newStore(t)) })
