@@ -58,4 +58,3 @@ func TestSubAndMerge(t *testing.T) {
 		t.Fatalf("Merge counts %v, want %v", m.Counts, want)
 	}
 }
-

@@ -245,18 +245,13 @@ func (s *Service) Step(ctx context.Context) error {
 // see records a node's report. A report is fresh when its sequence number
 // changed since the last one seen: staleness is judged by this node's
 // clock alone, so clocks that disagree between nodes do not matter. A node
-// seen for the first time counts from its report's time, unless that lies
-// in the future.
+// seen for the first time counts as fresh from now on (a node that had
+// stopped just before shows stale StaleAfter later).
 func (s *Service) see(now time.Time, r NodeReport) {
-	old, ok := s.seen[r.Node]
-	switch {
-	case ok && old.report.Seq == r.Seq && old.report.At.Equal(r.At):
+	if old, ok := s.seen[r.Node]; ok && old.report.Seq == r.Seq && old.report.At.Equal(r.At) {
 		return
-	case !ok && r.At.Before(now):
-		s.seen[r.Node] = seenNode{report: r, since: r.At}
-	default:
-		s.seen[r.Node] = seenNode{report: r, since: now}
 	}
+	s.seen[r.Node] = seenNode{report: r, since: now}
 }
 
 // build assembles the snapshot at now from the nodes seen and the drops'

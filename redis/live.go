@@ -14,7 +14,7 @@ import (
 // Redis:
 //
 //	{live}:node:ID  the node's newest report, expiring after the TTL
-//	{live}:nodes    a set of the node ids that reported
+//	{live}:nodes    a set of the node ids that reported (a day's TTL)
 //
 // Both keys share a hash tag, so that one MGET reads every report on a
 // Cluster too. A reader reads at most MaxLiveNodes reports, and takes the
@@ -32,6 +32,11 @@ const (
 	DefaultLiveTTL = time.Minute
 	// MaxLiveNodes bounds the reports one read returns.
 	MaxLiveNodes = 256
+	// liveSetTTL is how long the set of node ids outlives the last
+	// publish. Readers unlist the nodes whose report expired; the TTL
+	// only clears the set of a deployment that went away. It is longer
+	// than any report's so that no publisher's TTL shortens another's.
+	liveSetTTL = 24 * time.Hour
 )
 
 // LiveBusOptions tune a LiveBus.
@@ -39,7 +44,7 @@ type LiveBusOptions struct {
 	// Prefix starts every key. It must not contain '{' or '}'.
 	Prefix string
 	// TTL is how long a node's report is kept after it was published;
-	// DefaultLiveTTL if zero. At least a second.
+	// DefaultLiveTTL if zero. A second to a day.
 	TTL time.Duration
 }
 
@@ -51,8 +56,8 @@ func NewLiveBus(client Client, o LiveBusOptions) (*LiveBus, error) {
 	if o.TTL == 0 {
 		o.TTL = DefaultLiveTTL
 	}
-	if o.TTL < time.Second {
-		return nil, fmt.Errorf("live report TTL %s is under a second", o.TTL)
+	if o.TTL < time.Second || o.TTL > liveSetTTL {
+		return nil, fmt.Errorf("live report TTL %s is not between a second and %s", o.TTL, liveSetTTL)
 	}
 	return &LiveBus{client: client, prefix: o.Prefix, ttl: o.TTL}, nil
 }
@@ -67,7 +72,7 @@ func (b *LiveBus) Publish(ctx context.Context, node string, report []byte) error
 	for _, r := range c.DoMulti(ctx,
 		c.B().Set().Key(b.nodeKey(node)).Value(rueidis.BinaryString(report)).Px(b.ttl).Build(),
 		c.B().Sadd().Key(b.setKey()).Member(node).Build(),
-		c.B().Pexpire().Key(b.setKey()).Milliseconds(b.ttl.Milliseconds()).Build(),
+		c.B().Expire().Key(b.setKey()).Seconds(int64(liveSetTTL/time.Second)).Build(),
 	) {
 		if err := r.Error(); err != nil {
 			return unavailable(ctx, "publish live report", err)
