@@ -40,6 +40,11 @@ const (
 	ForgetAfter = time.Minute
 	// MaxNodes bounds the nodes a snapshot lists (the freshest first).
 	MaxNodes = 256
+	// WatchWindow: the drops' numbers that cost a query of the record
+	// (claim states, jobs) are read each step only while someone has
+	// asked for a snapshot within this long. The nodes' reports are
+	// published each step whoever watches.
+	WatchWindow = 10 * time.Second
 )
 
 // Drops is where the drops' numbers come from; a dibs.DropService is one.
@@ -101,7 +106,9 @@ type Service struct {
 
 	mu      sync.Mutex
 	snap    dibs.LiveSnapshot
-	ready   bool
+	ready   bool // a snapshot was taken
+	full    bool // the newest snapshot read the record's numbers
+	watched time.Time
 	changed chan struct{}
 }
 
@@ -177,14 +184,30 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) Stop() error { return s.bg.Stop() }
 
 // Snapshot implements dibs.LiveService. EUNAVAILABLE before the first
-// snapshot.
-func (s *Service) Snapshot(context.Context) (dibs.LiveSnapshot, error) {
+// step. Asking keeps the steps reading the record's numbers for
+// WatchWindow; the first ask after nobody watched reads them at once.
+func (s *Service) Snapshot(ctx context.Context) (dibs.LiveSnapshot, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.ready {
+	s.watched = s.cfg.Now()
+	snap, ready, full := s.snap, s.ready, s.full
+	s.mu.Unlock()
+	switch {
+	case !ready:
 		return dibs.LiveSnapshot{}, dibs.Errorf(dibs.EUNAVAILABLE, "The live view has no snapshot yet; retry in a second.")
+	case full:
+		return snap, nil
 	}
-	return s.snap, nil
+	s.stepMu.Lock()
+	defer s.stepMu.Unlock()
+	s.mu.Lock()
+	snap, full = s.snap, s.full
+	s.mu.Unlock()
+	if full { // a step read them while this waited
+		return snap, nil
+	}
+	snap = s.build(ctx, s.cfg.Now(), true)
+	s.publish(snap, true)
+	return snap, nil
 }
 
 // Changed returns a channel that is closed when a newer snapshot than the
@@ -232,14 +255,21 @@ func (s *Service) Step(ctx context.Context) error {
 		r.Node = node
 		s.see(now, r)
 	}
-	snap := s.build(ctx, now)
-
 	s.mu.Lock()
-	s.snap, s.ready = snap, true
+	full := now.Sub(s.watched) <= WatchWindow
+	s.mu.Unlock()
+	s.publish(s.build(ctx, now, full), full)
+	return nil
+}
+
+// publish makes snap the newest snapshot and wakes the readers waiting on
+// Changed. The caller holds stepMu.
+func (s *Service) publish(snap dibs.LiveSnapshot, full bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snap, s.ready, s.full = snap, true, full
 	close(s.changed)
 	s.changed = make(chan struct{})
-	s.mu.Unlock()
-	return nil
 }
 
 // see records a node's report. A report is fresh when its sequence number
@@ -255,8 +285,8 @@ func (s *Service) see(now time.Time, r NodeReport) {
 }
 
 // build assembles the snapshot at now from the nodes seen and the drops'
-// sources.
-func (s *Service) build(ctx context.Context, now time.Time) dibs.LiveSnapshot {
+// sources; the record's numbers only if full.
+func (s *Service) build(ctx context.Context, now time.Time, full bool) dibs.LiveSnapshot {
 	snap := dibs.LiveSnapshot{At: now, Drops: []dibs.LiveDrop{}, Switches: map[string]string{}, Nodes: []dibs.LiveNode{}}
 	if s.cfg.Switches != nil {
 		snap.Switches = s.cfg.Switches()
@@ -302,17 +332,21 @@ func (s *Service) build(ctx context.Context, now time.Time) dibs.LiveSnapshot {
 	drops := s.cfg.Drops.Drops()
 	slices.SortFunc(drops, func(a, b *dibs.Drop) int { return cmp.Compare(a.ID, b.ID) })
 	for _, d := range drops {
-		ld := s.drop(ctx, now, d, live)
+		ld := s.drop(ctx, now, d, live, full)
 		ld.LatencyMS = latencyMS
 		snap.Drops = append(snap.Drops, ld)
-		s.jobs(ctx, d.ID, &snap.Post)
+		if full {
+			s.jobs(ctx, d.ID, &snap.Post)
+		}
 	}
 	return snap
 }
 
-// drop reads one drop's numbers.
-func (s *Service) drop(ctx context.Context, now time.Time, d *dibs.Drop, live []NodeReport) dibs.LiveDrop {
-	ld := dibs.LiveDrop{ID: d.ID, Title: d.Title, Kind: d.Kind, Stock: d.Stock}
+// drop reads one drop's numbers: the rates and the gate's count from the
+// nodes' reports, the claim states from the record if full (State then
+// comes from the drop and the gate's count alone).
+func (s *Service) drop(ctx context.Context, now time.Time, d *dibs.Drop, live []NodeReport, full bool) dibs.LiveDrop {
+	ld := dibs.LiveDrop{ID: d.ID, Title: d.Title, Kind: d.Kind, Stock: d.Stock, Remaining: d.Stock}
 	known := false // whether anyone told how many slots are left
 	for _, r := range live {
 		addRates(&ld.ClaimsPerSec, r.Claims[d.ID])
@@ -320,15 +354,17 @@ func (s *Service) drop(ctx context.Context, now time.Time, d *dibs.Drop, live []
 			ld.Remaining, known = left, true
 		}
 	}
-	st, err := s.cfg.Drops.Stats(ctx, d.ID)
-	if err != nil {
-		s.cfg.Logger.Warn("live: drop stats", "drop", d.ID, "err", err)
-	} else {
-		ld.State, ld.Remaining, known = st.State, st.Remaining, true
-		ld.Held, ld.Confirmed, ld.Paid = st.Claims.Held, st.Claims.Confirmed, st.Claims.Paid
-		ld.Released, ld.Expired = st.Claims.Released, st.Claims.Expired
-		if st.Drop != nil {
-			ld.Title, ld.Stock = st.Drop.Title, st.Drop.Stock
+	ld.State = d.StateAt(d.Status, now, ld.Remaining)
+	if full {
+		if st, err := s.cfg.Drops.Stats(ctx, d.ID); err != nil {
+			s.cfg.Logger.Warn("live: drop stats", "drop", d.ID, "err", err)
+		} else {
+			ld.State, ld.Remaining, known = st.State, st.Remaining, true
+			ld.Held, ld.Confirmed, ld.Paid = st.Claims.Held, st.Claims.Confirmed, st.Claims.Paid
+			ld.Released, ld.Expired = st.Claims.Released, st.Claims.Expired
+			if st.Drop != nil {
+				ld.Title, ld.Stock = st.Drop.Title, st.Drop.Stock
+			}
 		}
 	}
 	ld.Remaining = max(ld.Remaining, 0)
@@ -357,10 +393,21 @@ func (s *Service) queue(ctx context.Context, now time.Time, d *dibs.Drop) *dibs.
 		Joined: info.Joined, Waiting: info.Joined - min(info.Serving, info.Joined),
 		Rate: info.Rate, RateMode: "fixed", SoldOut: info.SoldOut, AdmittedPerSec: info.Measured,
 	}
-	if prev, ok := s.served[d.ID]; ok && now.Sub(prev.at) > 0 && now.Sub(prev.at) <= 3*s.cfg.Interval && info.Serving >= prev.n {
-		q.AdmittedPerSec = float64(info.Serving-prev.n) / now.Sub(prev.at).Seconds()
+	prev, ok := s.served[d.ID]
+	switch since := now.Sub(prev.at); {
+	case ok && since < s.cfg.Interval/2:
+		// Too soon after the last reading (a Snapshot's own read) for a
+		// rate: keep the last reading for the next step.
+		return withETA(q)
+	case ok && since <= 3*s.cfg.Interval && info.Serving >= prev.n:
+		q.AdmittedPerSec = float64(info.Serving-prev.n) / since.Seconds()
 	}
 	s.served[d.ID] = servedAt{n: info.Serving, at: now}
+	return withETA(q)
+}
+
+// withETA fills in how long the last person in line still waits.
+func withETA(q *dibs.LiveQueue) *dibs.LiveQueue {
 	pace := q.AdmittedPerSec
 	if pace <= 0 {
 		pace = float64(q.Rate)

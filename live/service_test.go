@@ -318,3 +318,76 @@ func TestChangedWakesReaders(t *testing.T) {
 		t.Fatalf("second Stop: %v", err)
 	}
 }
+
+// countingDrops counts the reads of the record's numbers.
+type countingDrops struct {
+	*drops
+	mu    sync.Mutex
+	stats int
+}
+
+func (c *countingDrops) Stats(ctx context.Context, id string) (dibs.DropStats, error) {
+	c.mu.Lock()
+	c.stats++
+	c.mu.Unlock()
+	return c.drops.Stats(ctx, id)
+}
+
+func (c *countingDrops) reads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+// TestRecordReadOnlyWhileWatched: steps read the record's numbers only
+// while someone asked for a snapshot within WatchWindow; the first ask
+// after a quiet spell reads them at once.
+func TestRecordReadOnlyWhileWatched(t *testing.T) {
+	t.Parallel()
+	clk, d := newClock(), &countingDrops{drops: newDrops()}
+	m := newNodeMetrics(t)
+	s, err := live.New(live.Config{Node: "node-a", Gatherer: m.reg, Drops: d, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	step := func() {
+		t.Helper()
+		clk.Add(time.Second)
+		if err := s.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step()
+	step()
+	if n := d.reads(); n != 0 {
+		t.Fatalf("%d reads of the record before anyone asked, want 0", n)
+	}
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := d.reads(); n != 1 || snap.Drops[0].Held != 600 {
+		t.Fatalf("first Snapshot: %d reads, held %d; want 1 read and the record's 600", n, snap.Drops[0].Held)
+	}
+	if _, err := s.Snapshot(ctx); err != nil || d.reads() != 1 {
+		t.Fatalf("second Snapshot: %v, %d reads; want the same snapshot, no new read", err, d.reads())
+	}
+	for range 10 {
+		step()
+	}
+	if n := d.reads(); n != 11 {
+		t.Fatalf("%d reads after ten watched steps, want 11", n)
+	}
+	step() // 11 s after the last ask
+	if n := d.reads(); n != 11 {
+		t.Fatalf("%d reads after a step nobody watched, want 11", n)
+	}
+	snap, err = s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := d.reads(); n != 12 || snap.Drops[0].State != dibs.StateOpen || snap.Drops[0].Remaining != 120 {
+		t.Fatalf("Snapshot after a quiet spell: %d reads, %+v; want 12 reads and the record's numbers", n, snap.Drops[0])
+	}
+}
