@@ -29,8 +29,9 @@ type LiveSnapshot struct {
 }
 
 // LiveDrop is one drop's numbers. Stock to Expired come from the record and
-// the gate, ClaimsPerSec is the sum over the nodes, LatencyMS the claim
-// latency of the cluster over the last ten seconds.
+// the gate, ClaimsPerSec is the sum over the nodes. LatencyMS is the claim
+// latency of the cluster over the last ten seconds, every drop's claims
+// together: nodes measure claim latency by outcome, not by drop.
 type LiveDrop struct {
 	ID           string         `json:"id"`
 	Title        string         `json:"title"`
