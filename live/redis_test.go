@@ -21,6 +21,11 @@ func TestTwoNodesOnRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
+	// On a starved machine the first connection can take longer than the
+	// client's dial timeout; it keeps connecting in the background.
+	testenv.WaitFor(t, "Redis to answer", func() bool {
+		return c.Do(context.Background(), c.B().Ping().Build()).Error() == nil
+	})
 	prefix := "dibs-test-live:" + strings.ToLower(rand.Text()[:10]) + ":"
 	t.Cleanup(func() {
 		ctx := context.Background()

@@ -14,6 +14,9 @@ func TestLiveBus(t *testing.T) {
 	c := MustClient(t, testenv.RedisURL(t))
 	prefix := NewPrefix(t, c)
 	ctx := context.Background()
+	// On a starved machine the first connection can take longer than the
+	// client's dial timeout; it keeps connecting in the background.
+	testenv.WaitFor(t, "Redis to answer", func() bool { return c.Do(ctx, c.B().Ping().Build()).Error() == nil })
 	bus, err := redis.NewLiveBus(c, redis.LiveBusOptions{Prefix: prefix, TTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
