@@ -168,7 +168,11 @@ func (s *Service) Start(ctx context.Context) error {
 			ticks = t.C
 		}
 		for {
-			if err := s.Step(ctx); err != nil && ctx.Err() == nil {
+			// A source that hangs costs a few snapshots, not the loop.
+			stepCtx, cancel := context.WithTimeout(ctx, 5*s.cfg.Interval)
+			err := s.Step(stepCtx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
 				s.cfg.Logger.Warn("live snapshot", "err", err)
 			}
 			select {
@@ -184,7 +188,7 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) Stop() error { return s.bg.Stop() }
 
 // Snapshot implements dibs.LiveService. EUNAVAILABLE before the first
-// step. Asking keeps the steps reading the record's numbers for
+// step. Snapshots share their maps: callers must not change them. Asking keeps the steps reading the record's numbers for
 // WatchWindow; the first ask after nobody watched reads them at once.
 func (s *Service) Snapshot(ctx context.Context) (dibs.LiveSnapshot, error) {
 	s.mu.Lock()
