@@ -113,6 +113,26 @@ func (s *Switches) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// SwitchesFromRecord reads switches as a store saved them (MarshalJSON).
+// A name it does not know is skipped: a newer version of dibs may have
+// saved a switch this one does not have.
+func SwitchesFromRecord(b []byte) (Switches, error) {
+	var raw map[string]string
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return Switches{}, fmt.Errorf("switches record %s: %w", b, err)
+	}
+	var s Switches
+	for name, v := range raw {
+		if sw := Switch(name); sw.Valid() {
+			if v != "on" && v != "off" {
+				return Switches{}, fmt.Errorf("switches record %s: switch %s is %q", b, name, v)
+			}
+			s = s.With(sw, v == "on")
+		}
+	}
+	return s, nil
+}
+
 // ParseSwitchChange reads the body of a request that flips switches: an
 // object naming at least one switch, each "on" or "off", such as
 // {"claims":"off"}. Anything else is EINVALID, with a message that says

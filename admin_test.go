@@ -109,3 +109,19 @@ func TestActionListLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestSwitchesFromRecord(t *testing.T) {
+	t.Parallel()
+	got, err := dibs.SwitchesFromRecord([]byte(`{"claims":"off","queue_joins":"on","lights":"off"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (dibs.Switches{}).With(dibs.SwitchClaims, false); got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+	for _, b := range []string{`{"claims":"maybe"}`, `[]`, `{"claims":false}`} {
+		if _, err := dibs.SwitchesFromRecord([]byte(b)); err == nil {
+			t.Errorf("%s: no error", b)
+		}
+	}
+}

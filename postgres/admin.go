@@ -22,7 +22,8 @@ func (s *Store) LoadSwitches(ctx context.Context) (dibs.Switches, int64, error) 
 	if err != nil {
 		return sw, 0, fmt.Errorf("load switches: %w", s.failed(ctx, err))
 	}
-	if err := json.Unmarshal(state, &sw); err != nil {
+	sw, err = dibs.SwitchesFromRecord(state)
+	if err != nil {
 		return sw, 0, fmt.Errorf("load switches: %w", err)
 	}
 	return sw, version, nil

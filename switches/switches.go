@@ -169,10 +169,14 @@ func (s *Service) SetSwitches(ctx context.Context, change map[dibs.Switch]bool, 
 	return s.Switches(), dibs.Errorf(dibs.ECONFLICT, "The switches kept changing under this flip (%d attempts); try again.", MaxSaveAttempts)
 }
 
+// RecordTimeout bounds the logging and the notification of a flip.
+const RecordTimeout = 5 * time.Second
+
 // record logs the flip and tells the other nodes, on a context that the
 // caller's end does not cut short: the flip took effect.
 func (s *Service) record(ctx context.Context, changed map[dibs.Switch]bool, now dibs.Switches, version int64, by string) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RecordTimeout)
+	defer cancel()
 	detail, _ := json.Marshal(flipDetail{Changed: changes(changed), Switches: now, Version: version})
 	a := dibs.Action{At: s.opts.Now().UTC(), Actor: by, Kind: dibs.ActionSwitchFlipped, Detail: detail}
 	if err := s.log.Append(ctx, a); err != nil {
