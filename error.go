@@ -25,6 +25,7 @@ const (
 	EOVERLOADED        = "overloaded"         // the server sheds load; retry later
 	EUNAVAILABLE       = "unavailable"        // a dependency is down; retry later
 	ETOOLARGE          = "too_large"          // request body over its limit
+	ESWITCHEDOFF       = "switched_off"       // an operator turned this off everywhere; retry later
 )
 
 // Error is an error the client may see. Code is machine-readable; Message is

@@ -28,6 +28,7 @@ import (
 func TestStoreConformance(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) dibs.Store { return pgtest.MustOpen(t) })
+	storetest.RunAdmin(t, func(t *testing.T) dibs.AdminStore { return pgtest.MustOpen(t) })
 }
 
 // The store as background work sees it is a store like any other.

@@ -24,6 +24,7 @@ func MustOpen(tb testing.TB) *sqlite.Store {
 func TestStoreConformance(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) dibs.Store { return MustOpen(t) })
+	storetest.RunAdmin(t, func(t *testing.T) dibs.AdminStore { return MustOpen(t) })
 }
 
 func TestPostConformance(t *testing.T) {
