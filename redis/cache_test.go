@@ -445,7 +445,7 @@ func TestSoldOutCacheWaitsForReleases(t *testing.T) {
 			return
 		}
 	}
-	t.Fatal("the answer from before the release was never installed: the test no longer forces the interleaving")
+	t.Fatal("the answer from before the release was never installed: the test did not force the interleaving")
 }
 
 // cacheWaitsForRelease runs TestSoldOutCacheWaitsForReleases once; false if

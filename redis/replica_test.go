@@ -125,8 +125,8 @@ func spike(users int, reserve func(user string) (bool, error)) (int, error) {
 	return int(wins.Load()), err
 }
 
-// TestReplicaReadOversells is the 2016 incident as a regression test
-// (TESTPLAN A6): under the same spike, with a replica 200 ms behind, dibs's
+// TestReplicaReadOversells is the 2016 incident as a regression test:
+// under the same spike, with a replica 200 ms behind, dibs's
 // gate made to read its free slots from the replica (replicaReads) lets in
 // more than N winners; dibs's gate as it is, which only ever talks to the
 // primary, lets in N.
