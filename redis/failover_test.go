@@ -21,8 +21,8 @@ import (
 	"github.com/dibs-io/dibs/sqlite"
 )
 
-// TestFailoverLosesNoWinner: a failover loses no winner. A spike runs against an engine
-// whose gate is on a primary with a replica 50 ms behind. Mid-spike the
+// TestFailoverLosesNoWinner: a failover loses no winner. A spike runs
+// against an engine whose gate is on a primary with a replica 50 ms behind. Mid-spike the
 // primary is killed (-9) and the replica promoted with REPLICAOF NO ONE;
 // the client follows it, as a Sentinel-aware client does. The promoted
 // replica lacks the last gate writes, some of them holds of winners
@@ -190,8 +190,8 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 	if len(recorded) != stock {
 		t.Fatalf("after the spike the record holds %d winners, want %d", len(recorded), stock)
 	}
-	// Claims pause at most 10 s through a failover: the first claim sent after the
-	// primary died wins within that of the kill. The pause is the engine's
+	// Claims pause at most 10 s through a failover: the first claim sent
+	// after the primary died wins within that of the kill. The pause is the engine's
 	// (claims answer EUNAVAILABLE until the gate has seen the new primary
 	// and rebuilt the drop from the record) and the machine's: the rebuild
 	// is CPU work, slowed here by the race detector and by whatever else

@@ -26,8 +26,8 @@ type snapshot struct {
 	end     int    // where the WAL's last commit frame ends
 }
 
-// TestFaultPowerLoss: a power cut loses no acknowledged claim. Claims are recorded one after
-// another on the SQLite record through the engine; after each is
+// TestFaultPowerLoss: a power cut loses no acknowledged claim. Claims
+// are recorded one after another on the SQLite record through the engine; after each is
 // acknowledged, the database and its WAL are copied as they are on disk.
 // A power cut at any moment while the next commit is being written leaves
 // what the last fsync made durable plus any part of what followed (the
