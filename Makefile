@@ -71,7 +71,7 @@ gobench: ## Go benchmarks (gate, recorder, handlers)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: soak
-soak: ## TESTPLAN B1 and B2 in full: kill -9 the node every 2 s, 300 times; 10,000 power-cut points
+soak: ## the kill loop and power-loss tests in full: kill -9 the node every 2 s, 300 times; 10,000 power-cut points
 	DIBS_SOAK_KILLS=300 $(GO) test -count=1 -run '^TestFaultKillLoop$$' -timeout 30m -v ./cmd/dibs/
 	DIBS_POWERLOSS_CLAIMS=2500 $(GO) test -count=1 -run '^TestFaultPowerLoss$$' -timeout 30m -v ./sqlite/
 

@@ -104,7 +104,7 @@ func settings(t *testing.T) map[string]bool {
 	}
 	for _, s := range []string{"DIBS_PASSPORT_SECRET", "DIBS_ADMIN_TOKEN", "DIBS_WEBHOOK_SECRET"} {
 		if !names[s] {
-			t.Fatalf("cmd/dibs no longer reads %s from the environment", s)
+			t.Fatalf("cmd/dibs does not read %s from the environment", s)
 		}
 	}
 	return names

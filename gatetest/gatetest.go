@@ -756,8 +756,7 @@ type workload struct {
 	stock                                    int64
 }
 
-// spread: many drops, many users each, little contention on any one drop
-// (TESTPLAN A1).
+// spread: many drops, many users each, little contention on any one drop.
 var spread = workload{drops: 200, stock: 5, users: 20, clients: 64, ops: 60, releaseOneIn: 3}
 
 // crowded: a few drops of two slots that three users fight over from many

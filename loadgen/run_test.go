@@ -166,7 +166,7 @@ func TestRunReportsMissedStarts(t *testing.T) {
 
 // A server that stalls for one second shows it in p99.9: the open model
 // keeps sending during the stall and times each request from its intended
-// send time, so coordinated omission cannot hide the stall (TESTPLAN C2).
+// send time, so coordinated omission cannot hide the stall.
 func TestRunStallShowsInTail(t *testing.T) {
 	attempts(t, 3, func() ([]string, bool) {
 		srv, cfg := setup(t, loadgentest.Options{}, "coupon", 50, 0)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/payment"
 	"github.com/dibs-io/dibs/payment/internal/inproc"
 	"github.com/dibs-io/dibs/payment/pgsim"
@@ -89,19 +90,6 @@ func mustClient(t *testing.T, cfg payment.Config) *payment.Client {
 
 func krw(amount int64) payment.ChargeRequest {
 	return payment.ChargeRequest{Amount: amount, Currency: "KRW", Reference: "drop-1/claim"}
-}
-
-// waitFor polls cond until it holds. The deadline only ends a test that
-// hangs: it is a minute so that a starved machine never reaches it.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // metrics records what the client reports.
@@ -427,7 +415,7 @@ func TestOverloadedGatewayAnswersExcessAtOnce(t *testing.T) {
 				errs <- err
 			}()
 		}
-		waitFor(t, "the gateway to fill", func() bool { return b.sim.Stats().InFlight == limit })
+		testenv.WaitFor(t, "the gateway to fill", func() bool { return b.sim.Stats().InFlight == limit })
 
 		for i := range 7 {
 			_, err := b.client.Charge(context.Background(), fmt.Sprintf("excess-%d", i), krw(1))
@@ -480,7 +468,7 @@ func TestBulkheadQueueTimeout(t *testing.T) {
 		defer close(done)
 		b.client.Charge(ctx, "hang", krw(1))
 	}()
-	waitFor(t, "the slot to fill", func() bool { return b.sim.Stats().InFlight == 1 })
+	testenv.WaitFor(t, "the slot to fill", func() bool { return b.sim.Stats().InFlight == 1 })
 
 	if _, err := b.client.Charge(context.Background(), "queued", krw(1)); !errors.Is(err, payment.ErrUnavailable) || errors.Is(err, payment.ErrOutcomeUnknown) {
 		t.Errorf("charge with no free slot: %v, want ErrUnavailable, unsent", err)
@@ -575,7 +563,7 @@ func TestBreakerOpensDuringOutageAndClosesAfter(t *testing.T) {
 		}
 
 		// Still down when the breaker half-opens: the probe fails, it reopens.
-		waitFor(t, "a probe during the outage", func() bool {
+		testenv.WaitFor(t, "a probe during the outage", func() bool {
 			return !errors.Is(charge("probe-down"), payment.ErrCircuitOpen)
 		})
 		if got := b.client.Breaker(); got != payment.BreakerOpen {
@@ -584,7 +572,7 @@ func TestBreakerOpensDuringOutageAndClosesAfter(t *testing.T) {
 
 		// The outage ends; probes succeed and the breaker closes.
 		set(t0.Add(3 * time.Second))
-		waitFor(t, "the breaker to let a probe through", func() bool { return charge("probe-up-1") == nil })
+		testenv.WaitFor(t, "the breaker to let a probe through", func() bool { return charge("probe-up-1") == nil })
 		if err := charge("probe-up-2"); err != nil {
 			t.Fatalf("second probe: %v", err)
 		}

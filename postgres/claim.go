@@ -17,7 +17,8 @@ import (
 
 // claimColumns are the columns the recorder writes. The columns
 // post-processing sets later (and the outbox flag, born set by its
-// default) are not among them, so the group commit stays as it was.
+// default) are not among them: the group commit writes what a claim has
+// when it is won, and the rest take their defaults.
 const claimColumns = `id, drop_id, user_id, slot, nth, state, idempotency_key, created_at, updated_at,
 	hold_expires_at, coupon_code`
 

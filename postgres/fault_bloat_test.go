@@ -23,7 +23,7 @@ type tableStats struct {
 	heap, total                                    int64 // bytes
 }
 
-// TestFaultPostgresBloat is TESTPLAN C5 on the PostgreSQL record: a long
+// TestFaultPostgresBloat: hot rows and vacuum on the PostgreSQL record. A long
 // event's claims recorded in group commits of 500, as the recorder does,
 // each batch then moved on by the outbox pump (outbox cleared, coupon
 // code set: the two state changes of a coupon claim). The claims table's

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/gatetest"
 	"github.com/dibs-io/dibs/internal/testenv"
@@ -44,7 +42,7 @@ func BenchmarkGate(b *testing.B) {
 
 // benchGate is a started gate whose sold-out cache is in place before a
 // sub-benchmark measures sold-out answers.
-func benchGate(b *testing.B, client rueidis.Client, opts redis.GateOptions) dibs.Gate {
+func benchGate(b *testing.B, client redis.Client, opts redis.GateOptions) dibs.Gate {
 	return settled{MustGate(b, client, opts)}
 }
 
@@ -71,7 +69,7 @@ func BenchmarkSoldOutRoster(b *testing.B) {
 	for _, holders := range []int{1111, 1_000_000} {
 		b.Run(strconv.Itoa(holders), func(b *testing.B) {
 			ctx := context.Background()
-			prefix := NewPrefix(b, client)
+			prefix := testenv.RedisPrefix(b, client)
 			d := gatetest.NewDrop(int64(holders), 1)
 			gatetest.MustPrepare(b, MustGate(b, client, redis.GateOptions{Prefix: prefix}), d)
 			// Fill the roster and take every slot without a million

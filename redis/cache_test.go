@@ -23,7 +23,7 @@ var open = time.Date(2016, 11, 11, 11, 0, 0, 0, time.UTC)
 func twoNodes(t *testing.T, opts redis.GateOptions) (*redis.Gate, *redis.Gate) {
 	url := testenv.RedisURL(t)
 	ca, cb := MustClient(t, url), MustClient(t, url)
-	opts.Prefix = NewPrefix(t, ca)
+	opts.Prefix = testenv.RedisPrefix(t, ca)
 	return MustGate(t, ca, opts), MustGate(t, cb, opts)
 }
 
@@ -445,7 +445,7 @@ func TestSoldOutCacheWaitsForReleases(t *testing.T) {
 			return
 		}
 	}
-	t.Fatal("the answer from before the release was never installed: the test no longer forces the interleaving")
+	t.Fatal("the answer from before the release was never installed: the test did not force the interleaving")
 }
 
 // cacheWaitsForRelease runs TestSoldOutCacheWaitsForReleases once; false if

@@ -18,8 +18,9 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
-// Client is the part of a Redis client that dibs calls. A rueidis.Client
-// satisfies it.
+// Client is the part of a Redis client that dibs calls: the gate and the
+// waiting rooms send commands through it, and the node closes it at
+// shutdown. Every rueidis.Client satisfies it.
 //
 // It has no client-side caching and no way to send a command to a replica:
 // every call goes to the primary, which is the only place a limiting counter
@@ -29,6 +30,8 @@ type Client interface {
 	Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult
 	DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult
 	Receive(ctx context.Context, subscribe rueidis.Completed, fn func(rueidis.PubSubMessage)) error
+	// Close closes the client's connections; calls made after fail.
+	Close()
 }
 
 // ClientOptions tune NewClient. The zero value is what production uses.
@@ -76,7 +79,7 @@ const (
 // once it has connected it is the client NewClient would have returned.
 // A node therefore starts during a Redis outage, not ready, and recovers
 // by itself.
-func NewClient(url string, opts ClientOptions) (rueidis.Client, error) {
+func NewClient(url string, opts ClientOptions) (Client, error) {
 	opt, err := rueidis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
@@ -125,14 +128,14 @@ func NewClient(url string, opts ClientOptions) (rueidis.Client, error) {
 // client never discovers a Cluster (it would send every key to the one
 // node it knows) and is never made for a Sentinel URL, whose client asks
 // the sentinels at creation. So the real client is created late, by the
-// same rueidis.NewClient with the same options as ever: it is a Cluster,
+// same rueidis.NewClient with the same options: it is a Cluster,
 // Sentinel or single-node client as the server says, primary-only, just as
 // if Redis had answered at once.
 //
 // Until then every call goes to pending, a single-node rueidis client
 // that never connects (its dialer returns the last cause of failure), so
 // that each method fails as rueidis fails calls to a server that is down,
-// with rueidis's own results and streams. Its commands are built by
+// with rueidis's own results. Its commands are built by
 // pending's builder, which marks them slotless; a Cluster client cannot
 // route such a command (it would index its slot table with the mark), so
 // a slotless command that reaches the client after it became a Cluster
@@ -149,7 +152,7 @@ type lateClient struct {
 	once sync.Once
 }
 
-var _ rueidis.Client = (*lateClient)(nil)
+var _ Client = (*lateClient)(nil)
 
 // connected is the real client, once created.
 type connected struct {
@@ -249,30 +252,6 @@ func (c *lateClient) Receive(ctx context.Context, subscribe rueidis.Completed, f
 	return c.to(subscribe.Slot()).Receive(ctx, subscribe, fn)
 }
 
-// errCachedRead: the gate reads the primary only, never a client cache
-// (TestGateReadsNoReplica keeps it so).
-var errCachedRead = errors.New("redis: cached reads are off: the gate reads the primary only")
-
-func (c *lateClient) DoCache(context.Context, rueidis.Cacheable, time.Duration) rueidis.RedisResult {
-	return rueidis.NewErrorResult(errCachedRead)
-}
-
-func (c *lateClient) DoMultiCache(_ context.Context, multi ...rueidis.CacheableTTL) []rueidis.RedisResult {
-	out := make([]rueidis.RedisResult, len(multi))
-	for i := range out {
-		out[i] = rueidis.NewErrorResult(errCachedRead)
-	}
-	return out
-}
-
-func (c *lateClient) DoStream(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResultStream {
-	return c.to(cmd.Slot()).DoStream(ctx, cmd)
-}
-
-func (c *lateClient) DoMultiStream(ctx context.Context, multi ...rueidis.Completed) rueidis.MultiRedisResultStream {
-	return c.to(slots(multi)...).DoMultiStream(ctx, multi...)
-}
-
 func slots(multi []rueidis.Completed) []uint16 {
 	s := make([]uint16, len(multi))
 	for i := range multi {
@@ -280,16 +259,6 @@ func slots(multi []rueidis.Completed) []uint16 {
 	}
 	return s
 }
-
-func (c *lateClient) Dedicated(fn func(rueidis.DedicatedClient) error) error {
-	return c.to().Dedicated(fn)
-}
-
-func (c *lateClient) Dedicate() (rueidis.DedicatedClient, func()) { return c.to().Dedicate() }
-
-func (c *lateClient) Nodes() map[string]rueidis.Client { return c.to().Nodes() }
-
-func (c *lateClient) Mode() rueidis.ClientMode { return c.to().Mode() }
 
 // Close stops connecting (waiting for an attempt in progress, at most a
 // dial timeout per address) and closes the client. Safe to call twice.

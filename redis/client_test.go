@@ -15,21 +15,13 @@ import (
 )
 
 // waitConnected pings through c until Redis answers, or fails tb.
-func waitConnected(tb testing.TB, c rueidis.Client) {
+func waitConnected(tb testing.TB, c redis.Client) {
 	tb.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testenv.WaitFor(tb, "the client connects after redis came back", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Do(ctx, c.B().Ping().Build()).Error()
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("client did not connect after redis came back: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		defer cancel()
+		return c.Do(ctx, c.B().Ping().Build()).Error() == nil
+	})
 }
 
 // TestClientWhileRedisDown: a client made while its Redis is down is a
@@ -64,7 +56,7 @@ func TestClientWhileRedisDown(t *testing.T) {
 
 	srv.Restart(t)
 	waitConnected(t, c)
-	if got := c.Mode(); got != rueidis.ClientModeStandalone {
+	if got := redis.Mode(c); got != rueidis.ClientModeStandalone {
 		t.Fatalf("mode = %s, want %s", got, rueidis.ClientModeStandalone)
 	}
 	key := "{x}:k"
@@ -98,7 +90,7 @@ func TestClientFindsClusterLate(t *testing.T) {
 
 	srv.Restart(t)
 	waitConnected(t, c)
-	if got := c.Mode(); got != rueidis.ClientModeCluster {
+	if got := redis.Mode(c); got != rueidis.ClientModeCluster {
 		t.Fatalf("mode = %s, want %s", got, rueidis.ClientModeCluster)
 	}
 	if err := c.Do(context.Background(), early).Error(); err == nil {
@@ -116,13 +108,7 @@ func TestClientFindsClusterLate(t *testing.T) {
 // waitClusterOK waits until the node says its cluster is up, or fails t.
 func waitClusterOK(t *testing.T, srv *redisserver.Server) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !clusterOK(srv) {
-		if time.Now().After(deadline) {
-			t.Fatal("the cluster is not up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitFor(t, "the cluster is up", func() bool { return clusterOK(srv) })
 }
 
 // clusterOK reports whether CLUSTER INFO says cluster_state:ok.

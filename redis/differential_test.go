@@ -26,7 +26,7 @@ var t0 = time.Date(2016, 11, 11, 11, 0, 0, 0, time.UTC)
 func TestDifferential(t *testing.T) {
 	t.Parallel()
 	client := MustClient(t, testenv.RedisURL(t))
-	prefix := NewPrefix(t, client)
+	prefix := testenv.RedisPrefix(t, client)
 	run := 0
 	var local float64 // answers the Redis gates gave from memory
 	defer func() {

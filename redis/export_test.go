@@ -5,8 +5,20 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/dibs-io/dibs"
 )
+
+// Mode is how c reaches Redis: standalone, sentinel or cluster. A client
+// NewClient made while Redis did not answer reports the mode of the client
+// it connected as, standalone until then.
+func Mode(c Client) rueidis.ClientMode {
+	if late, ok := c.(*lateClient); ok {
+		return late.to().Mode()
+	}
+	return c.(rueidis.Client).Mode()
+}
 
 // Settle waits until no roster load of the drop is in flight, so that a
 // test can tell whether the next answer comes from memory.

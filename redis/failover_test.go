@@ -21,8 +21,8 @@ import (
 	"github.com/dibs-io/dibs/sqlite"
 )
 
-// TestFailoverLosesNoWinner is TESTPLAN B3. A spike runs against an engine
-// whose gate is on a primary with a replica 50 ms behind. Mid-spike the
+// TestFailoverLosesNoWinner: a failover loses no winner. A spike runs
+// against an engine whose gate is on a primary with a replica 50 ms behind. Mid-spike the
 // primary is killed (-9) and the replica promoted with REPLICAOF NO ONE;
 // the client follows it, as a Sentinel-aware client does. The promoted
 // replica lacks the last gate writes, some of them holds of winners
@@ -190,8 +190,8 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 	if len(recorded) != stock {
 		t.Fatalf("after the spike the record holds %d winners, want %d", len(recorded), stock)
 	}
-	// Claims paused ≤ 10 s (TESTPLAN B3): the first claim sent after the
-	// primary died wins within that of the kill. The pause is the engine's
+	// Claims pause at most 10 s through a failover: the first claim sent
+	// after the primary died wins within that of the kill. The pause is the engine's
 	// (claims answer EUNAVAILABLE until the gate has seen the new primary
 	// and rebuilt the drop from the record) and the machine's: the rebuild
 	// is CPU work, slowed here by the race detector and by whatever else
@@ -210,12 +210,12 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 		t.Fatal("no claim sent after the primary died won")
 	}
 	if resumed > starved*planned {
-		t.Fatalf("claims paused %s after the primary died, want ≤ %s (TESTPLAN B3: %s, doubled for a starved machine)",
+		t.Fatalf("claims paused %s after the primary died, want ≤ %s (%s, doubled for a starved machine)",
 			resumed.Round(time.Millisecond), starved*planned, planned)
 	}
 }
 
-// TestPartitionedPrimaryFailsClosed is TESTPLAN B4 on one node: the
+// TestPartitionedPrimaryFailsClosed, a partition on one node: the
 // primary runs with min-replicas-to-write 1, and its link to the replica
 // stalls (a partition). Within the lag allowed, the primary refuses writes
 // and claims answer EUNAVAILABLE: the minority side fails closed, and no

@@ -38,7 +38,7 @@ func TestFaultRedisClusterConformance(t *testing.T) {
 	// 2^32-1, whose bit makes a 512 MB bitmap a starved node takes seconds
 	// to allocate.
 	client := MustClient(t, c.URL()+"?write_timeout=1m")
-	if got := client.Mode(); got != rueidis.ClientModeCluster {
+	if got := redis.Mode(client); got != rueidis.ClientModeCluster {
 		t.Fatalf("client mode = %s, want %s", got, rueidis.ClientModeCluster)
 	}
 	// Each gate and room has a prefix of its own; the keys go with the

@@ -2,13 +2,10 @@ package redis_test
 
 import (
 	"context"
-	"crypto/rand"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/rueidis"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/gatetest"
@@ -21,7 +18,7 @@ import (
 // cores shared with other work, Redis or the test's reader can go seconds
 // without running, and the calls would fail with an i/o timeout that says
 // nothing of the code under test.
-func MustClient(tb testing.TB, url string) rueidis.Client {
+func MustClient(tb testing.TB, url string) redis.Client {
 	tb.Helper()
 	c, err := redis.NewClient(url, redis.ClientOptions{ConnWriteTimeout: 30 * time.Second})
 	if err != nil {
@@ -31,38 +28,11 @@ func MustClient(tb testing.TB, url string) rueidis.Client {
 	return c
 }
 
-// NewPrefix returns a key prefix no other test uses, and deletes its keys
-// when tb ends.
-func NewPrefix(tb testing.TB, c rueidis.Client) string {
-	tb.Helper()
-	prefix := "dibs-test:" + strings.ToLower(rand.Text()[:10]) + ":"
-	tb.Cleanup(func() { deleteKeys(c, prefix) })
-	return prefix
-}
-
-func deleteKeys(c rueidis.Client, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var cursor uint64
-	for {
-		e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(prefix+"*").Count(1000).Build()).AsScanEntry()
-		if err != nil {
-			return
-		}
-		if len(e.Elements) > 0 {
-			c.Do(ctx, c.B().Unlink().Key(e.Elements...).Build())
-		}
-		if cursor = e.Cursor; cursor == 0 {
-			return
-		}
-	}
-}
-
 // MustGate returns a started gate on client under a fresh prefix.
-func MustGate(tb testing.TB, client rueidis.Client, opts redis.GateOptions) *redis.Gate {
+func MustGate(tb testing.TB, client redis.Client, opts redis.GateOptions) *redis.Gate {
 	tb.Helper()
 	if opts.Prefix == "" {
-		opts.Prefix = NewPrefix(tb, client)
+		opts.Prefix = testenv.RedisPrefix(tb, client)
 	}
 	if opts.Timeout == 0 {
 		// Tests share two cores under the race detector; production keeps

@@ -34,11 +34,11 @@ import (
 // code, are the real ones.
 type replicaReads struct {
 	redis.Client // the primary
-	replica      rueidis.Client
+	replica      redis.Client
 	sha, taking  string
 }
 
-func newReplicaReads(t *testing.T, primary, replica rueidis.Client) *replicaReads {
+func newReplicaReads(t *testing.T, primary, replica redis.Client) *replicaReads {
 	src, sha := redis.ReserveScript()
 	const check = "if tonumber(st[2]) <= 0 then"
 	if strings.Count(src, check) != 1 {
@@ -63,7 +63,7 @@ func (c *replicaReads) Do(ctx context.Context, cmd rueidis.Completed) rueidis.Re
 
 // canaryGate is a started gate that reads from the replica as
 // replicaReads does, under its own prefix.
-func canaryGate(t *testing.T, primary, replica rueidis.Client) *redis.Gate {
+func canaryGate(t *testing.T, primary, replica redis.Client) *redis.Gate {
 	g := redis.NewGate(newReplicaReads(t, primary, replica), redis.GateOptions{Prefix: "canary:", Timeout: 10 * time.Second})
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func canaryGate(t *testing.T, primary, replica rueidis.Client) *redis.Gate {
 
 // prepareSeen prepares ds on g and waits until the replica holds their
 // state, so that what the canary reads there is late, not missing.
-func prepareSeen(t *testing.T, g *redis.Gate, replica rueidis.Client, ds ...*dibs.Drop) {
+func prepareSeen(t *testing.T, g *redis.Gate, replica redis.Client, ds ...*dibs.Drop) {
 	for _, d := range ds {
 		gatetest.MustPrepare(t, g, d)
 	}
@@ -88,7 +88,7 @@ func prepareSeen(t *testing.T, g *redis.Gate, replica rueidis.Client, ds ...*dib
 
 // lagged starts a primary and a replica that runs lag behind it, and
 // returns clients of both.
-func lagged(t *testing.T, lag time.Duration) (primary, replica rueidis.Client) {
+func lagged(t *testing.T, lag time.Duration) (primary, replica redis.Client) {
 	p := redisserver.Start(t, "--repl-diskless-sync-delay", "0")
 	link := redisserver.StartLag(t, p.Addr(), lag)
 	r := redisserver.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(link.Port()), "--repl-diskless-load", "disabled")
@@ -125,8 +125,8 @@ func spike(users int, reserve func(user string) (bool, error)) (int, error) {
 	return int(wins.Load()), err
 }
 
-// TestReplicaReadOversells is the 2016 incident as a regression test
-// (TESTPLAN A6): under the same spike, with a replica 200 ms behind, dibs's
+// TestReplicaReadOversells is the 2016 incident as a regression test:
+// under the same spike, with a replica 200 ms behind, dibs's
 // gate made to read its free slots from the replica (replicaReads) lets in
 // more than N winners; dibs's gate as it is, which only ever talks to the
 // primary, lets in N.

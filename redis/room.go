@@ -26,10 +26,10 @@ var (
 	//go:embed room_use.lua
 	roomUseLua string
 
-	roomJoin    = rueidis.NewLuaScript(roomJoinLua)
-	roomSync    = rueidis.NewLuaScript(roomSyncLua)
-	roomAdvance = rueidis.NewLuaScript(roomAdvanceLua)
-	roomUse     = rueidis.NewLuaScript(roomUseLua)
+	roomJoin    = newScript("room_join", roomJoinLua)
+	roomSync    = newScript("room_sync", roomSyncLua)
+	roomAdvance = newScript("room_advance", roomAdvanceLua)
+	roomUse     = newScript("room_use", roomUseLua)
 )
 
 // DefaultRoomKeyTTL is how long a room's keys outlive its last write.
@@ -52,7 +52,7 @@ const personBuckets = 1 << 16
 //
 // The client must talk to the primary only.
 type Room struct {
-	client rueidis.Client
+	client Client
 	prefix string
 	ttl    string // seconds
 }
@@ -69,7 +69,7 @@ type RoomOptions struct {
 
 // NewRoom returns waiting rooms kept in Redis through client. Under
 // miniredis, the client needs DisableCache.
-func NewRoom(client rueidis.Client, o RoomOptions) (*Room, error) {
+func NewRoom(client Client, o RoomOptions) (*Room, error) {
 	if strings.ContainsAny(o.Prefix, "{}") {
 		return nil, fmt.Errorf("room key prefix %q must not contain braces", o.Prefix)
 	}
@@ -92,8 +92,8 @@ func (r *Room) person(dropID string, person uint64) (key, field string) {
 // Join implements dibs.Room.
 func (r *Room) Join(ctx context.Context, dropID string, person uint64, fresh dibs.RoomSeed) (dibs.Place, error) {
 	bucket, field := r.person(dropID, person)
-	res, err := roomJoin.Exec(ctx, r.client, []string{r.roomKey(dropID), bucket},
-		[]string{field, r.ttl, strconv.FormatUint(fresh.Epoch, 10), string(fresh.Seed)}).ToArray()
+	res, err := roomJoin.run(ctx, r.client, false, []string{r.roomKey(dropID), bucket},
+		field, r.ttl, strconv.FormatUint(fresh.Epoch, 10), string(fresh.Seed)).ToArray()
 	if err != nil {
 		return dibs.Place{}, fmt.Errorf("join: %w", err)
 	}
@@ -130,10 +130,10 @@ func (r *Room) Find(ctx context.Context, dropID string, person uint64) (dibs.Pla
 // Sync implements dibs.Room. Leases follow the Redis server's clock.
 func (r *Room) Sync(ctx context.Context, dropID, node string, lease time.Duration, fresh dibs.RoomSeed) (dibs.RoomState, bool, error) {
 	key := r.roomKey(dropID)
-	res, err := roomSync.Exec(ctx, r.client, []string{key, key + ":lease"}, []string{
+	res, err := roomSync.run(ctx, r.client, false, []string{key, key + ":lease"},
 		node, strconv.FormatInt(max(lease.Milliseconds(), 1), 10),
 		strconv.FormatUint(fresh.Epoch, 10), string(fresh.Seed), r.ttl,
-	}).ToArray()
+	).ToArray()
 	if err != nil {
 		return dibs.RoomState{}, false, fmt.Errorf("sync: %w", err)
 	}
@@ -154,7 +154,7 @@ func (r *Room) Sync(ctx context.Context, dropID, node string, lease time.Duratio
 // Advance implements dibs.Room.
 func (r *Room) Advance(ctx context.Context, dropID, node string, a dibs.Advance) (dibs.RoomState, error) {
 	key := r.roomKey(dropID)
-	res, err := roomAdvance.Exec(ctx, r.client, []string{key, key + ":lease"}, []string{
+	res, err := roomAdvance.run(ctx, r.client, false, []string{key, key + ":lease"},
 		node,
 		strconv.FormatInt(a.Now.UnixMilli(), 10),
 		flag(a.Open),
@@ -165,7 +165,7 @@ func (r *Room) Advance(ctx context.Context, dropID, node string, a dibs.Advance)
 		strconv.FormatFloat(a.Rate, 'g', 8, 64),
 		strconv.FormatInt(a.Remaining, 10),
 		r.ttl,
-	}).ToArray()
+	).ToArray()
 	if err != nil {
 		return dibs.RoomState{}, fmt.Errorf("advance: %w", err)
 	}
@@ -187,8 +187,8 @@ func (r *Room) Advance(ctx context.Context, dropID, node string, a dibs.Advance)
 // Use implements dibs.Room.
 func (r *Room) Use(ctx context.Context, dropID string, seq, number uint64) error {
 	key := r.roomKey(dropID)
-	err := roomUse.Exec(ctx, r.client, []string{key, key + ":won"},
-		[]string{strconv.FormatUint(seq, 10), strconv.FormatUint(number, 10), r.ttl}).Error()
+	err := roomUse.run(ctx, r.client, false, []string{key, key + ":won"},
+		strconv.FormatUint(seq, 10), strconv.FormatUint(number, 10), r.ttl).Error()
 	if err != nil {
 		return fmt.Errorf("use admission: %w", err)
 	}

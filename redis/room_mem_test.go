@@ -13,6 +13,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/testenv"
+	"github.com/dibs-io/dibs/redis"
 	"github.com/dibs-io/dibs/room"
 	"github.com/dibs-io/dibs/roomtest"
 )
@@ -36,7 +38,7 @@ func TestRoomBytesPerPerson(t *testing.T) {
 		}
 	}
 	c := newClient(t)
-	prefix := testPrefix(t, c)
+	prefix := testenv.RedisPrefix(t, c)
 	r, err := redisRoom(c, prefix)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +78,7 @@ func TestRoomBytesPerPerson(t *testing.T) {
 	}
 }
 
-func usedMemory(t *testing.T, c rueidis.Client) int64 {
+func usedMemory(t *testing.T, c redis.Client) int64 {
 	t.Helper()
 	info, err := c.Do(context.Background(), c.B().Info().Section("memory").Build()).ToString()
 	if err != nil {
@@ -93,7 +95,7 @@ func usedMemory(t *testing.T, c rueidis.Client) int64 {
 }
 
 // keysUsage sums MEMORY USAGE over the keys under prefix.
-func keysUsage(t *testing.T, c rueidis.Client, prefix string) (int, int64) {
+func keysUsage(t *testing.T, c redis.Client, prefix string) (int, int64) {
 	t.Helper()
 	ctx := context.Background()
 	var keys []string

@@ -26,8 +26,8 @@ type snapshot struct {
 	end     int    // where the WAL's last commit frame ends
 }
 
-// TestFaultPowerLoss is TESTPLAN B2. Claims are recorded one after
-// another on the SQLite record through the engine; after each is
+// TestFaultPowerLoss: a power cut loses no acknowledged claim. Claims
+// are recorded one after another on the SQLite record through the engine; after each is
 // acknowledged, the database and its WAL are copied as they are on disk.
 // A power cut at any moment while the next commit is being written leaves
 // what the last fsync made durable plus any part of what followed (the
@@ -44,7 +44,7 @@ type snapshot struct {
 // file. A commit that restarted the WAL is tried whole only.
 //
 // 30 claims and 4 cuts each here; DIBS_POWERLOSS_CLAIMS sets more
-// (TESTPLAN B2 asks for 10,000 cut points: 2500).
+// (`make soak` sets 2500: 10,000 cut points).
 func TestFaultPowerLoss(t *testing.T) {
 	t.Parallel()
 	claims, cuts := 30, 4

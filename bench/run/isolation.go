@@ -45,7 +45,7 @@ type isolationResult struct {
 }
 
 // isolation measures the regular service's latency without and with a
-// claim spike on the same node (TESTPLAN C1): drop reads at regularRate,
+// claim spike on the same node: drop reads at regularRate,
 // open-model, timed from their intended send time; the spike is wrk with
 // a new user per claim on a drop of 1,111, paced to spikeRate.
 func isolation(cfg config, regularRate, spikeRate float64, variants []variant) ([]isolationResult, error) {

@@ -78,7 +78,7 @@ func (s chaosState) slotFree(user string, slot int64) bool {
 	return true
 }
 
-// chaosModel is the claim model with unknown outcomes (TESTPLAN §1): a
+// chaosModel is the claim model with unknown outcomes: a
 // request with no definite answer may or may not have taken a slot; a
 // slot so taken whose claim was never recorded goes back after the
 // reconcile grace, so it may be given to someone else later, and its user
@@ -154,7 +154,7 @@ func chaosModel(stock int64) porcupine.Model {
 	return m.ToModel()
 }
 
-// TestFaultChaos is TESTPLAN B8: two dibs serve nodes share a Redis gate
+// TestFaultChaos: two dibs serve nodes share a Redis gate
 // and a PostgreSQL record, each through links of its own that the nemesis
 // plays with during a spike over 20 drops of 5: latency of 100 ms ± 50
 // ms, a 10 KB/s bandwidth limit, timeouts (every byte held for a second,

@@ -10,7 +10,7 @@ import (
 	"github.com/dibs-io/dibs/postgres/pgtest"
 )
 
-// TestFaultRedisClusterFailover is TESTPLAN B3 on a Redis Cluster: three
+// TestFaultRedisClusterFailover is a failover on a Redis Cluster: three
 // dibs serve nodes share a PostgreSQL record and a real Cluster of three
 // primaries with a replica each, knowing only one node's URL. Mid-spike,
 // over all three nodes, the primary serving the drop's slot is killed
@@ -50,7 +50,7 @@ func TestFaultRedisClusterFailover(t *testing.T) {
 	}
 	// Failure detection (2 s), the replica's election (up to a second),
 	// the nodes' clients finding the new slot owner: ten seconds is the
-	// promise (TESTPLAN B3).
+	// longest claim pause a failover may cause.
 	pause := spike.pause()
 	if pause > 10*time.Second {
 		t.Errorf("claims paused %v after the primary died, want at most 10 s", pause)

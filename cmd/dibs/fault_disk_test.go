@@ -16,7 +16,7 @@ import (
 	"github.com/dibs-io/dibs/passport"
 )
 
-// TestFaultDiskFull is TESTPLAN B7 with ENOSPC: the node's SQLite record
+// TestFaultDiskFull is a full disk (ENOSPC): the node's SQLite record
 // is on a 16 MB tmpfs, and a file fills what is left of it. Claims go on
 // while SQLite still has room in the space its files hold, then answer 503
 // with Retry-After; drop reads and /healthz keep answering 200; when the

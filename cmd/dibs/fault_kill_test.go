@@ -14,8 +14,8 @@ import (
 	"github.com/dibs-io/dibs/passport"
 )
 
-// TestFaultKillLoop is TESTPLAN B1 on the embedded default (memory gate,
-// SQLite record in WAL mode with synchronous=FULL): claims run without
+// TestFaultKillLoop kills the node in a loop on the embedded default
+// (memory gate, SQLite record in WAL mode with synchronous=FULL): claims run without
 // pause while the node is killed with SIGKILL every two seconds and
 // restarted over the same record, 10 times here and 300 under make soak
 // (DIBS_SOAK_KILLS). Every claim acknowledged with 201 or 200 survives

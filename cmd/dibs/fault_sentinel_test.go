@@ -13,7 +13,7 @@ import (
 	"github.com/dibs-io/dibs/internal/testenv"
 )
 
-// TestFaultSentinelFailover is TESTPLAN B3 through Sentinel, with real
+// TestFaultSentinelFailover is a Redis failover through Sentinel, with real
 // processes: a primary, a replica and three sentinels, and a dibs serve
 // node given the sentinels' URL. The node starts before the sentinels do
 // and serves 503 meanwhile, then finds the primary through them by itself.
@@ -67,7 +67,7 @@ func TestFaultSentinelFailover(t *testing.T) {
 	}
 	// The sentinels call the primary down after 1.5 s of silence and
 	// promote the replica a second or two later; ten seconds is the
-	// promise (TESTPLAN B3).
+	// longest claim pause a failover may cause.
 	pause := spike.pause()
 	if pause > 10*time.Second {
 		t.Errorf("claims paused %v after the primary died, want at most 10 s", pause)

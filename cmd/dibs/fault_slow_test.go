@@ -19,7 +19,7 @@ import (
 // the --redis-timeout docs/operations.md recommends ("Claim deadline").
 const claimDeadline = 250 * time.Millisecond
 
-// TestFaultSlowRedis is TESTPLAN C3: a node's Redis starts answering 2 s
+// TestFaultSlowRedis: a node's Redis starts answering 2 s
 // late (a proxy holds back every byte it sends). Claims fail fast: each is
 // answered 503 with Retry-After within the claim deadline (the first; the
 // gate then refuses claims at once until the primary answers a check) plus

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/rueidis"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
@@ -31,9 +30,6 @@ type RedisConfig struct {
 	// Refresh is how often a node reloads drops from the record, so that
 	// drops and operator actions of other nodes reach it.
 	Refresh time.Duration
-	// ReconcileInterval and ReconcileGrace tune the reconciler.
-	ReconcileInterval time.Duration
-	ReconcileGrace    time.Duration
 }
 
 // DefaultRedisPrefix is the key prefix of a deployment that sets none.
@@ -50,8 +46,6 @@ func (c *RedisConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Prefix, "redis-prefix", c.Prefix, "prefix of every Redis key, to share one Redis between deployments")
 	fs.DurationVar(&c.Timeout, "redis-timeout", redis.DefaultTimeout, "claim deadline: how long a call to Redis may take before the claim answers 503 (and the bound of every other gate call)")
 	fs.DurationVar(&c.Refresh, "refresh", c.Refresh, "how often a node reloads drops and their status from the record (with --redis)")
-	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", engine.DefaultReconcileInterval, "how often the gate is reconciled with the record")
-	fs.DurationVar(&c.ReconcileGrace, "reconcile-grace", engine.DefaultReconcileGrace, "how old a gate hold with no record must be before its slot goes back")
 }
 
 // Validate reports the first thing wrong with c.
@@ -61,32 +55,66 @@ func (c *RedisConfig) Validate() error {
 		return errors.New("--refresh must be positive")
 	case c.Timeout < 0:
 		return errors.New("--redis-timeout must not be negative")
-	case c.ReconcileInterval < 0 || c.ReconcileGrace < 0:
-		return errors.New("--reconcile-interval and --reconcile-grace must not be negative")
 	case strings.ContainsAny(c.Prefix, "{}"):
 		return errors.New("--redis-prefix must not contain braces: a drop's keys share the hash tag {drop:ID}")
 	}
 	return nil
 }
 
+// ReconcileConfig tunes the reconciler, which every gate has: in memory as
+// on Redis, a hold the gate took and the record never got (a claim that
+// failed after its reserve) gives its slot back.
+type ReconcileConfig struct {
+	Interval time.Duration // --reconcile-interval: how often it runs
+	Grace    time.Duration // --reconcile-grace: how old an unrecorded hold must be
+}
+
+func (c *ReconcileConfig) flags(fs *flag.FlagSet) {
+	fs.DurationVar(&c.Interval, "reconcile-interval", engine.DefaultReconcileInterval, "how often the gate is reconciled with the record")
+	fs.DurationVar(&c.Grace, "reconcile-grace", engine.DefaultReconcileGrace, "how old a gate hold with no record must be before its slot goes back")
+}
+
+// Validate reports the first thing wrong with c.
+func (c *ReconcileConfig) Validate() error {
+	if c.Interval < 0 || c.Grace < 0 {
+		return errors.New("--reconcile-interval and --reconcile-grace must not be negative")
+	}
+	return nil
+}
+
+// gateFlags registers the flags of the gate and of its reconciler.
+func (c *Config) gateFlags(fs *flag.FlagSet) {
+	c.Redis.flags(fs)
+	c.Reconcile.flags(fs)
+}
+
+// validateGate reports the first thing wrong with the gate's settings.
+func (c *Config) validateGate() error {
+	if err := c.Redis.Validate(); err != nil {
+		return err
+	}
+	return c.Reconcile.Validate()
+}
+
 // gateService is the gate of a node and the work that keeps it right: the
 // reconciler always; with Redis, the gate's own background work and a
 // periodic refresh of drops from the record.
 type gateService struct {
-	cfg    RedisConfig
-	log    *slog.Logger
-	gate   dibs.Gate
-	redis  *redis.Gate
-	client rueidis.Client // the primary-only client, for the waiting rooms too; nil in memory
-	closer func()
+	cfg       RedisConfig
+	reconcile ReconcileConfig
+	log       *slog.Logger
+	gate      dibs.Gate
+	redis     *redis.Gate
+	client    redis.Client // the primary-only client, for the waiting rooms too; nil in memory
+	closer    func()
 
 	rec    *engine.Reconciler
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func openGate(cfg RedisConfig, reg prometheus.Registerer, log *slog.Logger) (*gateService, error) {
-	s := &gateService{cfg: cfg, log: log}
+func openGate(cfg RedisConfig, reconcile ReconcileConfig, reg prometheus.Registerer, log *slog.Logger) (*gateService, error) {
+	s := &gateService{cfg: cfg, reconcile: reconcile, log: log}
 	if cfg.URL == "" {
 		s.gate = memory.NewGate()
 		return s, nil
@@ -113,7 +141,7 @@ func openGate(cfg RedisConfig, reg prometheus.Registerer, log *slog.Logger) (*ga
 func (s *gateService) start(e *engine.Engine) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
-	s.rec = engine.NewReconciler(e, engine.ReconcilerConfig{Interval: s.cfg.ReconcileInterval, Grace: s.cfg.ReconcileGrace, Logger: s.log})
+	s.rec = engine.NewReconciler(e, engine.ReconcilerConfig{Interval: s.reconcile.Interval, Grace: s.reconcile.Grace, Logger: s.log})
 	s.rec.Start(ctx)
 	if s.redis == nil {
 		close(s.done)

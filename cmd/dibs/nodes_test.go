@@ -3,7 +3,6 @@ package main_test
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -15,8 +14,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/redis/rueidis"
 
 	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/loadgen"
@@ -32,8 +29,7 @@ import (
 func cluster(t *testing.T) []string {
 	t.Helper()
 	redisURL, pgURL := testenv.RedisURL(t), pgtest.SchemaURL(t)
-	prefix := "dibs-test:" + strings.ToLower(rand.Text()[:10]) + ":"
-	t.Cleanup(func() { deleteRedisKeys(t, redisURL, prefix) })
+	prefix := testenv.RedisPrefix(t, testenv.RedisClient(t, redisURL))
 	return []string{
 		"--redis", redisURL, "--redis-prefix", prefix, "--postgres", pgURL,
 		"--postgres-record-conns", "2", "--postgres-background-conns", "1", "--postgres-read-conns", "2",
@@ -57,33 +53,6 @@ func urls(nodes []*node) []string {
 		out[i] = n.url
 	}
 	return out
-}
-
-func deleteRedisKeys(t *testing.T, redisURL, prefix string) {
-	opt, err := rueidis.ParseURL(redisURL)
-	if err != nil {
-		return
-	}
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		return
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var cursor uint64
-	for {
-		e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(prefix+"*").Count(1000).Build()).AsScanEntry()
-		if err != nil {
-			return
-		}
-		if len(e.Elements) > 0 {
-			c.Do(ctx, c.B().Unlink().Key(e.Elements...).Build())
-		}
-		if cursor = e.Cursor; cursor == 0 {
-			return
-		}
-	}
 }
 
 // dropState reads a drop's public state on a node; "" if it does not

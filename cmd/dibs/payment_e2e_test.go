@@ -21,7 +21,8 @@ import (
 	"github.com/dibs-io/dibs/webhook"
 )
 
-// TestPaymentsSurviveFaultsAndKills is TESTPLAN B6 on the embedded default.
+// TestPaymentsSurviveFaultsAndKills: post-processing pays each claim exactly
+// once through gateway faults and node kills, on the embedded default.
 func TestPaymentsSurviveFaultsAndKills(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -30,7 +31,7 @@ func TestPaymentsSurviveFaultsAndKills(t *testing.T) {
 	testPaymentsSurvive(t)
 }
 
-// TestPaymentsSurviveFaultsAndKillsPostgres is TESTPLAN B6 with the record
+// TestPaymentsSurviveFaultsAndKillsPostgres is the same with the record
 // and the job queue in PostgreSQL.
 func TestPaymentsSurviveFaultsAndKillsPostgres(t *testing.T) {
 	t.Parallel()

@@ -15,7 +15,8 @@ import (
 	"github.com/dibs-io/dibs/postgres/pgtest"
 )
 
-// TestPostgresCrashMidSpike is TESTPLAN B5 at the level of a node: a
+// TestPostgresCrashMidSpike is a PostgreSQL crash mid-spike at the level
+// of a node: a
 // `dibs serve` node (in-memory gate) keeps its record on a PostgreSQL
 // server of this test's own, and takes a spike from the load generator.
 // Once a fifth of the stock is won, PostgreSQL is stopped the way a crash

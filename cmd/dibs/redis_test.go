@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -25,7 +24,7 @@ import (
 func mustMain(t *testing.T, mod func(*Config)) *Main {
 	t.Helper()
 	cfg := testConfig(t)
-	cfg.Redis.flags(nopFlags())
+	cfg.gateFlags(nopFlags())
 	mod(&cfg)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -42,9 +41,6 @@ func mustMain(t *testing.T, mod func(*Config)) *Main {
 	t.Cleanup(func() { m.Close() })
 	return m
 }
-
-// testPrefix is a Redis key prefix of this test alone.
-func testPrefix() string { return "dibs-test:" + strings.ToLower(rand.Text()[:10]) + ":" }
 
 // call sends a request to a node and returns the status and body.
 func call(t *testing.T, method, url, auth string) (int, string) {
@@ -106,12 +102,12 @@ func TestRedisNodeSpike(t *testing.T) {
 	t.Parallel()
 	url := testenv.RedisURL(t)
 	m := mustMain(t, func(c *Config) {
-		c.Redis.URL, c.Redis.Prefix = url, testPrefix()
+		c.Redis.URL, c.Redis.Prefix = url, testenv.RedisPrefix(t, testenv.RedisClient(t, url))
 		// On a starved machine a Redis call can outlive its deadline: the
 		// claim gets 503 and the hold its script took has no record. The
 		// reconciler gives such slots back after its grace, and the audit
 		// waits for that before it judges the stock.
-		c.Redis.ReconcileInterval, c.Redis.ReconcileGrace = time.Second, 2*time.Second
+		c.Reconcile.Interval, c.Reconcile.Grace = time.Second, 2*time.Second
 	})
 	createDrop(t, m.URL(), "pepero", 111)
 	rep, err := loadgen.Run(context.Background(), loadgen.Config{

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/httpapi"
 	"github.com/dibs-io/dibs/memory"
@@ -64,7 +62,7 @@ func (c *Config) validateRoom() error {
 // openRoom returns the waiting rooms of a node: kept in Redis, shared by
 // every node, when client is given (the --redis wiring passes its
 // primary-only client), else in this process's memory.
-func openRoom(cfg Config, client rueidis.Client, log *slog.Logger) (*room.Service, error) {
+func openRoom(cfg Config, client redis.Client, log *slog.Logger) (*room.Service, error) {
 	var backend dibs.Room = memory.NewRoom()
 	if client != nil {
 		r, err := redis.NewRoom(client, redis.RoomOptions{Prefix: cfg.Redis.Prefix})

@@ -44,6 +44,7 @@ type Config struct {
 	GCPercent       int // Go's GOGC for the node, unless GOGC is set
 	Room            RoomConfig
 	Redis           RedisConfig
+	Reconcile       ReconcileConfig
 	Post            PostConfig
 }
 
@@ -99,7 +100,7 @@ func (c *Config) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return errors.New("--log-format must be json or text")
 	}
-	if err := c.Redis.Validate(); err != nil {
+	if err := c.validateGate(); err != nil {
 		return err
 	}
 	if err := c.Post.Validate(); err != nil {
@@ -131,7 +132,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or text")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "garbage collection target, as GOGC (a set GOGC wins): higher collects less often, fewer pauses in a spike's tail")
 	c.roomFlags(fs)
-	c.Redis.flags(fs)
+	c.gateFlags(fs)
 	c.Post.flags(fs)
 }
 
@@ -229,7 +230,7 @@ func (m *Main) Run(ctx context.Context) error {
 		reg.MustRegister(s.Collector())
 	}
 
-	if m.gate, err = openGate(m.cfg.Redis, reg, m.log); err != nil {
+	if m.gate, err = openGate(m.cfg.Redis, m.cfg.Reconcile, reg, m.log); err != nil {
 		return err
 	}
 	if m.room, err = openRoom(m.cfg, m.gate.client, m.log); err != nil {

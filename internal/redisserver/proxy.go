@@ -132,7 +132,7 @@ func (l *Lag) SetRate(bytesPerSecond int) {
 }
 
 // Reset closes every connection open now, as a peer's reset does; new
-// connections are proxied as before.
+// connections are proxied like any other.
 func (l *Lag) Reset() {
 	l.mu.Lock()
 	conns := l.conns

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/payment"
 	"github.com/dibs-io/dibs/payment/internal/inproc"
 	"github.com/dibs-io/dibs/payment/pgsim"
@@ -110,19 +111,6 @@ func mustDo(t *testing.T, method, url, key string, body any) answer {
 
 func krw(amount int64) payment.ChargeRequest {
 	return payment.ChargeRequest{Amount: amount, Currency: "KRW", Reference: "test"}
-}
-
-// waitFor polls cond until it holds. The deadline only ends a test that
-// hangs: it is a minute so that a starved machine never reaches it.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // clock is a settable clock.
@@ -361,7 +349,7 @@ func TestTimeoutHangsAndMayApply(t *testing.T) {
 				}
 				errc <- err
 			}()
-			waitFor(t, "the charge to hang", func() bool { return b.sim.Stats().Timeouts == 1 })
+			testenv.WaitFor(t, "the charge to hang", func() bool { return b.sim.Stats().Timeouts == 1 })
 			cancel()
 			if err := <-errc; err != nil {
 				t.Fatal(err)
@@ -420,7 +408,7 @@ func TestConcurrencyCap(t *testing.T) {
 	for i := range limit {
 		wg.Go(func() { do(ctx, "POST", b.url+"/v1/charges", fmt.Sprintf("hang-%d", i), krw(1)) })
 	}
-	waitFor(t, "the cap to fill", func() bool { return b.sim.Stats().InFlight == limit })
+	testenv.WaitFor(t, "the cap to fill", func() bool { return b.sim.Stats().InFlight == limit })
 
 	for i := range 5 {
 		a := mustDo(t, "POST", b.url+"/v1/charges", fmt.Sprintf("excess-%d", i), krw(1))
@@ -430,7 +418,7 @@ func TestConcurrencyCap(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	waitFor(t, "the hanging requests to end", func() bool { return b.sim.Stats().InFlight == 0 })
+	testenv.WaitFor(t, "the hanging requests to end", func() bool { return b.sim.Stats().InFlight == 0 })
 
 	st := b.sim.Stats()
 	if st.Overloaded != 5 || st.MaxInFlight != limit {
@@ -516,7 +504,7 @@ func TestOutageModes(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() { _, err := do(ctx, "POST", b.url+"/v1/charges", "k", krw(1)); errc <- err }()
-		waitFor(t, "the request to meet the outage", func() bool { return b.sim.Stats().OutageHits == 1 })
+		testenv.WaitFor(t, "the request to meet the outage", func() bool { return b.sim.Stats().OutageHits == 1 })
 		if mode == pgsim.OutageTimeout {
 			cancel()
 		}
@@ -648,7 +636,7 @@ func TestCloseAbortsHeldRequests(t *testing.T) {
 		_, err := do(context.Background(), "POST", b.url+"/v1/charges", "k", krw(1))
 		errc <- err
 	}()
-	waitFor(t, "the request to hang", func() bool { return b.sim.Stats().InFlight == 1 })
+	testenv.WaitFor(t, "the request to hang", func() bool { return b.sim.Stats().InFlight == 1 })
 	b.sim.Close()
 	select {
 	case err := <-errc:
