@@ -12,7 +12,7 @@ import (
 func TestLiveBus(t *testing.T) {
 	t.Parallel()
 	c := MustClient(t, testenv.RedisURL(t))
-	prefix := NewPrefix(t, c)
+	prefix := testenv.RedisPrefix(t, c)
 	ctx := context.Background()
 	// On a starved machine the first connection can take longer than the
 	// client's dial timeout; it keeps connecting in the background.

@@ -5,15 +5,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"github.com/dibs-io/dibs/internal/redisserver"
 	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/redis"
 )
 
 // subscribers is how many clients listen on channel.
-func subscribers(t *testing.T, c rueidis.Client, channel string) int64 {
+func subscribers(t *testing.T, c redis.Client, channel string) int64 {
 	t.Helper()
 	m, err := c.Do(context.Background(), c.B().PubsubNumsub().Channel(channel).Build()).AsIntMap()
 	if err != nil {
@@ -39,7 +37,7 @@ func TestNotifierReachesSubscribers(t *testing.T) {
 	t.Parallel()
 	url := testenv.RedisURL(t)
 	pub, sub := MustClient(t, url), MustClient(t, url)
-	prefix := NewPrefix(t, pub)
+	prefix := testenv.RedisPrefix(t, pub)
 	a, b := redis.NewNotifier(pub, prefix, nil), redis.NewNotifier(sub, prefix, nil)
 	if a.Channel() != prefix+"admin:switches" || redis.NewNotifier(pub, prefix+"x:", nil).Channel() == a.Channel() {
 		t.Fatalf("channel %q: want one per prefix", a.Channel())

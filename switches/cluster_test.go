@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/postgres"
@@ -40,7 +38,7 @@ func newCluster(t *testing.T, withRedis bool) *cluster {
 // node is one node's store, Redis client and Service.
 type node struct {
 	store  *postgres.Store
-	client rueidis.Client
+	client redis.Client
 	svc    *switches.Service
 }
 
