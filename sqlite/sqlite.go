@@ -187,10 +187,6 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// DB is the writer connection, for components that must write in the same
-// transaction as the store (the job queue).
-func (s *Store) DB() *sql.DB { return s.db }
-
 // Ping implements dibs.Store.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.read.PingContext(ctx); err != nil {
