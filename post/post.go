@@ -19,8 +19,10 @@
 // soon as the spike leaves the record idle. The outbox is durable, so what
 // waits is never lost.
 //
-// The stores (sqlite, postgres) implement Store; this package holds the job
-// kinds, the workers and the limits toward each downstream.
+// The stores (sqlite, postgres) implement Store and enqueue the jobs it
+// describes (JobParams) with River in their own transactions; this package
+// holds the job kinds, the workers, the limits toward each downstream, and
+// the rule of payment requests (Payments).
 //
 // Runner runs the workers, one River queue per downstream (the payment
 // gateway, the record, the operator's main service), each with its own

@@ -38,6 +38,9 @@ func (s *Store) migrateRiver(ctx context.Context, schema string) error {
 	return nil
 }
 
+// inserter is the River client the store enqueues jobs with.
+type inserter = river.Client[pgx.Tx]
+
 // newInserter is the River client the store enqueues jobs with, inside
 // its own transactions. It has no workers and is never started.
 func newInserter(pool *pgxpool.Pool, schema string) (*river.Client[pgx.Tx], error) {

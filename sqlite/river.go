@@ -47,6 +47,9 @@ const jobDropID = `json_extract(CAST(args AS TEXT), '$.drop_id')`
 // insert: their errors are returned to the caller.
 var discard = slog.New(slog.DiscardHandler)
 
+// inserter is the River client the store enqueues jobs with.
+type inserter = river.Client[*sql.Tx]
+
 // newInserter is the River client the store enqueues jobs with, inside
 // its own transactions. It has no workers and is never started.
 func newInserter(db *sql.DB) (*river.Client[*sql.Tx], error) {

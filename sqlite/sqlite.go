@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
-	"github.com/riverqueue/river"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -42,8 +41,8 @@ type Store struct {
 	db      *sql.DB // the single writer connection
 	read    *sql.DB
 	inserts insertStmts
-	jobs    *river.Client[*sql.Tx] // enqueues jobs in the store's transactions
-	runner  *sql.DB                // River's bookkeeping (NewJobClient), synchronous=NORMAL
+	jobs    *inserter // enqueues jobs in the store's transactions
+	runner  *sql.DB   // River's bookkeeping (NewJobClient), synchronous=NORMAL
 
 	stop chan struct{}
 	done chan struct{}
