@@ -124,6 +124,12 @@ func TestSpecCoversRoutes(t *testing.T) {
 // job (id 7).
 type specPost struct{ *sqlite.Store }
 
+// RequestPayment takes the request as a node with a gateway does.
+func (p specPost) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {
+	pay := &post.Payments{Store: p.Store, Gateway: true, Now: func() time.Time { return now }}
+	return pay.RequestPayment(ctx, claimID, userID)
+}
+
 func (p specPost) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]post.FailedJob, error) {
 	return []post.FailedJob{{ID: 7, Kind: post.KindNotifyWinner, ClaimID: "c1", DropID: "spec-coupon", Attempts: post.WebhookAttempts,
 		LastError: "receiver answered 500", FinalizedAt: time.Now().UTC()}}, nil

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/httpapi"
@@ -17,6 +18,12 @@ import (
 type recordPost struct {
 	*sqlite.Store
 	retried bool
+}
+
+// RequestPayment takes the request as a node with a gateway does.
+func (p *recordPost) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {
+	pay := &post.Payments{Store: p.Store, Gateway: true, Now: func() time.Time { return now }}
+	return pay.RequestPayment(ctx, claimID, userID)
 }
 
 func (p *recordPost) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]post.FailedJob, error) {

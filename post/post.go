@@ -19,8 +19,10 @@
 // soon as the spike leaves the record idle. The outbox is durable, so what
 // waits is never lost.
 //
-// The stores (sqlite, postgres) implement Store; this package holds the job
-// kinds, the workers and the limits toward each downstream.
+// The stores (sqlite, postgres) implement Store and enqueue the jobs it
+// describes (JobParams) with River in their own transactions; this package
+// holds the job kinds, the workers, the limits toward each downstream, and
+// the rule of payment requests (Payments).
 //
 // Runner runs the workers, one River queue per downstream (the payment
 // gateway, the record, the operator's main service), each with its own
@@ -142,38 +144,90 @@ type Pump struct {
 	Notify bool
 }
 
+// JobParams describe a job a store enqueues in the transaction of the
+// claim change that calls for it. Its kind sets everything else: its queue,
+// attempts and priority, and that it is unique by kind and claim (a job
+// enqueued again while one exists adds nothing).
+type JobParams struct {
+	Kind  string
+	Claim ClaimRef
+	// ScheduledAt is when the job may run first; zero: at once.
+	ScheduledAt time.Time
+}
+
 // Next says what the pump does with a flagged claim: code is the coupon
-// code to give it ("" for none), job the job to queue with it, if any. A
+// code to give it ("" for none), job the job to queue with it, if ok. A
 // confirmed (coupon) claim gets a code and, with Notify, notify_winner; a
 // hold gets its expiry at its deadline; a claim that left those states
 // before the pump reached it gets nothing.
-func (p Pump) Next(c Pumped) (code string, job river.InsertManyParams, ok bool, err error) {
+func (p Pump) Next(c Pumped) (code string, job JobParams, ok bool, err error) {
 	switch c.State {
 	case dibs.ClaimConfirmed:
 		if c.HasCode {
-			return "", river.InsertManyParams{}, false, nil
+			return "", JobParams{}, false, nil
 		}
 		if code, err = p.NewCode(); err != nil {
-			return "", river.InsertManyParams{}, false, fmt.Errorf("new coupon code: %w", err)
+			return "", JobParams{}, false, fmt.Errorf("new coupon code: %w", err)
 		}
 		if p.Notify {
-			return code, river.InsertManyParams{Args: NotifyWinnerArgs{ClaimRef: c.Ref}}, true, nil
+			return code, JobParams{Kind: KindNotifyWinner, Claim: c.Ref}, true, nil
 		}
-		return code, river.InsertManyParams{}, false, nil
+		return code, JobParams{}, false, nil
 	case dibs.ClaimHeld:
-		return "", river.InsertManyParams{Args: ExpireHoldArgs{ClaimRef: c.Ref},
-			InsertOpts: &river.InsertOpts{ScheduledAt: c.HoldExpiresAt}}, true, nil
+		return "", JobParams{Kind: KindExpireHold, Claim: c.Ref, ScheduledAt: c.HoldExpiresAt}, true, nil
 	}
-	return "", river.InsertManyParams{}, false, nil
+	return "", JobParams{}, false, nil
 }
 
-// Settled is where SettlePayment moves a held claim and the job that
-// follows: paid and notify_winner, or released and payment_failed.
-func Settled(paid bool) (dibs.ClaimState, func(ClaimRef) river.JobArgs) {
+// Settled is where SettlePayment moves a held claim and the kind of the
+// job that follows: paid and notify_winner, or released and
+// payment_failed.
+func Settled(paid bool) (dibs.ClaimState, string) {
 	if paid {
-		return dibs.ClaimPaid, func(ref ClaimRef) river.JobArgs { return NotifyWinnerArgs{ClaimRef: ref} }
+		return dibs.ClaimPaid, KindNotifyWinner
 	}
-	return dibs.ClaimReleased, func(ref ClaimRef) river.JobArgs { return PaymentFailedArgs{ClaimRef: ref} }
+	return dibs.ClaimReleased, KindPaymentFailed
+}
+
+// InsertManyParams are River's parameters for inserting jobs: each kind's
+// args, whose InsertOpts give its queue, attempts, priority and uniqueness,
+// and the job's scheduled time. The stores' River inserters use it inside
+// their own transactions.
+func InsertManyParams(jobs []JobParams) ([]river.InsertManyParams, error) {
+	out := make([]river.InsertManyParams, 0, len(jobs))
+	for _, j := range jobs {
+		args, err := jobArgs(j.Kind, j.Claim)
+		if err != nil {
+			return nil, err
+		}
+		p := river.InsertManyParams{Args: args}
+		if !j.ScheduledAt.IsZero() {
+			p.InsertOpts = &river.InsertOpts{ScheduledAt: j.ScheduledAt}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// jobArgs are the River args of a job kind.
+func jobArgs(kind string, ref ClaimRef) (river.JobArgs, error) {
+	switch kind {
+	case KindChargePayment:
+		return ChargePaymentArgs{ref}, nil
+	case KindExpireHold:
+		return ExpireHoldArgs{ref}, nil
+	case KindNotifyWinner:
+		return NotifyWinnerArgs{ref}, nil
+	case KindPaymentFailed:
+		return PaymentFailedArgs{ref}, nil
+	case KindHoldExpired:
+		return HoldExpiredArgs{ref}, nil
+	case KindRefundPayment:
+		return RefundPaymentArgs{ref}, nil
+	case KindPaymentRefunded:
+		return PaymentRefundedArgs{ref}, nil
+	}
+	return nil, fmt.Errorf("unknown job kind %q", kind)
 }
 
 // Attempts per job kind before River discards a job. A payment (or a
@@ -233,7 +287,9 @@ func (PaymentRefundedArgs) InsertOpts() river.InsertOpts {
 // that changes a claim does so with an update conditional on the claim's
 // current state and enqueues the follow-up jobs in the same transaction, so
 // a change and its consequences commit together or not at all; calling a
-// method again after it succeeded changes nothing and enqueues nothing.
+// method again after it succeeded changes nothing and enqueues nothing. The
+// jobs are described by JobParams; each store enqueues them through its own
+// job queue (River, in the store's database).
 type Store interface {
 	// FindDrop and FindClaim read the record, as in dibs.Store.
 	FindDrop(ctx context.Context, id string) (*dibs.Drop, error)
@@ -248,11 +304,13 @@ type Store interface {
 	// new codes.
 	PumpOutbox(ctx context.Context, limit int, p Pump) (int, error)
 
-	// RequestPayment records that userID asked to pay the held claim and
-	// enqueues charge_payment. ENOTFOUND if the claim is not userID's;
-	// ECONFLICT if it is not held or its hold has run out. A repeated
-	// request returns the claim and enqueues nothing.
-	RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error)
+	// RequestPayment records that the owner of the held claim asked to
+	// pay it at now and enqueues charge_payment, if the claim is held, its
+	// owner has not asked before and its hold runs out after now. changed
+	// is false, and nothing is enqueued, in any other situation. ENOTFOUND
+	// if there is no such claim. Whose claim it is and whether it may be
+	// paid is Payments's to say.
+	RequestPayment(ctx context.Context, claimID string, now time.Time) (c *dibs.Claim, changed bool, err error)
 
 	// SettlePayment ends the payment of a held claim: paid moves it to
 	// paid and enqueues notify_winner; declined moves it to released and
@@ -288,20 +346,20 @@ type Store interface {
 	// recorded, or was recorded refunded already.
 	RecordRefund(ctx context.Context, claimID string, now time.Time) (c *dibs.Claim, changed bool, err error)
 
-	// JobCounts counts the drop's jobs by kind and River state.
-	JobCounts(ctx context.Context, dropID string) ([]JobCount, error)
-
-	// NewJobClient returns a River client over the store's database,
-	// configured by cfg, for Runner to start.
-	NewJobClient(cfg *river.Config) (JobClient, error)
+	// JobCounts counts the drop's jobs by kind and state, ordered by
+	// both.
+	JobCounts(ctx context.Context, dropID string) ([]dibs.JobCount, error)
 }
 
-// JobCount is the number of a drop's jobs of one kind in one state.
-type JobCount struct {
-	Kind  string             `json:"kind"`
-	State rivertype.JobState `json:"state"`
-	Count int64              `json:"count"`
-}
+// JobCount is dibs.JobCount.
+//
+// Deprecated: use dibs.JobCount.
+type JobCount = dibs.JobCount
+
+// JobClientFunc returns a River client over a store's database, configured
+// by cfg, for the Runner to start; each store package has one
+// (sqlite.NewJobClient, postgres.NewJobClient) that cmd/dibs wires.
+type JobClientFunc func(cfg *river.Config) (JobClient, error)
 
 // JobClient is the part of a *river.Client the Runner uses, whatever the
 // database driver.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
+
 	"github.com/dibs-io/dibs/post"
 	"github.com/dibs-io/dibs/sqlite"
 	"github.com/dibs-io/dibs/storetest"
@@ -52,7 +54,7 @@ func TestReceiverDownForAWhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := post.NewRunner(post.Config{
-		Store: store, Release: noRelease{}, Notifier: signed{sender},
+		Store: store, JobClient: func(cfg *river.Config) (post.JobClient, error) { return sqlite.NewJobClient(store, cfg) }, Release: noRelease{}, Notifier: signed{sender},
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, PollInterval: 20 * time.Millisecond,
 	})
 	if err != nil {
@@ -63,11 +65,7 @@ func TestReceiverDownForAWhile(t *testing.T) {
 	if err := r.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		r.Stop(stop)
-	})
+	t.Cleanup(func() { r.Stop() })
 
 	// Down: attempts arrive and are refused; nothing counts as received.
 	deadline := time.Now().Add(30 * time.Second)

@@ -113,7 +113,7 @@ func TestRunnerOnRiver(t *testing.T) {
 	})
 	pg := &scriptedPayer{script: []error{payment.ErrUnavailable, payment.ErrCircuitOpen, payment.ErrOutcomeUnknown}}
 	r, err := post.NewRunner(post.Config{
-		Store: s, Release: simGate{}, Payer: pg, Notifier: notifier,
+		Store: s, JobClient: s.NewJobClient, Release: simGate{}, Payer: pg, Notifier: notifier,
 		PollInterval: riverPoll, RetryMin: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond,
 	})
 	if err != nil {
@@ -123,9 +123,7 @@ func TestRunnerOnRiver(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := r.Stop(stopCtx); err != nil {
+		if err := r.Stop(); err != nil {
 			t.Error(err)
 		}
 	})

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/startstop"
 )
 
 // Limit bounds the jobs of one queue toward the downstream they call (the
@@ -81,15 +82,21 @@ const (
 	// by three quarters of it (River's JobTimeout), and every downstream
 	// call well below.
 	DefaultRescueAfter = 30 * time.Second
+	// DefaultStopTimeout is how long Stop waits for running jobs.
+	DefaultStopTimeout = 30 * time.Second
 	// maxPumpBackoff caps the wait between pump attempts while the record
 	// fails.
 	maxPumpBackoff = 5 * time.Second
 )
 
-// Config is what a Runner needs. Store and Release are required.
+// Config is what a Runner needs. Store, JobClient and Release are
+// required.
 type Config struct {
-	Store   Store
-	Release Releaser
+	Store Store
+	// JobClient makes the River client the jobs run on, over the store's
+	// database.
+	JobClient JobClientFunc
+	Release   Releaser
 	// Payer charges held claims. nil: no gateway; charges of priced drops
 	// wait (snoozed, spending no attempt) for a node that has one, free
 	// drops are settled without it.
@@ -139,6 +146,11 @@ type Config struct {
 	// mid-job delays its jobs by about this much. It also bounds one run.
 	RescueAfter time.Duration
 
+	// StopTimeout bounds how long Stop waits for the running jobs
+	// (default DefaultStopTimeout); past it, Stop returns an error and
+	// may be called again.
+	StopTimeout time.Duration
+
 	Logger *slog.Logger
 	Now    func() time.Time
 	// NewCode draws a coupon code (default NewCode).
@@ -152,11 +164,19 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+var (
+	_ dibs.Background = (*Runner)(nil)
+	_ dibs.JobService = (*Runner)(nil)
+)
+
 // Runner runs the post-processing jobs: a River client with one queue per
 // downstream and one worker per job kind, and the pump that moves new
-// claims from the record's outbox on. Its methods are safe for concurrent use.
+// claims from the record's outbox on. It is a dibs.Background and serves
+// the jobs to operators (dibs.JobService). Its methods are safe for
+// concurrent use.
 type Runner struct {
 	store    Store
+	newJobs  JobClientFunc
 	release  Releaser
 	payer    Payer
 	notifier Notifier
@@ -166,6 +186,7 @@ type Runner struct {
 
 	retryMin, retryMax, snoozeMax time.Duration
 	poll, rescue, busyEvery       time.Duration
+	stopTimeout                   time.Duration
 	busy                          func() bool
 
 	log     *slog.Logger
@@ -177,10 +198,10 @@ type Runner struct {
 
 	kick chan struct{}
 
-	mu       sync.Mutex
-	client   JobClient
-	stopPump context.CancelFunc
-	pumpDone chan struct{}
+	pump startstop.Service // the outbox pump's loop
+
+	mu     sync.Mutex
+	client JobClient // once started
 }
 
 // NewRunner checks cfg and returns a Runner that is not started yet; its
@@ -189,31 +210,35 @@ func NewRunner(cfg Config) (*Runner, error) {
 	switch {
 	case cfg.Store == nil:
 		return nil, errors.New("post: Config.Store is required")
+	case cfg.JobClient == nil:
+		return nil, errors.New("post: Config.JobClient is required")
 	case cfg.Release == nil:
 		return nil, errors.New("post: Config.Release is required")
-	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0:
-		return nil, errors.New("post: negative retry bound, poll interval, rescue time or busy pace")
+	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0 || cfg.StopTimeout < 0:
+		return nil, errors.New("post: negative retry bound, poll interval, rescue time, busy pace or stop timeout")
 	}
 	r := &Runner{
-		store:     cfg.Store,
-		release:   cfg.Release,
-		payer:     cfg.Payer,
-		notifier:  cfg.Notifier,
-		grace:     cfg.PaymentGrace,
-		limits:    DefaultLimits(),
-		limiters:  make(map[string]*rate.Limiter),
-		retryMin:  cmpOr(cfg.RetryMin, DefaultRetryMin),
-		retryMax:  cmpOr(cfg.RetryMax, DefaultRetryMax),
-		poll:      cmpOr(cfg.PollInterval, DefaultPollInterval),
-		rescue:    cmpOr(cfg.RescueAfter, DefaultRescueAfter),
-		busyEvery: cmpOr(cfg.BusyEvery, DefaultBusyEvery),
-		busy:      cfg.Busy,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		newCode:   cfg.NewCode,
-		rng:       cfg.Rand,
-		kick:      make(chan struct{}, 1),
-		metrics:   newMetrics(),
+		store:       cfg.Store,
+		newJobs:     cfg.JobClient,
+		release:     cfg.Release,
+		payer:       cfg.Payer,
+		notifier:    cfg.Notifier,
+		grace:       cfg.PaymentGrace,
+		limits:      DefaultLimits(),
+		limiters:    make(map[string]*rate.Limiter),
+		retryMin:    cmpOr(cfg.RetryMin, DefaultRetryMin),
+		retryMax:    cmpOr(cfg.RetryMax, DefaultRetryMax),
+		poll:        cmpOr(cfg.PollInterval, DefaultPollInterval),
+		rescue:      cmpOr(cfg.RescueAfter, DefaultRescueAfter),
+		busyEvery:   cmpOr(cfg.BusyEvery, DefaultBusyEvery),
+		stopTimeout: cmpOr(cfg.StopTimeout, DefaultStopTimeout),
+		busy:        cfg.Busy,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		newCode:     cfg.NewCode,
+		rng:         cfg.Rand,
+		kick:        make(chan struct{}, 1),
+		metrics:     newMetrics(),
 	}
 	if r.retryMax < r.retryMin {
 		return nil, fmt.Errorf("post: RetryMax %s is below RetryMin %s", r.retryMax, r.retryMin)
@@ -293,15 +318,16 @@ func (p retryPolicy) NextRetry(job *rivertype.JobRow) time.Time {
 	return p.r.now().Add(p.r.backoff(len(job.Errors)+1, p.r.retryMax))
 }
 
-// Start starts the River client (Store.NewJobClient) with a worker and a
+// Start starts the River client (Config.JobClient) with a worker and a
 // queue for every job kind, and the outbox pump. It returns at once; the
 // jobs run until Stop. Cancelling ctx stops them abruptly, as River does:
-// the running jobs see their context cancelled. A Runner starts once.
+// the running jobs see their context cancelled. A second Start does
+// nothing.
 func (r *Runner) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client != nil {
-		return errors.New("post: runner already started")
+		return nil
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &worker[ChargePaymentArgs]{r: r})
@@ -315,7 +341,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	for queue, l := range r.limits {
 		queues[queue] = river.QueueConfig{MaxWorkers: l.Concurrency}
 	}
-	client, err := r.store.NewJobClient(&river.Config{
+	client, err := r.newJobs(&river.Config{
 		FetchCooldown:     max(min(r.poll/5, fetchCooldown), time.Millisecond),
 		FetchPollInterval: r.poll,
 		// A run ends before it could be taken for lost: a job is never
@@ -333,32 +359,31 @@ func (r *Runner) Start(ctx context.Context) error {
 	if err := client.Start(ctx); err != nil {
 		return fmt.Errorf("post: start jobs: %w", err)
 	}
-	pumpCtx, stop := context.WithCancel(ctx)
-	r.client, r.stopPump, r.pumpDone = client, stop, make(chan struct{})
-	go r.pumpLoop(pumpCtx, r.pumpDone)
-	return nil
+	r.client = client
+	return r.pump.Start(ctx, func(ctx context.Context) error {
+		r.pumpLoop(ctx)
+		return nil
+	})
 }
 
 // Stop stops the pump and the River client, which waits for the jobs that
-// are running, as long as ctx allows (then it returns ctx's error and may
-// be called again). Stopping a Runner that is stopped or never started
-// does nothing.
-func (r *Runner) Stop(ctx context.Context) error {
+// are running, StopTimeout at most (then it returns an error and may be
+// called again). Stopping a Runner that is stopped or never started does
+// nothing.
+func (r *Runner) Stop() error {
+	pumpErr := r.pump.Stop()
 	r.mu.Lock()
-	client, stop, done := r.client, r.stopPump, r.pumpDone
-	r.stopPump = nil
+	client := r.client
 	r.mu.Unlock()
-	if stop != nil {
-		stop()
-		<-done
-	}
 	if client == nil {
-		return nil
+		return pumpErr
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.stopTimeout)
+	defer cancel()
 	if err := client.Stop(ctx); err != nil {
-		return fmt.Errorf("post: stop jobs: %w", err)
+		return errors.Join(pumpErr, fmt.Errorf("post: stop jobs: %w", err))
 	}
-	return nil
+	return pumpErr
 }
 
 // Kick wakes the pump now: the engine calls it after it committed new
@@ -400,8 +425,7 @@ func (r *Runner) pumpBatch(ctx context.Context, size int) (int, error) {
 // pumpLoop pumps after every Kick and every poll interval. While claims
 // keep the record busy it moves BusyBatch claims per busyEvery, so that
 // the group commits of a spike never queue behind a long pump.
-func (r *Runner) pumpLoop(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
+func (r *Runner) pumpLoop(ctx context.Context) {
 	idle := 4 * r.poll // kicks come with every commit; the timer is for what they miss
 	t := time.NewTimer(idle)
 	defer t.Stop()
@@ -444,16 +468,14 @@ func (r *Runner) pumpLoop(ctx context.Context, done chan<- struct{}) {
 	}
 }
 
-// FailedJob is a job River gave up on: discarded after its last attempt,
-// or cancelled because its downstream refused it for good.
-type FailedJob struct {
-	ID          int64     `json:"id"`
-	Kind        string    `json:"kind"`
-	ClaimID     string    `json:"claim_id"`
-	DropID      string    `json:"drop_id"`
-	Attempts    int       `json:"attempts"`
-	LastError   string    `json:"last_error"`
-	FinalizedAt time.Time `json:"finalized_at"`
+// FailedJob is dibs.FailedJob.
+//
+// Deprecated: use dibs.FailedJob.
+type FailedJob = dibs.FailedJob
+
+// JobCounts counts the drop's jobs by kind and state (Store.JobCounts).
+func (r *Runner) JobCounts(ctx context.Context, dropID string) ([]dibs.JobCount, error) {
+	return r.store.JobCounts(ctx, dropID)
 }
 
 // failedStates are the states of jobs River will not run again.
@@ -467,7 +489,7 @@ const MaxFailedList = 1000
 // if dropID is "", the most recently failed first. River keeps them for its
 // discarded and cancelled job retention (7 days and 24 hours by default).
 // EUNAVAILABLE before Start.
-func (r *Runner) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]FailedJob, error) {
+func (r *Runner) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]dibs.FailedJob, error) {
 	client, err := r.jobClient()
 	if err != nil {
 		return nil, err
@@ -483,7 +505,7 @@ func (r *Runner) FailedWebhooks(ctx context.Context, dropID string, limit int) (
 	// for is a finalized one.
 	params := river.NewJobListParams().Kinds(WebhookKinds...).States(failedStates...).
 		OrderBy(river.JobListOrderByTime, river.SortOrderDesc).First(100)
-	out := []FailedJob{}
+	out := []dibs.FailedJob{}
 	for {
 		res, err := client.JobList(ctx, params)
 		if err != nil {
@@ -505,10 +527,10 @@ func (r *Runner) FailedWebhooks(ctx context.Context, dropID string, limit int) (
 	}
 }
 
-func failedJob(row *rivertype.JobRow) FailedJob {
+func failedJob(row *rivertype.JobRow) dibs.FailedJob {
 	var ref ClaimRef
 	_ = json.Unmarshal(row.EncodedArgs, &ref) // a row River cannot decode still shows up, without its claim
-	f := FailedJob{ID: row.ID, Kind: row.Kind, ClaimID: ref.ClaimID, DropID: ref.DropID, Attempts: row.Attempt}
+	f := dibs.FailedJob{ID: row.ID, Kind: row.Kind, ClaimID: ref.ClaimID, DropID: ref.DropID, Attempts: row.Attempt}
 	if n := len(row.Errors); n > 0 {
 		f.LastError = row.Errors[n-1].Error
 	}

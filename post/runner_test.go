@@ -88,7 +88,7 @@ func (c *fakeClient) JobRetry(_ context.Context, id int64) (*rivertype.JobRow, e
 
 func newPumpRunner(t *testing.T, s *pumpStore, opts ...func(*post.Config)) *post.Runner {
 	t.Helper()
-	cfg := post.Config{Store: s, Release: simGate{}, PollInterval: time.Hour}
+	cfg := post.Config{Store: s, JobClient: s.NewJobClient, Release: simGate{}, PollInterval: time.Hour}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -106,17 +106,19 @@ func TestNewRunnerConfig(t *testing.T) {
 		cfg  post.Config
 	}{
 		{"no store", post.Config{Release: simGate{}}},
-		{"no releaser", post.Config{Store: simStore{}}},
-		{"unknown queue", post.Config{Store: simStore{}, Release: simGate{}, Limits: map[string]post.Limit{post.KindNotifyWinner: {}}}},
-		{"negative rate", post.Config{Store: simStore{}, Release: simGate{}, Limits: map[string]post.Limit{post.QueueWebhook: {Rate: -1}}}},
-		{"negative busy pace", post.Config{Store: simStore{}, Release: simGate{}, BusyEvery: -time.Second}},
-		{"max below min", post.Config{Store: simStore{}, Release: simGate{}, RetryMin: time.Minute, RetryMax: time.Second}},
+		{"no releaser", post.Config{Store: simStore{}, JobClient: noJobs}},
+		{"no job client", post.Config{Store: simStore{}, Release: simGate{}}},
+		{"negative stop timeout", post.Config{Store: simStore{}, JobClient: noJobs, Release: simGate{}, StopTimeout: -time.Second}},
+		{"unknown queue", post.Config{Store: simStore{}, JobClient: noJobs, Release: simGate{}, Limits: map[string]post.Limit{post.KindNotifyWinner: {}}}},
+		{"negative rate", post.Config{Store: simStore{}, JobClient: noJobs, Release: simGate{}, Limits: map[string]post.Limit{post.QueueWebhook: {Rate: -1}}}},
+		{"negative busy pace", post.Config{Store: simStore{}, JobClient: noJobs, Release: simGate{}, BusyEvery: -time.Second}},
+		{"max below min", post.Config{Store: simStore{}, JobClient: noJobs, Release: simGate{}, RetryMin: time.Minute, RetryMax: time.Second}},
 	} {
 		if _, err := post.NewRunner(tc.cfg); err == nil {
 			t.Errorf("%s: NewRunner accepted it", tc.name)
 		}
 	}
-	r, err := post.NewRunner(post.Config{Store: simStore{}, Release: simGate{}, Limits: map[string]post.Limit{
+	r, err := post.NewRunner(post.Config{Store: simStore{}, JobClient: noJobs, Release: simGate{}, Limits: map[string]post.Limit{
 		post.QueueCharge: {Rate: 5},
 	}})
 	if err != nil {
@@ -141,8 +143,8 @@ func TestRunnerStartStop(t *testing.T) {
 	if err := r.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Start(ctx); err == nil {
-		t.Error("a second Start succeeded")
+	if err := r.Start(ctx); err != nil {
+		t.Errorf("a second Start: %v", err)
 	}
 	r.Kick()
 	select {
@@ -150,10 +152,10 @@ func TestRunnerStartStop(t *testing.T) {
 	case <-time.After(testenv.WaitTimeout):
 		t.Fatal("the pump did not empty the outbox")
 	}
-	if err := r.Stop(ctx); err != nil {
+	if err := r.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Stop(ctx); err != nil {
+	if err := r.Stop(); err != nil {
 		t.Errorf("a second Stop: %v", err)
 	}
 	if s.client.started != 1 || s.client.stopped == 0 {
@@ -202,7 +204,7 @@ func TestPumpRetriesFailures(t *testing.T) {
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer r.Stop(context.Background())
+	defer r.Stop()
 	select {
 	case <-s.empty:
 	case <-time.After(testenv.WaitTimeout):
@@ -240,7 +242,7 @@ func TestPumpYieldsToClaims(t *testing.T) {
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer r.Stop(context.Background())
+	defer r.Stop()
 	moved := func() int {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -293,7 +295,7 @@ func TestFailedWebhooks(t *testing.T) {
 	if err := r.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer r.Stop(ctx)
+	defer r.Stop()
 
 	got, err := r.FailedWebhooks(ctx, "a", 10)
 	if err != nil {
@@ -345,7 +347,7 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want 1 (all: %v)", name, got[name], got)
 		}
 	}
-	if _, err := post.NewRunner(post.Config{Store: simStore{}, Release: simGate{}, Registerer: reg}); err == nil {
+	if _, err := post.NewRunner(post.Config{Store: simStore{}, JobClient: noJobs, Release: simGate{}, Registerer: reg}); err == nil {
 		t.Error("a second Runner registered the same metrics")
 	}
 }

@@ -350,13 +350,14 @@ func simulate(seed uint64, v variant, traced bool) simResult {
 		limits[q] = post.Limit{} // no rate limit: rate.Limiter reads the wall clock
 	}
 	runner, err := post.NewRunner(post.Config{
-		Store:    store,
-		Release:  gate,
-		Payer:    payer,
-		Notifier: simReceiver{w},
-		Limits:   limits,
-		RetryMin: time.Second,
-		RetryMax: time.Minute,
+		Store:     store,
+		JobClient: noJobs,
+		Release:   gate,
+		Payer:     payer,
+		Notifier:  simReceiver{w},
+		Limits:    limits,
+		RetryMin:  time.Second,
+		RetryMax:  time.Minute,
 		// Pending payments keep their holds for the grace, then expire:
 		// a charge answered after that (a slow answer, a lost one looked
 		// up later) is money taken late, to refund.
@@ -559,7 +560,8 @@ func (s *sched) pay() {
 		return
 	}
 	c := cs[s.rng.IntN(len(cs))]
-	_, err := simStore{s.w}.RequestPayment(context.Background(), c.ID, c.UserID, s.w.now)
+	pay := &post.Payments{Store: simStore{s.w}, Gateway: true, Now: func() time.Time { return s.w.now }}
+	_, err := pay.RequestPayment(context.Background(), c.ID, c.UserID)
 	s.tracef("pay %s: %s", c.ID, cmp.Or(dibs.ErrorCode(err), "ok"))
 }
 

@@ -236,7 +236,7 @@ func (s simStore) PumpOutbox(ctx context.Context, limit int, p post.Pump) (int, 
 	type move struct {
 		c    *simClaim
 		code string
-		job  river.InsertManyParams
+		job  post.JobParams
 		ok   bool
 	}
 	var moves []move
@@ -266,36 +266,31 @@ func (s simStore) PumpOutbox(ctx context.Context, limit int, p post.Pump) (int, 
 		}
 		if m.ok {
 			at := s.w.now
-			if m.job.InsertOpts != nil && !m.job.InsertOpts.ScheduledAt.IsZero() {
-				at = m.job.InsertOpts.ScheduledAt
+			if !m.job.ScheduledAt.IsZero() {
+				at = m.job.ScheduledAt
 			}
-			s.w.enqueue(m.job.Args.Kind(), m.c, at)
+			s.w.enqueue(m.job.Kind, m.c, at)
 		}
 		m.c.outbox = false
 	}
 	return len(moves), s.commit("pump", "")
 }
 
-func (s simStore) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {
+func (s simStore) RequestPayment(ctx context.Context, claimID string, now time.Time) (*dibs.Claim, bool, error) {
 	if err := s.begin("request-payment", claimID); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c, err := s.claim(claimID)
-	if err != nil || c.UserID != userID {
-		return nil, dibs.Errorf(dibs.ENOTFOUND, "claim %s not found", claimID)
+	if err != nil {
+		return nil, false, err
 	}
-	switch {
-	case c.State != dibs.ClaimHeld:
-		return nil, dibs.Errorf(dibs.ECONFLICT, "claim %s is %s", claimID, c.State)
-	case !c.PayRequestedAt.IsZero():
-	case !now.Before(c.HoldExpiresAt):
-		return nil, dibs.Errorf(dibs.ECONFLICT, "hold of claim %s ran out", claimID)
-	default:
+	changed := c.State == dibs.ClaimHeld && c.PayRequestedAt.IsZero() && now.Before(c.HoldExpiresAt)
+	if changed {
 		c.PayRequestedAt, c.UpdatedAt = now, now
 		s.w.enqueue(post.KindChargePayment, c, now)
 	}
 	cp := c.Claim
-	return &cp, s.commit("request-payment", claimID)
+	return &cp, changed, s.commit("request-payment", claimID)
 }
 
 func (s simStore) SettlePayment(ctx context.Context, claimID string, paid bool, now time.Time) (*dibs.Claim, bool, error) {
@@ -394,11 +389,12 @@ func (s simStore) RecordRefund(ctx context.Context, claimID string, now time.Tim
 	return &cp, changed, s.commit("record-refund", claimID)
 }
 
-func (s simStore) JobCounts(ctx context.Context, dropID string) ([]post.JobCount, error) {
+func (s simStore) JobCounts(ctx context.Context, dropID string) ([]dibs.JobCount, error) {
 	return nil, errors.New("sim: no job counts")
 }
 
-func (s simStore) NewJobClient(*river.Config) (post.JobClient, error) {
+// noJobs is the job client of a Runner that is never started.
+func noJobs(*river.Config) (post.JobClient, error) {
 	return nil, errors.New("sim: no River here")
 }
 

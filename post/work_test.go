@@ -48,12 +48,13 @@ func setup(t *testing.T, opts ...func(*post.Config)) *bundle {
 		limits[q] = post.Limit{}
 	}
 	cfg := post.Config{
-		Store:    simStore{w},
-		Release:  simGate{w},
-		Payer:    b.pg,
-		Notifier: simReceiver{w},
-		Limits:   limits,
-		Now:      func() time.Time { return w.now },
+		Store:     simStore{w},
+		JobClient: noJobs,
+		Release:   simGate{w},
+		Payer:     b.pg,
+		Notifier:  simReceiver{w},
+		Limits:    limits,
+		Now:       func() time.Time { return w.now },
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -66,12 +67,17 @@ func setup(t *testing.T, opts ...func(*post.Config)) *bundle {
 	return b
 }
 
+// payments takes payment requests at the world's time.
+func (b *bundle) payments() *post.Payments {
+	return &post.Payments{Store: simStore{b.w}, Gateway: true, Now: func() time.Time { return b.w.now }}
+}
+
 // hold wins a slot of tickets; with requested, its owner asks to pay.
 func (b *bundle) hold(t *testing.T, requested bool) *simClaim {
 	t.Helper()
 	c := b.w.addClaim(b.w.drops[1])
 	if requested {
-		if _, err := (simStore{b.w}).RequestPayment(context.Background(), c.ID, c.UserID, b.w.now); err != nil {
+		if _, err := b.payments().RequestPayment(context.Background(), c.ID, c.UserID); err != nil {
 			t.Fatal(err)
 		}
 	}

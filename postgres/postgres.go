@@ -26,7 +26,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
-	"github.com/riverqueue/river"
 
 	"github.com/dibs-io/dibs"
 )
@@ -92,8 +91,8 @@ type Store struct {
 	background *pgxpool.Pool // jobs, the outbox pump, BackgroundReads
 	read       *pgxpool.Pool // reads, admin writes, migrations
 
-	schema string                // Options.Schema: River's tables live there too
-	jobs   *river.Client[pgx.Tx] // enqueues jobs in the store's transactions
+	schema string    // Options.Schema: River's tables live there too
+	jobs   *inserter // enqueues jobs in the store's transactions
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
-	"github.com/riverqueue/river"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -42,8 +41,8 @@ type Store struct {
 	db      *sql.DB // the single writer connection
 	read    *sql.DB
 	inserts insertStmts
-	jobs    *river.Client[*sql.Tx] // enqueues jobs in the store's transactions
-	runner  *sql.DB                // River's bookkeeping (NewJobClient), synchronous=NORMAL
+	jobs    *inserter // enqueues jobs in the store's transactions
+	runner  *sql.DB   // River's bookkeeping (NewJobClient), synchronous=NORMAL
 
 	stop chan struct{}
 	done chan struct{}
@@ -186,10 +185,6 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	}
 	return nil
 }
-
-// DB is the writer connection, for components that must write in the same
-// transaction as the store (the job queue).
-func (s *Store) DB() *sql.DB { return s.db }
 
 // Ping implements dibs.Store.
 func (s *Store) Ping(ctx context.Context) error {

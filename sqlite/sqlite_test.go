@@ -5,7 +5,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/riverqueue/river"
+
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/post"
 	"github.com/dibs-io/dibs/sqlite"
 	"github.com/dibs-io/dibs/storetest"
 )
@@ -29,7 +32,10 @@ func TestStoreConformance(t *testing.T) {
 
 func TestPostConformance(t *testing.T) {
 	t.Parallel()
-	storetest.RunPost(t, func(t *testing.T) storetest.PostStore { return MustOpen(t) })
+	storetest.RunPost(t, func(t *testing.T) storetest.PostStore { return MustOpen(t) },
+		func(s storetest.PostStore) post.JobClientFunc {
+			return func(cfg *river.Config) (post.JobClient, error) { return sqlite.NewJobClient(s.(*sqlite.Store), cfg) }
+		})
 }
 
 func TestReopenKeepsData(t *testing.T) {

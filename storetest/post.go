@@ -29,14 +29,19 @@ type PostStore interface {
 // PostFactory returns a new, empty store isolated from every other test's.
 type PostFactory func(t *testing.T) PostStore
 
+// JobClientOf returns the River job client constructor of a store made by
+// the suite's PostFactory (its package's NewJobClient).
+type JobClientOf func(s PostStore) post.JobClientFunc
+
 // RunPost runs the conformance suite of post.Store against stores made by
-// newStore: every change of a claim happens once and enqueues its
-// follow-up job once, however often and however concurrently it is asked
-// for.
-func RunPost(t *testing.T, newStore PostFactory) {
+// newStore, whose jobs run on clients from jobClient: every change of a
+// claim happens once and enqueues its follow-up job once, however often and
+// however concurrently it is asked for.
+func RunPost(t *testing.T, newStore PostFactory, jobClient JobClientOf) {
 	t.Run("PumpEnqueuesFirstJobsOnce", func(t *testing.T) { t.Parallel(); testPump(t, newStore(t)) })
 	t.Run("PumpIssuesCouponsOnce", func(t *testing.T) { t.Parallel(); testPumpCoupons(t, newStore(t)) })
-	t.Run("RequestPayment", func(t *testing.T) { t.Parallel(); testRequestPayment(t, newStore(t)) })
+	t.Run("RequestPaymentOnlyHeldInTime", func(t *testing.T) { t.Parallel(); testRequestPayment(t, newStore(t)) })
+	t.Run("ConcurrentRequestPayment", func(t *testing.T) { t.Parallel(); testConcurrentRequests(t, newStore(t)) })
 	t.Run("SettlePaymentOnce", func(t *testing.T) { t.Parallel(); testSettlePayment(t, newStore(t)) })
 	t.Run("ExpireHoldOnlyWhenDueAndUnpaid", func(t *testing.T) { t.Parallel(); testExpireHold(t, newStore(t)) })
 	t.Run("EndedClaimsFreeTheirSlot", func(t *testing.T) { t.Parallel(); testEndedFree(t, newStore(t)) })
@@ -44,7 +49,11 @@ func RunPost(t *testing.T, newStore PostFactory) {
 	t.Run("ExpirePaymentOnlyPendingAndDue", func(t *testing.T) { t.Parallel(); testExpirePayment(t, newStore(t)) })
 	t.Run("RefundOnlyEndedClaimsOnce", func(t *testing.T) { t.Parallel(); testLatePaymentRefund(t, newStore(t)) })
 	t.Run("ConcurrentLatePaymentAndRefund", func(t *testing.T) { t.Parallel(); testConcurrentRefunds(t, newStore(t)) })
-	t.Run("JobClientWorksJobs", func(t *testing.T) { t.Parallel(); testJobClient(t, newStore(t)) })
+	t.Run("JobClientWorksJobs", func(t *testing.T) {
+		t.Parallel()
+		s := newStore(t)
+		testJobClient(t, s, jobClient(s))
+	})
 }
 
 // holdTTL is the hold of the purchase drops of the suite; a hold of a
@@ -92,7 +101,7 @@ func MustJobCounts(tb testing.TB, s post.Store, dropID string) map[string]int64 
 	if err != nil {
 		tb.Fatalf("job counts: %v", err)
 	}
-	sorted := slices.IsSortedFunc(counts, func(a, b post.JobCount) int {
+	sorted := slices.IsSortedFunc(counts, func(a, b dibs.JobCount) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.State, b.State))
 	})
 	if !sorted {
@@ -252,6 +261,10 @@ func testPumpCoupons(t *testing.T, s PostStore) {
 	}
 }
 
+// testRequestPayment: RequestPayment marks a held claim whose hold runs
+// out after now, once, and enqueues one charge; any other claim is left as
+// it is, so that a hold that ran out after the rule was checked is never
+// paid.
 func testRequestPayment(t *testing.T, s PostStore) {
 	ctx := context.Background()
 	d := MustCreatePurchaseDrop(t, s, 10, 1)
@@ -259,35 +272,76 @@ func testRequestPayment(t *testing.T, s PostStore) {
 	released.State = dibs.ClaimReleased
 	MustRecordAll(t, s, c, late, released)
 
-	_, err := s.RequestPayment(ctx, c.ID, "mallory", epoch)
-	wantCode(t, "request by a non-owner", err, dibs.ENOTFOUND)
-	_, err = s.RequestPayment(ctx, "nope", "alice", epoch)
+	_, _, err := s.RequestPayment(ctx, "nope", epoch)
 	wantCode(t, "request of an unknown claim", err, dibs.ENOTFOUND)
-	_, err = s.RequestPayment(ctx, late.ID, "bob", deadline)
-	wantCode(t, "request at the deadline", err, dibs.ECONFLICT)
-	_, err = s.RequestPayment(ctx, released.ID, "carol", epoch)
-	wantCode(t, "request of a released claim", err, dibs.ECONFLICT)
+	for _, tc := range []struct {
+		name  string
+		claim *dibs.Claim
+		at    time.Time
+	}{
+		{"request at the deadline", late, deadline},
+		{"request after the deadline", late, deadline.Add(time.Second)},
+		{"request of a released claim", released, epoch},
+	} {
+		got, changed, err := s.RequestPayment(ctx, tc.claim.ID, tc.at)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if changed || !got.PayRequestedAt.IsZero() {
+			t.Fatalf("%s: changed = %t, claim %+v", tc.name, changed, got)
+		}
+	}
 
 	at := deadline.Add(-time.Microsecond)
-	got, err := s.RequestPayment(ctx, c.ID, "alice", at)
+	got, changed, err := s.RequestPayment(ctx, c.ID, at)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.PayRequestedAt.Equal(at) || got.State != dibs.ClaimHeld {
-		t.Fatalf("after request: %+v", got)
+	if !changed || !got.PayRequestedAt.Equal(at) || got.State != dibs.ClaimHeld {
+		t.Fatalf("after request: changed = %t, %+v", changed, got)
 	}
 	// Again, even after the deadline: the first request stands.
 	for _, now := range []time.Time{at, deadline.Add(time.Hour)} {
-		again, err := s.RequestPayment(ctx, c.ID, "alice", now)
+		again, changed, err := s.RequestPayment(ctx, c.ID, now)
 		if err != nil {
 			t.Fatalf("repeated request at %s: %v", now, err)
 		}
-		if *again != *got {
-			t.Fatalf("repeated request = %+v\nwant %+v", *again, *got)
+		if changed || *again != *got {
+			t.Fatalf("repeated request: changed = %t, %+v\nwant %+v", changed, *again, *got)
 		}
 	}
 	if found := mustFindClaim(t, s, c.ID); *found != *got {
 		t.Fatalf("found %+v\nwant  %+v", *found, *got)
+	}
+	wantJobs(t, s, d.ID, map[string]int64{post.KindChargePayment: 1})
+}
+
+// testConcurrentRequests: of many requests for one claim at once, one
+// changes it and one charge is enqueued.
+func testConcurrentRequests(t *testing.T, s PostStore) {
+	ctx := context.Background()
+	d := MustCreatePurchaseDrop(t, s, 10, 1)
+	c := NewHold(d, "a", 1, 1)
+	MustRecordAll(t, s, c)
+	const n = 8
+	var changes atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, changed, err := s.RequestPayment(ctx, c.ID, epoch.Add(time.Duration(i+1)*time.Second))
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+			}
+			if changed {
+				changes.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := changes.Load(); got != 1 {
+		t.Fatalf("%d requests changed the claim, want 1", got)
 	}
 	wantJobs(t, s, d.ID, map[string]int64{post.KindChargePayment: 1})
 }
@@ -335,7 +389,7 @@ func testExpireHold(t *testing.T, s PostStore) {
 	d := MustCreatePurchaseDrop(t, s, 10, 1)
 	unpaid, paying, paid := NewHold(d, "a", 1, 1), NewHold(d, "b", 2, 1), NewHold(d, "c", 3, 1)
 	MustRecordAll(t, s, unpaid, paying, paid)
-	if _, err := s.RequestPayment(ctx, paying.ID, "b", epoch.Add(time.Minute)); err != nil {
+	if _, _, err := s.RequestPayment(ctx, paying.ID, epoch.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.SettlePayment(ctx, paid.ID, true, epoch.Add(time.Minute)); err != nil {
@@ -385,7 +439,7 @@ func testExpirePayment(t *testing.T, s PostStore) {
 	unpaid, paying, paid := NewHold(d, "a", 1, 1), NewHold(d, "b", 2, 1), NewHold(d, "c", 3, 1)
 	MustRecordAll(t, s, unpaid, paying, paid)
 	for _, c := range []*dibs.Claim{paying, paid} {
-		if _, err := s.RequestPayment(ctx, c.ID, c.UserID, epoch.Add(time.Minute)); err != nil {
+		if _, _, err := s.RequestPayment(ctx, c.ID, epoch.Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -645,10 +699,10 @@ func testConcurrentEnds(t *testing.T, s PostStore) {
 	wantJobs(t, s, d.ID, want)
 }
 
-// testJobClient: a client from NewJobClient starts, works the jobs the
+// testJobClient: a client from the store's job client constructor starts, works the jobs the
 // pump enqueued (the winners' notifications, in the webhook queue) and
 // stops.
-func testJobClient(t *testing.T, s PostStore) {
+func testJobClient(t *testing.T, s PostStore, newClient post.JobClientFunc) {
 	ctx := context.Background()
 	d := MustCreateDrop(t, s, 10, 1)
 	claims := []*dibs.Claim{NewClaim(d, "a", 1, 1), NewClaim(d, "b", 2, 1), NewClaim(d, "c", 3, 1)}
@@ -668,7 +722,7 @@ func testJobClient(t *testing.T, s PostStore) {
 		mu.Unlock()
 		return nil
 	}))
-	client, err := s.NewJobClient(&river.Config{
+	client, err := newClient(&river.Config{
 		Logger:            slog.New(slog.DiscardHandler),
 		Queues:            map[string]river.QueueConfig{post.QueueWebhook: {MaxWorkers: 2}},
 		Workers:           workers,

@@ -198,7 +198,7 @@ func (d *demo) settled(ctx context.Context, drop string) error {
 	deadline := time.Now().Add(settleWait)
 	for {
 		var jobs struct {
-			Jobs []post.JobCount `json:"jobs"`
+			Jobs []dibs.JobCount `json:"jobs"`
 		}
 		if err := d.adminJSON(ctx, "/v1/admin/drops/"+drop+"/jobs", &jobs); err != nil {
 			return err

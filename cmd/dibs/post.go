@@ -10,11 +10,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/payment"
 	"github.com/dibs-io/dibs/post"
+	"github.com/dibs-io/dibs/postgres"
+	"github.com/dibs-io/dibs/sqlite"
 	"github.com/dibs-io/dibs/webhook"
 )
 
@@ -94,10 +97,11 @@ func (c *PostConfig) Validate() error {
 }
 
 // openPost builds the job runner over the record: the payment client with
-// its circuit breaker, the webhook sender, and the limits per job kind.
-func openPost(cfg PostConfig, store post.Store, e *engine.Engine, reg prometheus.Registerer, log *slog.Logger) (*post.Runner, error) {
+// its circuit breaker, the webhook sender, and the limits per job kind. Its
+// Stop waits stopTimeout at most for the running jobs.
+func openPost(cfg PostConfig, store record, e *engine.Engine, stopTimeout time.Duration, reg prometheus.Registerer, log *slog.Logger) (*post.Runner, error) {
 	pc := post.Config{
-		Store: store, Release: e, Logger: log, Registerer: reg, Busy: e.RecordBusy,
+		Store: store, JobClient: jobClientOf(store), Release: e, StopTimeout: stopTimeout, Logger: log, Registerer: reg, Busy: e.RecordBusy,
 		RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax, RescueAfter: cfg.RescueAfter,
 		PaymentGrace: cfg.PaymentGrace,
 		Limits: map[string]post.Limit{
@@ -136,38 +140,33 @@ func (n notifier) Notify(ctx context.Context, no post.Notice) error {
 	return err
 }
 
-// postAPI is what the HTTP API exposes of post-processing.
-type postAPI struct {
-	store    post.Store
-	runner   *post.Runner
-	payments bool // a gateway is configured
+// postServices are what the HTTP API asks of post-processing: the payment
+// requests (the rule in post.Payments) and the jobs (the Runner).
+func postServices(cfg PostConfig, store post.Store, runner *post.Runner) (dibs.PaymentService, dibs.JobService) {
+	return &post.Payments{Store: store, Gateway: cfg.PaymentGateway != "", Now: time.Now}, runner
 }
 
-// RequestPayment refuses a charge nobody could make: a priced drop with no
-// gateway configured.
-func (p postAPI) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {
-	if !p.payments {
-		c, err := p.store.FindClaim(ctx, claimID)
-		if err != nil || c.UserID != userID {
-			return nil, dibs.Errorf(dibs.ENOTFOUND, "claim %s not found", claimID)
-		}
-		d, err := p.store.FindDrop(ctx, c.DropID)
-		if err != nil {
-			return nil, err
-		}
-		if d.Price > 0 {
-			return nil, dibs.Errorf(dibs.EUNAVAILABLE, "no payment gateway is configured")
-		}
+// httpPost is wiring: it hands the services to httpapi.Config.Post, whose
+// RequestPayment takes the request's time, which post.Payments takes from
+// its own clock.
+type httpPost struct {
+	payments dibs.PaymentService
+	dibs.JobService
+}
+
+func (p httpPost) RequestPayment(ctx context.Context, claimID, userID string, _ time.Time) (*dibs.Claim, error) {
+	return p.payments.RequestPayment(ctx, claimID, userID)
+}
+
+// jobClientOf is the River job client constructor of the record's database.
+func jobClientOf(store record) post.JobClientFunc {
+	switch s := store.(type) {
+	case *postgres.Store:
+		return func(cfg *river.Config) (post.JobClient, error) { return postgres.NewJobClient(s, cfg) }
+	case *sqlite.Store:
+		return func(cfg *river.Config) (post.JobClient, error) { return sqlite.NewJobClient(s, cfg) }
 	}
-	return p.store.RequestPayment(ctx, claimID, userID, now)
+	return func(*river.Config) (post.JobClient, error) {
+		return nil, fmt.Errorf("no job queue for a record of type %T", store)
+	}
 }
-
-func (p postAPI) JobCounts(ctx context.Context, dropID string) ([]post.JobCount, error) {
-	return p.store.JobCounts(ctx, dropID)
-}
-
-func (p postAPI) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]post.FailedJob, error) {
-	return p.runner.FailedWebhooks(ctx, dropID, limit)
-}
-
-func (p postAPI) Retry(ctx context.Context, jobID int64) error { return p.runner.Retry(ctx, jobID) }

@@ -253,7 +253,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.log.Info("record loaded", "drops", len(m.engine.Drops()), "took", time.Since(start).Round(time.Millisecond))
 	m.startRoom(ctx)
 	m.gate.start(m.engine)
-	runner, err := openPost(m.cfg.Post, store, m.engine, reg, m.log)
+	runner, err := openPost(m.cfg.Post, store, m.engine, m.cfg.ShutdownTimeout, reg, m.log)
 	if err != nil {
 		return err
 	}
@@ -261,12 +261,13 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("start jobs: %w", err)
 	}
 	m.runner.Store(runner)
+	payments, jobs := postServices(m.cfg.Post, store, runner)
 
 	api := httpapi.New(m.engine, httpapi.Config{
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
 		Gatherer: reg, Registerer: reg, Logger: m.log,
 		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
-		Post: postAPI{store: store, runner: runner, payments: m.cfg.Post.PaymentGateway != ""},
+		Post: httpPost{payments: payments, JobService: jobs},
 	})
 	listen := m.listen
 	if listen == nil {
@@ -371,11 +372,9 @@ func (m *Main) Close() error {
 		m.room = nil
 	}
 	if r := m.runner.Swap(nil); r != nil { // its jobs release slots through the engine
-		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ShutdownTimeout)
-		if err := r.Stop(ctx); err != nil {
+		if err := r.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop jobs: %w", err))
 		}
-		cancel()
 	}
 	if m.gate != nil {
 		m.gate.stopWork() // reconciler and refresh, before the engine they use
