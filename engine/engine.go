@@ -91,6 +91,11 @@ type entry struct {
 	drop     atomic.Pointer[dibs.Drop]
 	outcomes [len(outcomeNames)]atomic.Int64
 	left     atomic.Pointer[int64] // the gate's count last read by View
+
+	// refusing: the gate's last answer refused everyone (sold out, not
+	// open, paused, closed), so the next request asks without minting a
+	// claim id. See reserve.
+	refusing atomic.Bool
 }
 
 // Outcomes of a claim request, in the order of outcomeNames.
@@ -479,8 +484,8 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 		}
 		pass, req.IdempotencyKey = &p, p.ClaimKey()
 	}
-	rr := dibs.ReserveRequest{Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, MintClaimID: e.newID, Now: now}
-	h, err := e.gate.Reserve(ctx, rr)
+	rr := dibs.ReserveRequest{Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, Now: now}
+	h, err := e.reserve(ctx, ent, &rr)
 	if err == nil && h.Released {
 		if c, h, err = e.released(ctx, rr, h); c != nil {
 			outcome = outcomeExisting
@@ -521,6 +526,31 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 	return c, true, nil
 }
 
+// reserve asks the gate for a slot for rr, which gets a claim id only if
+// it may get a new hold. Minting an id (a clock read, 80 random bits, the
+// encoding) costs about as much as the rest of a loser's answer, and the
+// losers of a spike outnumber the winners by far: while the drop refuses
+// everyone, the engine asks without an id, and the gate's ErrNeedClaimID
+// (a slot came back) costs one more ask.
+func (e *Engine) reserve(ctx context.Context, ent *entry, rr *dibs.ReserveRequest) (dibs.Hold, error) {
+	if !ent.refusing.Load() {
+		rr.ClaimID = e.newID()
+	}
+	h, err := e.gate.Reserve(ctx, *rr)
+	if errors.Is(err, dibs.ErrNeedClaimID) {
+		ent.refusing.Store(false)
+		rr.ClaimID = e.newID()
+		h, err = e.gate.Reserve(ctx, *rr)
+	}
+	switch dibs.ErrorCode(err) {
+	case dibs.ESOLDOUT, dibs.ENOTOPEN, dibs.EPAUSED, dibs.ECLOSED:
+		if !ent.refusing.Load() { // a load first: losers share the line without writing it
+			ent.refusing.Store(true)
+		}
+	}
+	return h, err
+}
+
 // released answers a claim whose idempotency key named a released hold h:
 // with the claim as the record has it, or, if the record never got it,
 // with a new hold for the key (c nil).
@@ -539,6 +569,9 @@ func (e *Engine) released(ctx context.Context, rr dibs.ReserveRequest, h dibs.Ho
 			return nil, dibs.Hold{}, dibs.WrapError(dibs.EUNAVAILABLE, "The record is unavailable; please retry.", fmt.Errorf("find released claim %s: %w", h.ClaimID, err))
 		}
 		rr.Unrecorded = h.ClaimID
+		if rr.ClaimID == "" {
+			rr.ClaimID = e.newID()
+		}
 		if h, err = e.gate.Reserve(ctx, rr); err != nil || !h.Released {
 			return nil, h, err
 		}
