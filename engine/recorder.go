@@ -14,13 +14,12 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
-// Group-commit defaults: a batch closes when it holds MaxBatch claims,
-// Linger after its first claim arrived, or as soon as no more claims are
-// waiting, whichever comes first. Under load, claims pile up during each
-// commit and the next batch takes them all.
+// Group-commit defaults. A batch never waits to fill: it closes when it
+// holds MaxBatch claims or as soon as no more claims are waiting, whichever
+// comes first. Under load, claims pile up during each commit and the next
+// batch takes them all; a lone claim is committed at once.
 const (
 	DefaultMaxBatch   = 512
-	DefaultLinger     = time.Millisecond
 	DefaultQueue      = 8192
 	DefaultCommitWait = 10 * time.Second
 )
@@ -33,7 +32,6 @@ const releaseWorkers = 16
 // RecorderConfig tunes group commit.
 type RecorderConfig struct {
 	MaxBatch   int           // claims per transaction
-	Linger     time.Duration // how long a batch waits to fill
 	Queue      int           // claims waiting for a batch; beyond it, EOVERLOADED
 	Committers int           // transactions in flight at once (1 for SQLite)
 	CommitWait time.Duration // deadline of one commit
@@ -42,9 +40,6 @@ type RecorderConfig struct {
 func (c *RecorderConfig) setDefaults() {
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
-	}
-	if c.Linger <= 0 {
-		c.Linger = DefaultLinger
 	}
 	if c.Queue <= 0 {
 		c.Queue = DefaultQueue
@@ -180,8 +175,6 @@ func (r *recorder) record(ctx context.Context, c *dibs.Claim, fresh bool) error 
 
 func (r *recorder) loop() {
 	batch := make([]*pending, 0, r.cfg.MaxBatch)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
 	for {
 		batch = batch[:0]
 		select {
@@ -191,7 +184,6 @@ func (r *recorder) loop() {
 			r.drain(batch)
 			return
 		}
-		timer.Reset(r.cfg.Linger)
 	fill:
 		for len(batch) < r.cfg.MaxBatch {
 			select {
@@ -201,21 +193,16 @@ func (r *recorder) loop() {
 			default:
 			}
 			// Nothing waiting: let claims already on their way arrive, and
-			// commit if none did. Waiting out the linger here would only
-			// add latency; claims that come during the commit batch anyway.
+			// commit if none did. Waiting longer would only add latency;
+			// claims that come during the commit batch anyway.
 			runtime.Gosched()
 			select {
 			case p := <-r.queue:
 				batch = append(batch, p)
-			case <-timer.C:
-				break fill
-			case <-r.stop:
-				break fill
 			default:
 				break fill
 			}
 		}
-		timer.Stop()
 		r.commit(batch)
 	}
 }
