@@ -386,3 +386,59 @@ func TestLosersMintNoClaimID(t *testing.T) {
 		t.Fatalf("claim of the returned slot = %+v, created %v, %v; want a new claim", c, created, err)
 	}
 }
+
+// TestCommittedSignals: a commit that made claims durable signals
+// Committed without waiting for a reader, signals coalesce, and the
+// channel closes once the engine has stopped.
+func TestCommittedSignals(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	mustCreate(t, b.engine, "d", 10, 1)
+	for _, u := range []string{"a", "b", "c"} { // nobody reads meanwhile
+		if _, _, err := claim(b.engine, "d", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := <-b.engine.Committed(); !ok {
+		t.Fatal("Committed closed while the engine runs")
+	}
+	select {
+	case <-b.engine.Committed():
+		t.Fatal("three commits read unread gave two signals, want one")
+	default:
+	}
+	if err := b.engine.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for range b.engine.Committed() {
+	}
+}
+
+// TestStartContextStops: the engine runs until its Start context ends,
+// then takes no more claims.
+func TestStartContextStops(t *testing.T) {
+	t.Parallel()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "dibs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := engine.New(engine.Config{Store: st, Gate: memory.NewGate()})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, e, "d", 10, 1)
+	if _, _, err := claim(e, "d", "before"); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	for range e.Committed() { // closed once the engine has stopped
+	}
+	if _, _, err := claim(e, "d", "after"); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("claim after the context ended: %v, want %s", err, dibs.EUNAVAILABLE)
+	}
+	if err := e.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}

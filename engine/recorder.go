@@ -53,13 +53,19 @@ func (c *RecorderConfig) setDefaults() {
 }
 
 // recordHooks run inside the recorder after a batch, before its waiters
-// wake: committed claims, claims whose write failed (with whether the
-// failure is known to have left nothing behind), and drops whose record
-// refused a claim the gate gave out.
+// wake: claims whose write failed (with whether the failure is known to
+// have left nothing behind), and drops whose record refused a claim the
+// gate gave out.
 type recordHooks struct {
-	committed func(ctx context.Context, claims []*dibs.Claim)
-	failed    func(ctx context.Context, claims []*dibs.Claim, definite bool)
-	conflict  func(dropID string)
+	failed   func(ctx context.Context, claims []*dibs.Claim, definite bool)
+	conflict func(dropID string)
+}
+
+// confirmer is the part of dibs.Gate the recorder uses: after a commit it
+// marks the batch's holds durable, one call per drop, before their waiters
+// wake, so that retries are answered from the gate alone.
+type confirmer interface {
+	Confirm(ctx context.Context, dropID string, claimIDs ...string) error
 }
 
 // recorder batches concurrent claim writes into one transaction each (group
@@ -67,14 +73,17 @@ type recordHooks struct {
 // Writes of the same claim id share one pending write.
 type recorder struct {
 	store   claimWriter
+	gate    confirmer
 	cfg     RecorderConfig
 	hooks   recordHooks
 	metrics *Metrics
 	log     *slog.Logger
 
-	queue chan *pending
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	queue     chan *pending
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	startOnce sync.Once
+	committed chan struct{} // Engine.Committed
 
 	// returning counts the failed writes whose slots are going back to the
 	// gate; releasers holds a token per gate call they have in flight.
@@ -103,10 +112,11 @@ type claimWriter interface {
 	RecordClaims(ctx context.Context, claims []*dibs.Claim) ([]error, error)
 }
 
-func newRecorder(store claimWriter, cfg RecorderConfig, hooks recordHooks, m *Metrics, log *slog.Logger) *recorder {
+func newRecorder(store claimWriter, gate confirmer, cfg RecorderConfig, hooks recordHooks, m *Metrics, log *slog.Logger) *recorder {
 	cfg.setDefaults()
 	return &recorder{
-		store: store, cfg: cfg, hooks: hooks, metrics: m, log: log,
+		store: store, gate: gate, cfg: cfg, hooks: hooks, metrics: m, log: log,
+		committed: make(chan struct{}, 1),
 		queue:     make(chan *pending, cfg.Queue),
 		stop:      make(chan struct{}),
 		pending:   make(map[string]*pending),
@@ -114,10 +124,13 @@ func newRecorder(store claimWriter, cfg RecorderConfig, hooks recordHooks, m *Me
 	}
 }
 
+// start runs the committers, once.
 func (r *recorder) start() {
-	for range r.cfg.Committers {
-		r.wg.Go(r.loop)
-	}
+	r.startOnce.Do(func() {
+		for range r.cfg.Committers {
+			r.wg.Go(r.loop)
+		}
+	})
 }
 
 // close stops taking claims, commits every claim already queued, and waits
@@ -132,6 +145,7 @@ func (r *recorder) close() {
 	r.mu.Unlock()
 	close(r.stop)
 	r.wg.Wait()
+	close(r.committed) // no commit follows
 	r.returning.Wait()
 }
 
@@ -268,12 +282,30 @@ func (r *recorder) commit(batch []*pending) {
 		}
 		p.err = dibs.WrapError(dibs.EUNAVAILABLE, "Your claim could not be recorded; please retry.", fmt.Errorf("record: %w", p.err))
 	}
-	r.hooks.committed(ctx, ok)
+	r.confirm(ctx, ok)
 	r.mu.Lock()
 	r.retire(batch)
 	r.mu.Unlock()
 	for _, p := range batch {
 		close(p.done)
+	}
+}
+
+// confirm marks the committed claims durable in the gate, one call per
+// drop, and signals Engine.Committed. A failed Confirm only costs retries
+// of those claims a write.
+func (r *recorder) confirm(ctx context.Context, claims []*dibs.Claim) {
+	if len(claims) == 0 {
+		return
+	}
+	select {
+	case r.committed <- struct{}{}:
+	default:
+	}
+	for dropID, ids := range claimIDsByDrop(claims) {
+		if err := r.gate.Confirm(ctx, dropID, ids...); err != nil {
+			r.log.Warn("confirm holds", "drop", dropID, "claims", len(ids), "err", err)
+		}
 	}
 }
 
