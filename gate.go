@@ -2,6 +2,7 @@ package dibs
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -14,13 +15,14 @@ type ReserveRequest struct {
 	Drop           *Drop
 	UserID         string
 	IdempotencyKey string    // optional; scoped to the user and the drop
-	ClaimID        string    // the id a new claim gets; if empty, MintClaimID makes one
 	Now            time.Time // judged against the drop's opening and closing
 
-	// MintClaimID makes the id of a new claim when ClaimID is empty. A
-	// gate calls it (through NewClaimID) only when it may create a hold, so
-	// the losers of a sold-out drop never pay for an id.
-	MintClaimID func() string
+	// ClaimID is the id a new hold gets; a hold the user already has keeps
+	// its own. Empty asks for an answer without a new hold: where the gate
+	// would make one, it answers ErrNeedClaimID and takes no slot. Minting
+	// an id costs about as much as the rest of a loser's answer, so a
+	// caller that expects a refusal (the drop sold out) may ask without.
+	ClaimID string
 
 	// Unrecorded names a released claim of IdempotencyKey that the caller
 	// found missing from the record (its write failed, or its node died
@@ -29,13 +31,10 @@ type ReserveRequest struct {
 	Unrecorded string
 }
 
-// NewClaimID is the id a new claim of r gets.
-func (r *ReserveRequest) NewClaimID() string {
-	if r.ClaimID == "" && r.MintClaimID != nil {
-		r.ClaimID = r.MintClaimID()
-	}
-	return r.ClaimID
-}
+// ErrNeedClaimID is a gate's answer to a ReserveRequest without a ClaimID
+// that would get a new hold: a slot is free, and the caller asks again
+// with an id.
+var ErrNeedClaimID = errors.New("a new hold needs a claim id")
 
 // Hold is a slot a gate gave a user: new, or the user's from an earlier
 // request.
@@ -76,7 +75,8 @@ type Gate interface {
 	// Reserve gives the user a slot, or the user's existing hold when the
 	// idempotency key matches or the per-user limit is 1 and reached. A key
 	// whose hold was released gets that hold back, Released, and no slot
-	// (unless r.Unrecorded names it), whatever the drop's state.
+	// (unless r.Unrecorded names it), whatever the drop's state. A new
+	// hold takes r.ClaimID; without one the gate answers ErrNeedClaimID.
 	// Errors: ENOTFOUND (drop not prepared), ESOLDOUT, ELIMIT, ECLOSED,
 	// ENOTOPEN, EPAUSED, EUNAVAILABLE.
 	Reserve(ctx context.Context, r ReserveRequest) (Hold, error)

@@ -32,6 +32,27 @@ func BenchmarkWinningClaims(b *testing.B) {
 	reportRecorder(b, bd.engine)
 }
 
+// BenchmarkSoldOutClaims: every claim is a loser's, answered from the gate
+// after the drop sold out, the hot path of a spike.
+func BenchmarkSoldOutClaims(b *testing.B) {
+	bd := openBench(b)
+	mustCreateB(b, bd.engine, "d", 1)
+	if _, _, err := bd.engine.Claim(context.Background(), engine.ClaimRequest{DropID: "d", UserID: "winner"}); err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			user := "u" + strconv.FormatInt(n.Add(1), 10)
+			if _, _, err := bd.engine.Claim(context.Background(), engine.ClaimRequest{DropID: "d", UserID: user}); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+				b.Fatalf("claim on a sold-out drop: %v", err)
+			}
+		}
+	})
+}
+
 // reportRecorder adds the mean batch size and commit time to the result.
 func reportRecorder(b *testing.B, e *engine.Engine) {
 	reg := prometheus.NewRegistry()

@@ -20,6 +20,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/startstop"
 )
 
 // Config is what an Engine needs. Store and Gate are required.
@@ -42,11 +43,6 @@ type Config struct {
 	// Admissions guards the claims of queued drops; without it they are
 	// refused.
 	Admissions Admissions
-
-	// Recorded, if set, is called after every group commit that made
-	// claims durable (post-processing wakes its outbox pump). It must not
-	// block.
-	Recorded func()
 }
 
 // Admissions guards the claims of queued drops. The waiting room
@@ -63,16 +59,15 @@ type Admissions interface {
 
 // Engine runs the drops of one dibs process. Safe for concurrent use.
 type Engine struct {
-	store    dibs.Store
-	bg       dibs.Store // background reads; see Config.Background
-	gate     dibs.Gate
-	admit    Admissions
-	rec      *recorder
-	metrics  *Metrics
-	log      *slog.Logger
-	now      func() time.Time
-	newID    func() string
-	recorded func()
+	store   dibs.Store
+	bg      dibs.Store // background reads; see Config.Background
+	gate    dibs.Gate
+	admit   Admissions
+	rec     *recorder
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+	newID   func() string
 
 	mu    sync.RWMutex
 	drops map[string]*entry
@@ -81,9 +76,9 @@ type Engine struct {
 	// out: the gate and the record disagree, and a Reconciler looks soon.
 	conflicts chan string
 
-	// The retry of drops the gate could not prepare at Open.
-	retryCancel context.CancelFunc
-	retryDone   chan struct{}
+	// run is the recorder's committers and the retry of drops the gate
+	// could not prepare at Start.
+	run startstop.Service
 }
 
 // entry is a drop as the engine serves it, with its claim counters.
@@ -91,6 +86,11 @@ type entry struct {
 	drop     atomic.Pointer[dibs.Drop]
 	outcomes [len(outcomeNames)]atomic.Int64
 	left     atomic.Pointer[int64] // the gate's count last read by View
+
+	// refusing: the gate's last answer refused everyone (sold out, not
+	// open, paused, closed), so the next request asks without minting a
+	// claim id. See reserve.
+	refusing atomic.Bool
 }
 
 // Outcomes of a claim request, in the order of outcomeNames.
@@ -131,14 +131,13 @@ func outcomeOf(err error) int {
 	return outcomeError
 }
 
-// New returns an engine. Call Open before use and Close after.
+// New returns an engine. Call Start before use and Stop after.
 func New(cfg Config) *Engine {
 	e := &Engine{
 		store: cfg.Store, gate: cfg.Gate, admit: cfg.Admissions, metrics: cfg.Metrics, log: cfg.Logger,
-		now: cfg.Now, newID: cfg.NewID, recorded: cfg.Recorded,
+		now: cfg.Now, newID: cfg.NewID,
 		drops:     make(map[string]*entry),
 		conflicts: make(chan string, 256),
-		retryDone: make(chan struct{}),
 	}
 	if e.bg = cfg.Background; e.bg == nil {
 		e.bg = cfg.Store
@@ -155,7 +154,7 @@ func New(cfg Config) *Engine {
 	if e.newID == nil {
 		e.newID = NewClaimID
 	}
-	e.rec = newRecorder(cfg.Store, cfg.Recorder, recordHooks{committed: e.committed, failed: e.failed, conflict: e.conflict}, e.metrics, e.log)
+	e.rec = newRecorder(cfg.Store, cfg.Gate, cfg.Recorder, recordHooks{failed: e.failed, conflict: e.conflict}, e.metrics, e.log)
 	return e
 }
 
@@ -173,13 +172,19 @@ const (
 	prepareRetryMax = 5 * time.Second
 )
 
-// Open loads every drop from the record, rebuilds the gate from the active
-// claims, and starts the recorder. Only a record that cannot list its drops
-// fails it. A drop the gate cannot prepare (Redis is down) is served all the
-// same: its claims answer EUNAVAILABLE (503 with Retry-After) while Open
-// goes on preparing it in the background, until the gate takes it or Close.
-// A node started during a gate outage comes up, and heals by itself.
-func (e *Engine) Open(ctx context.Context) error {
+// Start loads every drop from the record, rebuilds the gate from the
+// active claims, and starts the recorder; it returns once claims can be
+// taken. Only a record that cannot list its drops fails it, before anything
+// runs. A drop the gate cannot prepare (Redis is down) is served all the
+// same: its claims answer EUNAVAILABLE (503 with Retry-After) while the
+// engine goes on preparing it in the background, until the gate takes it
+// or the engine stops. A node started during a gate outage comes up, and
+// heals by itself.
+//
+// The engine runs until ctx ends or Stop is called; then it takes no more
+// claims and commits those already queued. A node that answers requests
+// until it shuts down passes a context that outlives them.
+func (e *Engine) Start(ctx context.Context) error {
 	drops, err := e.bg.ListDrops(ctx)
 	if err != nil {
 		return fmt.Errorf("load drops: %w", err)
@@ -191,18 +196,44 @@ func (e *Engine) Open(ctx context.Context) error {
 			failed = append(failed, d)
 		}
 	}
-	rctx, cancel := context.WithCancel(context.Background())
-	e.retryCancel = cancel
-	go e.retryPrepare(rctx, failed)
 	e.rec.start()
-	return nil
+	return e.run.Start(ctx, func(ctx context.Context) error {
+		e.retryPrepare(ctx, failed)
+		<-ctx.Done()
+		e.rec.close()
+		return nil
+	})
 }
+
+// Stop stops taking claims and waits until every claim already queued is
+// committed (or failed). Safe to call twice, and before Start.
+func (e *Engine) Stop() error {
+	err := e.run.Stop()
+	e.rec.close() // a recorder started by a Start whose ctx was never used
+	return err
+}
+
+// Open is Start with a context that only bounds the loading of the
+// drops: the engine runs until Close.
+func (e *Engine) Open(ctx context.Context) error {
+	return e.Start(context.WithoutCancel(ctx))
+}
+
+// Close is Stop.
+func (e *Engine) Close() error { return e.Stop() }
+
+// Committed delivers a signal after group commits that made claims
+// durable: what follows a commit (post-processing's outbox) listens here.
+// Signals coalesce: one may stand for several commits, and a commit while
+// a signal waits unread adds none. The recorder never waits for a reader.
+// The channel is closed once the engine has stopped and committed its
+// last claims.
+func (e *Engine) Committed() <-chan struct{} { return e.rec.committed }
 
 // retryPrepare installs the drops of failed until each succeeds, backing
 // off between rounds. A drop Refresh or the reconciler installed meanwhile
 // is installed once more, which changes nothing.
 func (e *Engine) retryPrepare(ctx context.Context, failed []*dibs.Drop) {
-	defer close(e.retryDone)
 	wait := prepareRetryMin
 	for len(failed) > 0 {
 		select {
@@ -221,17 +252,6 @@ func (e *Engine) retryPrepare(ctx context.Context, failed []*dibs.Drop) {
 		}
 		failed = still
 	}
-}
-
-// Close stops taking claims and waits until every claim already queued is
-// committed (or failed). Safe to call twice.
-func (e *Engine) Close() error {
-	if e.retryCancel != nil {
-		e.retryCancel()
-		<-e.retryDone
-	}
-	e.rec.close()
-	return nil
 }
 
 // Refresh loads drops from the record: new ones are prepared in the gate,
@@ -479,8 +499,8 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 		}
 		pass, req.IdempotencyKey = &p, p.ClaimKey()
 	}
-	rr := dibs.ReserveRequest{Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, MintClaimID: e.newID, Now: now}
-	h, err := e.gate.Reserve(ctx, rr)
+	rr := dibs.ReserveRequest{Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, Now: now}
+	h, err := e.reserve(ctx, ent, &rr)
 	if err == nil && h.Released {
 		if c, h, err = e.released(ctx, rr, h); c != nil {
 			outcome = outcomeExisting
@@ -521,6 +541,31 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, cr
 	return c, true, nil
 }
 
+// reserve asks the gate for a slot for rr, which gets a claim id only if
+// it may get a new hold. Minting an id (a clock read, 80 random bits, the
+// encoding) costs about as much as the rest of a loser's answer, and the
+// losers of a spike outnumber the winners by far: while the drop refuses
+// everyone, the engine asks without an id, and the gate's ErrNeedClaimID
+// (a slot came back) costs one more ask.
+func (e *Engine) reserve(ctx context.Context, ent *entry, rr *dibs.ReserveRequest) (dibs.Hold, error) {
+	if !ent.refusing.Load() {
+		rr.ClaimID = e.newID()
+	}
+	h, err := e.gate.Reserve(ctx, *rr)
+	if errors.Is(err, dibs.ErrNeedClaimID) {
+		ent.refusing.Store(false)
+		rr.ClaimID = e.newID()
+		h, err = e.gate.Reserve(ctx, *rr)
+	}
+	switch dibs.ErrorCode(err) {
+	case dibs.ESOLDOUT, dibs.ENOTOPEN, dibs.EPAUSED, dibs.ECLOSED:
+		if !ent.refusing.Load() { // a load first: losers share the line without writing it
+			ent.refusing.Store(true)
+		}
+	}
+	return h, err
+}
+
 // released answers a claim whose idempotency key named a released hold h:
 // with the claim as the record has it, or, if the record never got it,
 // with a new hold for the key (c nil).
@@ -539,6 +584,9 @@ func (e *Engine) released(ctx context.Context, rr dibs.ReserveRequest, h dibs.Ho
 			return nil, dibs.Hold{}, dibs.WrapError(dibs.EUNAVAILABLE, "The record is unavailable; please retry.", fmt.Errorf("find released claim %s: %w", h.ClaimID, err))
 		}
 		rr.Unrecorded = h.ClaimID
+		if rr.ClaimID == "" {
+			rr.ClaimID = e.newID()
+		}
 		if h, err = e.gate.Reserve(ctx, rr); err != nil || !h.Released {
 			return nil, h, err
 		}
@@ -577,19 +625,6 @@ func claimOf(d *dibs.Drop, user string, h dibs.Hold) *dibs.Claim {
 		c.HoldExpiresAt = h.CreatedAt.Add(d.HoldTTL)
 	}
 	return c
-}
-
-// committed marks claims durable in the gate, so retries are answered from
-// memory. A failure only costs those retries a write.
-func (e *Engine) committed(ctx context.Context, claims []*dibs.Claim) {
-	if e.recorded != nil {
-		e.recorded()
-	}
-	for dropID, ids := range claimIDsByDrop(claims) {
-		if err := e.gate.Confirm(ctx, dropID, ids...); err != nil {
-			e.log.Warn("confirm holds", "drop", dropID, "claims", len(ids), "err", err)
-		}
-	}
 }
 
 // failed returns the slots of claims whose write certainly left nothing

@@ -347,3 +347,98 @@ func TestFullQueueShedsAndReturnsSlot(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestLosersMintNoClaimID: once the gate refuses everyone, losers are
+// answered without minting a claim id, and a slot that comes back (here
+// from a failed write) is won all the same.
+func TestLosersMintNoClaimID(t *testing.T) {
+	t.Parallel()
+	var mints atomic.Int64
+	unblock := make(chan struct{})
+	b := open(t, filepath.Join(t.TempDir(), "dibs.db"), func(cfg *engine.Config, st *faultyStore) {
+		cfg.NewID = func() string { return fmt.Sprintf("c%d", mints.Add(1)) }
+		st.block = unblock
+	})
+	mustCreate(t, b.engine, "d", 1, 1)
+	b.store.failWith(errors.New("disk full"))
+	winner := make(chan error, 1)
+	go func() { _, _, err := claim(b.engine, "d", "winner"); winner <- err }()
+	testenv.WaitFor(t, "the winner to hold the only slot", func() bool { left, _ := b.gate.Remaining(context.Background(), "d"); return left == 0 })
+	if _, _, err := claim(b.engine, "d", "first-loser"); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("first loser: %v, want %s", err, dibs.ESOLDOUT)
+	}
+	before := mints.Load()
+	for i := range 10 {
+		if _, _, err := claim(b.engine, "d", fmt.Sprint("loser-", i)); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+			t.Fatalf("loser %d: %v, want %s", i, err, dibs.ESOLDOUT)
+		}
+	}
+	if n := mints.Load() - before; n != 0 {
+		t.Fatalf("10 losers of a sold-out drop minted %d claim ids, want 0", n)
+	}
+	close(unblock)
+	if err := <-winner; dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("claim whose write failed: %v, want %s", err, dibs.EUNAVAILABLE)
+	}
+	b.store.heal()
+	c, created, err := claim(b.engine, "d", "late")
+	if err != nil || !created || c.ID == "" {
+		t.Fatalf("claim of the returned slot = %+v, created %v, %v; want a new claim", c, created, err)
+	}
+}
+
+// TestCommittedSignals: a commit that made claims durable signals
+// Committed without waiting for a reader, signals coalesce, and the
+// channel closes once the engine has stopped.
+func TestCommittedSignals(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	mustCreate(t, b.engine, "d", 10, 1)
+	for _, u := range []string{"a", "b", "c"} { // nobody reads meanwhile
+		if _, _, err := claim(b.engine, "d", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := <-b.engine.Committed(); !ok {
+		t.Fatal("Committed closed while the engine runs")
+	}
+	select {
+	case <-b.engine.Committed():
+		t.Fatal("three commits read unread gave two signals, want one")
+	default:
+	}
+	if err := b.engine.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for range b.engine.Committed() {
+	}
+}
+
+// TestStartContextStops: the engine runs until its Start context ends,
+// then takes no more claims.
+func TestStartContextStops(t *testing.T) {
+	t.Parallel()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "dibs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := engine.New(engine.Config{Store: st, Gate: memory.NewGate()})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, e, "d", 10, 1)
+	if _, _, err := claim(e, "d", "before"); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	for range e.Committed() { // closed once the engine has stopped
+	}
+	if _, _, err := claim(e, "d", "after"); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("claim after the context ended: %v, want %s", err, dibs.EUNAVAILABLE)
+	}
+	if err := e.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}

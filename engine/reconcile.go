@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/startstop"
 )
 
 // Reconciler defaults.
@@ -57,10 +57,7 @@ type Reconciler struct {
 	e   *Engine
 	cfg ReconcilerConfig
 	log *slog.Logger
-
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	run startstop.Service
 }
 
 // ReconcileResult is what one pass over a drop did.
@@ -93,33 +90,14 @@ func NewReconciler(e *Engine, cfg ReconcilerConfig) *Reconciler {
 // Start runs the reconciler in the background until ctx ends or Stop is
 // called. It returns at once; starting a running reconciler does nothing.
 func (r *Reconciler) Start(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cancel != nil {
-		return nil
-	}
-	ctx, r.cancel = context.WithCancel(ctx)
-	r.done = make(chan struct{})
-	go r.loop(ctx, r.done)
-	return nil
+	return r.run.Start(ctx, r.loop)
 }
 
 // Stop ends the reconciler and waits for a pass in progress. Safe to call
 // twice, or without Start.
-func (r *Reconciler) Stop() {
-	r.mu.Lock()
-	cancel, done := r.cancel, r.done
-	r.cancel, r.done = nil, nil
-	r.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-}
+func (r *Reconciler) Stop() error { return r.run.Stop() }
 
-func (r *Reconciler) loop(ctx context.Context, done chan struct{}) {
-	defer close(done)
+func (r *Reconciler) loop(ctx context.Context) error {
 	tick := time.NewTicker(r.cfg.Interval)
 	defer tick.Stop()
 	dirty := map[string]bool{}
@@ -127,7 +105,7 @@ func (r *Reconciler) loop(ctx context.Context, done chan struct{}) {
 	for n := 1; ; {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-tick.C:
 			full := n%r.cfg.FullEvery == 0
 			n++

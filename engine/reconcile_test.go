@@ -100,7 +100,7 @@ func TestConflictWakesReconciler(t *testing.T) {
 	if err := r.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(r.Stop)
+	t.Cleanup(func() { r.Stop() })
 
 	_, _, err := claim(b.engine, "d", "bob") // the gate hands out slot 1
 	if dibs.ErrorCode(err) != dibs.EUNAVAILABLE {

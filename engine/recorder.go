@@ -14,13 +14,12 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
-// Group-commit defaults: a batch closes when it holds MaxBatch claims,
-// Linger after its first claim arrived, or as soon as no more claims are
-// waiting, whichever comes first. Under load, claims pile up during each
-// commit and the next batch takes them all.
+// Group-commit defaults. A batch never waits to fill: it closes when it
+// holds MaxBatch claims or as soon as no more claims are waiting, whichever
+// comes first. Under load, claims pile up during each commit and the next
+// batch takes them all; a lone claim is committed at once.
 const (
 	DefaultMaxBatch   = 512
-	DefaultLinger     = time.Millisecond
 	DefaultQueue      = 8192
 	DefaultCommitWait = 10 * time.Second
 )
@@ -33,7 +32,6 @@ const releaseWorkers = 16
 // RecorderConfig tunes group commit.
 type RecorderConfig struct {
 	MaxBatch   int           // claims per transaction
-	Linger     time.Duration // how long a batch waits to fill
 	Queue      int           // claims waiting for a batch; beyond it, EOVERLOADED
 	Committers int           // transactions in flight at once (1 for SQLite)
 	CommitWait time.Duration // deadline of one commit
@@ -42,9 +40,6 @@ type RecorderConfig struct {
 func (c *RecorderConfig) setDefaults() {
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
-	}
-	if c.Linger <= 0 {
-		c.Linger = DefaultLinger
 	}
 	if c.Queue <= 0 {
 		c.Queue = DefaultQueue
@@ -58,13 +53,19 @@ func (c *RecorderConfig) setDefaults() {
 }
 
 // recordHooks run inside the recorder after a batch, before its waiters
-// wake: committed claims, claims whose write failed (with whether the
-// failure is known to have left nothing behind), and drops whose record
-// refused a claim the gate gave out.
+// wake: claims whose write failed (with whether the failure is known to
+// have left nothing behind), and drops whose record refused a claim the
+// gate gave out.
 type recordHooks struct {
-	committed func(ctx context.Context, claims []*dibs.Claim)
-	failed    func(ctx context.Context, claims []*dibs.Claim, definite bool)
-	conflict  func(dropID string)
+	failed   func(ctx context.Context, claims []*dibs.Claim, definite bool)
+	conflict func(dropID string)
+}
+
+// confirmer is the part of dibs.Gate the recorder uses: after a commit it
+// marks the batch's holds durable, one call per drop, before their waiters
+// wake, so that retries are answered from the gate alone.
+type confirmer interface {
+	Confirm(ctx context.Context, dropID string, claimIDs ...string) error
 }
 
 // recorder batches concurrent claim writes into one transaction each (group
@@ -72,14 +73,17 @@ type recordHooks struct {
 // Writes of the same claim id share one pending write.
 type recorder struct {
 	store   claimWriter
+	gate    confirmer
 	cfg     RecorderConfig
 	hooks   recordHooks
 	metrics *Metrics
 	log     *slog.Logger
 
-	queue chan *pending
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	queue     chan *pending
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	startOnce sync.Once
+	committed chan struct{} // Engine.Committed
 
 	// returning counts the failed writes whose slots are going back to the
 	// gate; releasers holds a token per gate call they have in flight.
@@ -108,10 +112,11 @@ type claimWriter interface {
 	RecordClaims(ctx context.Context, claims []*dibs.Claim) ([]error, error)
 }
 
-func newRecorder(store claimWriter, cfg RecorderConfig, hooks recordHooks, m *Metrics, log *slog.Logger) *recorder {
+func newRecorder(store claimWriter, gate confirmer, cfg RecorderConfig, hooks recordHooks, m *Metrics, log *slog.Logger) *recorder {
 	cfg.setDefaults()
 	return &recorder{
-		store: store, cfg: cfg, hooks: hooks, metrics: m, log: log,
+		store: store, gate: gate, cfg: cfg, hooks: hooks, metrics: m, log: log,
+		committed: make(chan struct{}, 1),
 		queue:     make(chan *pending, cfg.Queue),
 		stop:      make(chan struct{}),
 		pending:   make(map[string]*pending),
@@ -119,10 +124,13 @@ func newRecorder(store claimWriter, cfg RecorderConfig, hooks recordHooks, m *Me
 	}
 }
 
+// start runs the committers, once.
 func (r *recorder) start() {
-	for range r.cfg.Committers {
-		r.wg.Go(r.loop)
-	}
+	r.startOnce.Do(func() {
+		for range r.cfg.Committers {
+			r.wg.Go(r.loop)
+		}
+	})
 }
 
 // close stops taking claims, commits every claim already queued, and waits
@@ -137,6 +145,7 @@ func (r *recorder) close() {
 	r.mu.Unlock()
 	close(r.stop)
 	r.wg.Wait()
+	close(r.committed) // no commit follows
 	r.returning.Wait()
 }
 
@@ -180,8 +189,6 @@ func (r *recorder) record(ctx context.Context, c *dibs.Claim, fresh bool) error 
 
 func (r *recorder) loop() {
 	batch := make([]*pending, 0, r.cfg.MaxBatch)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
 	for {
 		batch = batch[:0]
 		select {
@@ -191,7 +198,6 @@ func (r *recorder) loop() {
 			r.drain(batch)
 			return
 		}
-		timer.Reset(r.cfg.Linger)
 	fill:
 		for len(batch) < r.cfg.MaxBatch {
 			select {
@@ -201,21 +207,16 @@ func (r *recorder) loop() {
 			default:
 			}
 			// Nothing waiting: let claims already on their way arrive, and
-			// commit if none did. Waiting out the linger here would only
-			// add latency; claims that come during the commit batch anyway.
+			// commit if none did. Waiting longer would only add latency;
+			// claims that come during the commit batch anyway.
 			runtime.Gosched()
 			select {
 			case p := <-r.queue:
 				batch = append(batch, p)
-			case <-timer.C:
-				break fill
-			case <-r.stop:
-				break fill
 			default:
 				break fill
 			}
 		}
-		timer.Stop()
 		r.commit(batch)
 	}
 }
@@ -281,12 +282,30 @@ func (r *recorder) commit(batch []*pending) {
 		}
 		p.err = dibs.WrapError(dibs.EUNAVAILABLE, "Your claim could not be recorded; please retry.", fmt.Errorf("record: %w", p.err))
 	}
-	r.hooks.committed(ctx, ok)
+	r.confirm(ctx, ok)
 	r.mu.Lock()
 	r.retire(batch)
 	r.mu.Unlock()
 	for _, p := range batch {
 		close(p.done)
+	}
+}
+
+// confirm marks the committed claims durable in the gate, one call per
+// drop, and signals Engine.Committed. A failed Confirm only costs retries
+// of those claims a write.
+func (r *recorder) confirm(ctx context.Context, claims []*dibs.Claim) {
+	if len(claims) == 0 {
+		return
+	}
+	select {
+	case r.committed <- struct{}{}:
+	default:
+	}
+	for dropID, ids := range claimIDsByDrop(claims) {
+		if err := r.gate.Confirm(ctx, dropID, ids...); err != nil {
+			r.log.Warn("confirm holds", "drop", dropID, "claims", len(ids), "err", err)
+		}
 	}
 }
 

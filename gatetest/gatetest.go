@@ -42,7 +42,7 @@ func Run(t *testing.T, newGate Factory) {
 	t.Run("Rebuild", func(t *testing.T) { t.Parallel(); testRebuild(t, newGate(t)) })
 	t.Run("HugeDrop", func(t *testing.T) { t.Parallel(); testHugeDrop(t, newGate(t)) })
 	t.Run("UnknownDrop", func(t *testing.T) { t.Parallel(); testUnknownDrop(t, newGate(t)) })
-	t.Run("MintClaimID", func(t *testing.T) { t.Parallel(); testMintClaimID(t, newGate(t)) })
+	t.Run("ReserveWithoutClaimID", func(t *testing.T) { t.Parallel(); testReserveWithoutClaimID(t, newGate(t)) })
 	t.Run("Holds", func(t *testing.T) { t.Parallel(); testHolds(t, newGate(t)) })
 	t.Run("Restore", func(t *testing.T) { t.Parallel(); testRestore(t, newGate(t)) })
 	t.Run("OwnRequestsAtLastSlot", func(t *testing.T) { t.Parallel(); testOwnRequestsAtLastSlot(t, newGate(t)) })
@@ -572,29 +572,41 @@ func testHugeDrop(t *testing.T, g dibs.Gate) {
 	mustRemaining(t, g, d, dibs.MaxStock-1)
 }
 
-// testMintClaimID: a gate mints the id of a new claim through MintClaimID,
-// at most once per reserve, and a memory-fast answer (a loser after the
-// sell-out) may mint none.
-func testMintClaimID(t *testing.T, g dibs.Gate) {
-	d := NewDrop(1, 1)
+// testReserveWithoutClaimID: a request without a claim id gets every
+// answer but a new hold: where a hold would be made the gate answers
+// ErrNeedClaimID and takes no slot; the id given next is the hold's.
+func testReserveWithoutClaimID(t *testing.T, g dibs.Gate) {
+	d := NewDrop(2, 1)
 	MustPrepare(t, g, d)
-	mints := 0
-	mint := func() string { mints++; return fmt.Sprintf("minted-%d", mints) }
-	h, err := g.Reserve(context.Background(), dibs.ReserveRequest{Drop: d, UserID: "a", MintClaimID: mint, Now: epoch.Add(time.Minute)})
+	ctx := context.Background()
+	bare := func(user, key string) (dibs.Hold, error) {
+		return g.Reserve(ctx, dibs.ReserveRequest{Drop: d, UserID: user, IdempotencyKey: key, Now: epoch.Add(time.Minute)})
+	}
+	if _, err := bare("a", "ka"); !errors.Is(err, dibs.ErrNeedClaimID) {
+		t.Fatalf("new hold without an id: %v, want ErrNeedClaimID", err)
+	}
+	mustRemaining(t, g, d, 2)
+	h, err := g.Reserve(ctx, dibs.ReserveRequest{Drop: d, UserID: "a", IdempotencyKey: "ka", ClaimID: "given-a", Now: epoch.Add(time.Minute)})
+	if err != nil || h.ClaimID != "given-a" || h.Existing {
+		t.Fatalf("new hold with an id = %+v, %v, want new given-a", h, err)
+	}
+	if again, err := bare("a", "ka"); err != nil || !again.Existing || again.ClaimID != "given-a" {
+		t.Fatalf("retry without an id = %+v, %v, want existing given-a", again, err)
+	}
+	b := mustReserve(t, g, d, "b", "kb")
+	if _, err := bare("loser", ""); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("loser without an id: %v, want %s", err, dibs.ESOLDOUT)
+	}
+	mustRelease(t, g, d, b.ClaimID)
+	released, err := bare("b", "kb")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("released key without an id: %v", err)
 	}
-	if mints != 1 || h.ClaimID != "minted-1" {
-		t.Fatalf("new hold %+v after %d mints, want minted-1 after 1", h, mints)
+	wantReleased(t, released, "b", "kb", b.ClaimID)
+	if _, err := bare("c", ""); !errors.Is(err, dibs.ErrNeedClaimID) {
+		t.Fatalf("new hold without an id after a release: %v, want ErrNeedClaimID", err)
 	}
-	for range 3 {
-		before := mints
-		_, err := g.Reserve(context.Background(), dibs.ReserveRequest{Drop: d, UserID: "loser", MintClaimID: mint, Now: epoch.Add(time.Minute)})
-		wantCode(t, err, dibs.ESOLDOUT)
-		if mints-before > 1 {
-			t.Fatalf("one reserve minted %d ids", mints-before)
-		}
-	}
+	mustRemaining(t, g, d, 1)
 }
 
 func testUnknownDrop(t *testing.T, g dibs.Gate) {

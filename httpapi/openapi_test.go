@@ -158,7 +158,8 @@ func specNode(t *testing.T) string {
 	if err := e.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	svc.Start(context.Background(), e)
+	leader := svc.Leader(e)
+	leader.Start(context.Background())
 	v, err := passport.NewVerifier(secret, passport.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +169,7 @@ func specNode(t *testing.T) string {
 		Joins: httpapi.JoinLimit{Rate: -1},
 	})
 	srv := httptest.NewServer(a)
-	t.Cleanup(func() { a.CloseStreams(); srv.Close(); svc.Stop(); e.Close(); raw.Close() })
+	t.Cleanup(func() { a.CloseStreams(); srv.Close(); leader.Stop(); e.Close(); raw.Close() })
 	return srv.URL
 }
 

@@ -67,7 +67,8 @@ func setupRoom(t testing.TB, o roomSetup) *roomBundle {
 	if err := e.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	svc.Start(context.Background(), e)
+	leader := svc.Leader(e)
+	leader.Start(context.Background())
 	v, err := passport.NewVerifier(secret, passport.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +91,7 @@ func setupRoom(t testing.TB, o roomSetup) *roomBundle {
 		o.server(srv.Config)
 	}
 	srv.Start()
-	t.Cleanup(func() { api.CloseStreams(); srv.Close(); svc.Stop(); e.Close(); raw.Close() })
+	t.Cleanup(func() { api.CloseStreams(); srv.Close(); leader.Stop(); e.Close(); raw.Close() })
 	return &roomBundle{bundle: &bundle{srv: srv, store: st, raw: raw}, engine: e, room: svc, api: api}
 }
 

@@ -256,6 +256,9 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	if p.left.Load() <= 0 {
 		return dibs.Hold{}, p.soldOut
 	}
+	if r.ClaimID == "" {
+		return dibs.Hold{}, dibs.ErrNeedClaimID
+	}
 	p.version.Add(1)
 	defer p.version.Add(1)
 	if hr == nil {
@@ -269,7 +272,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 		slot = p.next
 		p.next++
 	}
-	h := &hold{user: r.UserID, claimID: r.NewClaimID(), key: r.IdempotencyKey, slot: slot, nth: hr.freeNth(), created: r.Now}
+	h := &hold{user: r.UserID, claimID: r.ClaimID, key: r.IdempotencyKey, slot: slot, nth: hr.freeNth(), created: r.Now}
 	if h.key != "" {
 		delete(hr.released, h.key) // Unrecorded: the key names the new hold now
 	}

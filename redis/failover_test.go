@@ -70,7 +70,7 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 	t.Cleanup(func() { e.Close() })
 	rec := engine.NewReconciler(e, engine.ReconcilerConfig{Interval: 200 * time.Millisecond, Grace: 2 * time.Second, Soon: 20 * time.Millisecond})
 	rec.Start(ctx)
-	t.Cleanup(rec.Stop)
+	t.Cleanup(func() { rec.Stop() })
 	if err := e.CreateDrop(ctx, &dibs.Drop{ID: "iphone", Title: "iPhone", Kind: dibs.KindCoupon, Stock: stock}); err != nil {
 		t.Fatal(err)
 	}

@@ -352,7 +352,7 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	}
 
 	epoch := dr.epoch.Load()
-	res, err := g.exec(ctx, opReserve, reserveScript, dr, r.UserID, r.IdempotencyKey, r.NewClaimID(), stamp(r.Now), r.Unrecorded)
+	res, err := g.exec(ctx, opReserve, reserveScript, dr, r.UserID, r.IdempotencyKey, r.ClaimID, stamp(r.Now), r.Unrecorded)
 	if err != nil {
 		return dibs.Hold{}, err
 	}
@@ -390,6 +390,8 @@ func (g *Gate) Reserve(ctx context.Context, r dibs.ReserveRequest) (dibs.Hold, e
 	case "unbuilt":
 		g.rebuildLater(dr)
 		return dibs.Hold{}, rebuilding(dr.id)
+	case "need_id":
+		return dibs.Hold{}, dibs.ErrNeedClaimID
 	}
 	return dibs.Hold{}, badReply("reserve", fmt.Errorf("unknown answer %q", kind))
 }

@@ -1,9 +1,12 @@
 -- Reserve: a free slot for the user, or the hold a retry is owed.
--- ARGV: user, idempotency key ('' for none), id of a new claim, now (unix µs),
+-- ARGV: user, idempotency key ('' for none), id of a new claim ('' to take
+--       no slot: the reply is then {'need_id'} where a hold would be made),
+--       now (unix µs),
 --       unrecorded (a released claim of the key the record never got, or '')
 -- Reply: {'hold', claim id, slot, nth, key, created, durable, existing}
 --      | {'released', claim id} | {'unbuilt'} | {'closed'} | {'paused'}
 --      | {'not_open'} | {'limit', n} | {'sold_out', gen, build, roster length}
+--      | {'need_id'}
 local user, key, cid, now, unrecorded = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local st = redis.call('HMGET', STATE, 'built', 'left', 'limit', 'status', 'opens', 'closes', 'gen', 'build')
 if not st[1] then return {'unbuilt'} end
@@ -37,6 +40,7 @@ if #holds >= limit then return {'limit', #holds} end
 if tonumber(st[2]) <= 0 then
   return {'sold_out', st[7], st[8], redis.call('STRLEN', ROSTER)}
 end
+if cid == '' then return {'need_id'} end
 
 local slot = redis.call('RPOP', FREE)
 if slot then

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dibs-io/dibs"
+	"github.com/dibs-io/dibs/internal/startstop"
 )
 
 // Defaults of Config.
@@ -130,10 +131,6 @@ type Service struct {
 
 	tickMu sync.Mutex // one step at a time
 	wake   chan struct{}
-
-	runMu  sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 // entry is one room as this node sees it.
@@ -160,7 +157,7 @@ type snapshot struct {
 	leader      bool // this node led the room when it read it
 }
 
-// New returns a service. Start runs its loop; the other methods work
+// New returns a service. Its Leader runs its loop; the other methods work
 // without it, on state read when first needed.
 func New(cfg Config) (*Service, error) {
 	if cfg.Backend == nil {
@@ -208,42 +205,45 @@ func (s *Service) Keys() *Keys { return s.keys }
 // AdmissionTTL is how long an admitted person has to claim.
 func (s *Service) AdmissionTTL() time.Duration { return s.ttl }
 
-// Start runs the loop until ctx ends or Stop is called. It returns at once.
-func (s *Service) Start(ctx context.Context, src Source) {
-	s.runMu.Lock()
-	defer s.runMu.Unlock()
-	if s.cancel != nil {
-		return
-	}
-	ctx, s.cancel = context.WithCancel(ctx)
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(s.tick)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			case <-s.wake:
-			}
-			s.Tick(ctx, src)
-		}
-	}()
+// Leader is the service's loop over src's queued drops, a dibs.Background:
+// once per tick (or sooner, when the service is woken) it syncs every room,
+// advances the rooms this node leads and publishes the node's view (Tick).
+// A service runs one leader.
+func (s *Service) Leader(src Source) *Leader {
+	return &Leader{s: s, src: src}
+}
+
+// Leader runs a Service's loop; see Service.Leader.
+type Leader struct {
+	s   *Service
+	src Source
+	run startstop.Service
+}
+
+var _ dibs.Background = (*Leader)(nil)
+
+// Start runs the loop until ctx ends or Stop is called. It returns at
+// once; a second Start does nothing.
+func (l *Leader) Start(ctx context.Context) error {
+	return l.run.Start(ctx, l.loop)
 }
 
 // Stop ends the loop and waits for it. Safe to call twice, and without
 // Start.
-func (s *Service) Stop() {
-	s.runMu.Lock()
-	defer s.runMu.Unlock()
-	if s.cancel == nil {
-		return
+func (l *Leader) Stop() error { return l.run.Stop() }
+
+func (l *Leader) loop(ctx context.Context) error {
+	t := time.NewTicker(l.s.tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-l.s.wake:
+		}
+		l.s.Tick(ctx, l.src)
 	}
-	s.cancel()
-	<-s.done
-	s.cancel = nil
 }
 
 // Tick is one step of the loop over src's queued drops: sync each room

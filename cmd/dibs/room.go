@@ -82,6 +82,7 @@ func openRoom(cfg Config, client redis.Client, log *slog.Logger) (*room.Service,
 }
 
 // startRoom runs the rooms' loop over the engine's drops until Close.
-func (m *Main) startRoom(ctx context.Context) {
-	m.room.Start(context.WithoutCancel(ctx), m.engine)
+func (m *Main) startRoom(ctx context.Context) error {
+	m.roomLeader = m.room.Leader(m.engine)
+	return m.roomLeader.Start(context.WithoutCancel(ctx))
 }

@@ -191,15 +191,16 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 // the engine and the HTTP server are chosen and wired. End-to-end tests and
 // the demo run it in-process on port 0.
 type Main struct {
-	cfg    Config
-	log    *slog.Logger
-	store  record
-	gate   *gateService
-	engine *engine.Engine
-	room   *room.Service
-	runner atomic.Pointer[post.Runner]
-	srv    *http.Server
-	ln     net.Listener
+	cfg        Config
+	log        *slog.Logger
+	store      record
+	gate       *gateService
+	engine     *engine.Engine
+	room       *room.Service
+	roomLeader *room.Leader
+	runner     atomic.Pointer[post.Runner]
+	srv        *http.Server
+	ln         net.Listener
 
 	listen   func(network, addr string) (net.Listener, error) // net.Listen unless a test sets it
 	stopped  chan struct{}                                    // closed when Serve returns
@@ -238,7 +239,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.engine = engine.New(engine.Config{
 		Store: store, Background: backgroundOf(store), Gate: m.gate.gate, Recorder: rec, Logger: m.log,
-		Admissions: m.room, Recorded: m.kickPost,
+		Admissions: m.room,
 	})
 	if err := m.engine.Register(reg); err != nil {
 		return err
@@ -247,11 +248,15 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	if err := m.engine.Open(ctx); err != nil {
+	// The engine outlives ctx: Close stops it once requests in flight
+	// have their answers.
+	if err := m.engine.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
 	m.log.Info("record loaded", "drops", len(m.engine.Drops()), "took", time.Since(start).Round(time.Millisecond))
-	m.startRoom(ctx)
+	if err := m.startRoom(ctx); err != nil {
+		return fmt.Errorf("start waiting rooms: %w", err)
+	}
 	m.gate.start(m.engine)
 	runner, err := openPost(m.cfg.Post, store, m.engine, m.cfg.ShutdownTimeout, reg, m.log)
 	if err != nil {
@@ -262,6 +267,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.runner.Store(runner)
 	payments, jobs := postServices(m.cfg.Post, store, runner)
+	go m.kickPostOnCommit(m.engine.Committed())
 
 	api := httpapi.New(m.engine, httpapi.Config{
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
@@ -331,10 +337,13 @@ func backgroundOf(store record) dibs.Store {
 	return nil
 }
 
-// kickPost wakes the outbox pump after a group commit.
-func (m *Main) kickPost() {
-	if r := m.runner.Load(); r != nil {
-		r.Kick()
+// kickPostOnCommit wakes the outbox pump after group commits, until the
+// engine stops.
+func (m *Main) kickPostOnCommit(committed <-chan struct{}) {
+	for range committed {
+		if r := m.runner.Load(); r != nil {
+			r.Kick()
+		}
 	}
 }
 
@@ -367,10 +376,11 @@ func (m *Main) Close() error {
 		}
 		m.srv = nil
 	}
-	if m.room != nil {
-		m.room.Stop()
-		m.room = nil
+	if m.roomLeader != nil {
+		errs = append(errs, m.roomLeader.Stop())
+		m.roomLeader = nil
 	}
+	m.room = nil
 	if r := m.runner.Swap(nil); r != nil { // its jobs release slots through the engine
 		if err := r.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop jobs: %w", err))
@@ -380,7 +390,7 @@ func (m *Main) Close() error {
 		m.gate.stopWork() // reconciler and refresh, before the engine they use
 	}
 	if m.engine != nil {
-		errs = append(errs, m.engine.Close())
+		errs = append(errs, m.engine.Stop())
 		m.engine = nil
 	}
 	if m.gate != nil {
