@@ -23,7 +23,7 @@ func BenchmarkWinningClaims(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, created, err := bd.engine.Claim(context.Background(), engine.ClaimRequest{DropID: "d", UserID: "u" + strconv.FormatInt(n.Add(1), 10)}); err != nil || !created {
+			if _, created, err := bd.engine.ClaimAndWait(context.Background(), dibs.ClaimRequest{DropID: "d", UserID: "u" + strconv.FormatInt(n.Add(1), 10)}); err != nil || !created {
 				b.Fatalf("claim: %v", err)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/httpapi"
@@ -19,11 +20,28 @@ type recordPost struct {
 	retried bool
 }
 
-func (p *recordPost) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]post.FailedJob, error) {
-	if p.retried || (dropID != "" && dropID != "phones") {
-		return []post.FailedJob{}, nil
+func (p *recordPost) RequestPayment(ctx context.Context, claimID, userID string) (*dibs.Claim, error) {
+	return p.Store.RequestPayment(ctx, claimID, userID, time.Now())
+}
+
+func (p *recordPost) JobCounts(ctx context.Context, dropID string) ([]dibs.JobCount, error) {
+	return jobCounts(p.Store.JobCounts(ctx, dropID))
+}
+
+// jobCounts converts the record's job counts.
+func jobCounts(counts []post.JobCount, err error) ([]dibs.JobCount, error) {
+	out := make([]dibs.JobCount, len(counts))
+	for i, c := range counts {
+		out[i] = dibs.JobCount{Kind: c.Kind, State: string(c.State), Count: c.Count}
 	}
-	return []post.FailedJob{{ID: 7, Kind: post.KindNotifyWinner, DropID: "phones", Attempts: post.WebhookAttempts}}, nil
+	return out, err
+}
+
+func (p *recordPost) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]dibs.FailedJob, error) {
+	if p.retried || (dropID != "" && dropID != "phones") {
+		return []dibs.FailedJob{}, nil
+	}
+	return []dibs.FailedJob{{ID: 7, Kind: post.KindNotifyWinner, DropID: "phones", Attempts: post.WebhookAttempts}}, nil
 }
 
 func (p *recordPost) Retry(ctx context.Context, id int64) error {
@@ -36,7 +54,7 @@ func (p *recordPost) Retry(ctx context.Context, id int64) error {
 
 func TestPayment(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, httpapi.Limits{}, func(s *sqlite.Store) httpapi.Post { return &recordPost{Store: s} })
+	b := setupWith(t, httpapi.Limits{}, func(s *sqlite.Store) postServices { return &recordPost{Store: s} })
 	b.mustCreateDrop(t, `{"id":"phones","title":"Phones","kind":"purchase","stock":2,"price":990000,"hold_ttl":"1h"}`)
 
 	drop := b.do(t, "GET", "/v1/drops/phones", "", "")
@@ -82,7 +100,7 @@ func TestPayment(t *testing.T) {
 
 func TestFailedWebhooks(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, httpapi.Limits{}, func(s *sqlite.Store) httpapi.Post { return &recordPost{Store: s} })
+	b := setupWith(t, httpapi.Limits{}, func(s *sqlite.Store) postServices { return &recordPost{Store: s} })
 
 	list := b.do(t, "GET", "/v1/admin/webhooks/failed?drop=phones", adminToken, "")
 	if list.status != http.StatusOK || !strings.Contains(list.raw, `"kind":"notify_winner"`) {

@@ -145,7 +145,7 @@ type postAPI struct {
 
 // RequestPayment refuses a charge nobody could make: a priced drop with no
 // gateway configured.
-func (p postAPI) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {
+func (p postAPI) RequestPayment(ctx context.Context, claimID, userID string) (*dibs.Claim, error) {
 	if !p.payments {
 		c, err := p.store.FindClaim(ctx, claimID)
 		if err != nil || c.UserID != userID {
@@ -159,15 +159,25 @@ func (p postAPI) RequestPayment(ctx context.Context, claimID, userID string, now
 			return nil, dibs.Errorf(dibs.EUNAVAILABLE, "no payment gateway is configured")
 		}
 	}
-	return p.store.RequestPayment(ctx, claimID, userID, now)
+	return p.store.RequestPayment(ctx, claimID, userID, time.Now())
 }
 
-func (p postAPI) JobCounts(ctx context.Context, dropID string) ([]post.JobCount, error) {
-	return p.store.JobCounts(ctx, dropID)
+func (p postAPI) JobCounts(ctx context.Context, dropID string) ([]dibs.JobCount, error) {
+	counts, err := p.store.JobCounts(ctx, dropID)
+	out := make([]dibs.JobCount, len(counts))
+	for i, c := range counts {
+		out[i] = dibs.JobCount{Kind: c.Kind, State: string(c.State), Count: c.Count}
+	}
+	return out, err
 }
 
-func (p postAPI) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]post.FailedJob, error) {
-	return p.runner.FailedWebhooks(ctx, dropID, limit)
+func (p postAPI) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]dibs.FailedJob, error) {
+	failed, err := p.runner.FailedWebhooks(ctx, dropID, limit)
+	out := make([]dibs.FailedJob, len(failed))
+	for i, f := range failed {
+		out[i] = dibs.FailedJob(f)
+	}
+	return out, err
 }
 
 func (p postAPI) Retry(ctx context.Context, jobID int64) error { return p.runner.Retry(ctx, jobID) }

@@ -261,11 +261,12 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.runner.Store(runner)
 
-	api := httpapi.New(m.engine, httpapi.Config{
+	posted := postAPI{store: store, runner: runner, payments: m.cfg.Post.PaymentGateway != ""}
+	api := httpapi.New(httpapi.Config{
+		Drops: m.engine, Claims: m.engine, Queue: m.room, Payments: posted, Jobs: posted,
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
 		Gatherer: reg, Registerer: reg, Logger: m.log,
-		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
-		Post: postAPI{store: store, runner: runner, payments: m.cfg.Post.PaymentGateway != ""},
+		Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
 	})
 	listen := m.listen
 	if listen == nil {
