@@ -241,6 +241,7 @@ func TestCreateDropInput(t *testing.T) {
 		if d.ID == "taken" {
 			return dibs.Errorf(dibs.ECONFLICT, "drop taken exists")
 		}
+		d.Normalize(time.Now().UTC())
 		return d.Validate()
 	}
 	m.drops.ViewFn = func(_ context.Context, id string) (dibs.DropView, error) {
