@@ -1,7 +1,7 @@
 // Package client is a Go client of dibs's HTTP API v1, for the main service
 // of a team that runs drops: it signs passports, creates and steers drops,
 // claims and pays on a user's behalf, follows the waiting room, streams the
-// winners and retries failed webhooks. api/openapi.yaml is the contract it
+// winners and retries failed webhooks. httpapi/openapi/openapi.yaml is the contract it
 // speaks; webhook.Handler receives what dibs sends back.
 //
 // Every answer that is not a success is an *Error carrying the problem's

@@ -42,7 +42,7 @@ func node() (string, func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := httptest.NewServer(httpapi.New(e, httpapi.Config{Passports: v, AdminToken: adminToken}))
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Drops: e, Claims: e, Passports: v, AdminToken: adminToken}))
 	return srv.URL, func() { srv.Close(); e.Close(); store.Close(); os.RemoveAll(dir) }
 }
 

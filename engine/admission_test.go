@@ -37,7 +37,7 @@ func createQueued(t *testing.T, e *engine.Engine, id string, kind dibs.Kind, sto
 }
 
 // admitted joins user and steps the room until they are admitted.
-func admitted(t *testing.T, e *engine.Engine, svc *room.Service, d *dibs.Drop, user string) room.Status {
+func admitted(t *testing.T, e *engine.Engine, svc *room.Service, d *dibs.Drop, user string) dibs.QueueStatus {
 	t.Helper()
 	ctx := context.Background()
 	st, err := svc.Join(ctx, d, user)
@@ -65,20 +65,20 @@ func TestQueuedClaimsNeedAnAdmission(t *testing.T) {
 	b, svc := withRoom(t)
 	d := createQueued(t, b.engine, "q", dibs.KindCoupon, 5, 3)
 	ctx := context.Background()
-	_, _, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "q", UserID: "alice"})
+	_, _, err := b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "q", UserID: "alice"})
 	wantCode(t, err, dibs.EADMISSIONREQUIRED)
-	_, _, err = b.engine.Claim(ctx, engine.ClaimRequest{DropID: "q", UserID: "alice", Admission: "a1.forged"})
+	_, _, err = b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "q", UserID: "alice", Admission: "a1.forged"})
 	wantCode(t, err, dibs.EADMISSIONINVALID)
 
 	st := admitted(t, b.engine, svc, d, "alice")
-	_, _, err = b.engine.Claim(ctx, engine.ClaimRequest{DropID: "q", UserID: "bob", Admission: st.Admission})
+	_, _, err = b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "q", UserID: "bob", Admission: st.Admission})
 	wantCode(t, err, dibs.EADMISSIONINVALID)
-	first, created, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "q", UserID: "alice", Admission: st.Admission, IdempotencyKey: "k1"})
+	first, created, err := b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "q", UserID: "alice", Admission: st.Admission, IdempotencyKey: "k1"})
 	if err != nil || !created {
 		t.Fatalf("claim with admission: created=%v err=%v", created, err)
 	}
 	for _, key := range []string{"k1", "k2", ""} {
-		again, created, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "q", UserID: "alice", Admission: st.Admission, IdempotencyKey: key})
+		again, created, err := b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "q", UserID: "alice", Admission: st.Admission, IdempotencyKey: key})
 		if err != nil || created || again.ID != first.ID {
 			t.Fatalf("again with key %q: %+v created=%v err=%v, want claim %s back", key, again, created, err, first.ID)
 		}
@@ -96,7 +96,7 @@ func TestReleaseSlotAdmitsTheNext(t *testing.T) {
 	d := createQueued(t, b.engine, "p", dibs.KindPurchase, 1, 1)
 	ctx := context.Background()
 	st := admitted(t, b.engine, svc, d, "alice")
-	c, _, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "p", UserID: "alice", Admission: st.Admission})
+	c, _, err := b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "p", UserID: "alice", Admission: st.Admission})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestReleasedAdmissionWinsOnce(t *testing.T) {
 	ctx := context.Background()
 
 	alice := admitted(t, b.engine, svc, d, "alice")
-	first, created, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "p", UserID: "alice", Admission: alice.Admission})
+	first, created, err := b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "p", UserID: "alice", Admission: alice.Admission})
 	if err != nil || !created {
 		t.Fatalf("alice: created=%v err=%v", created, err)
 	}
@@ -169,14 +169,14 @@ func TestReleasedAdmissionWinsOnce(t *testing.T) {
 	}
 	bob := admitted(t, b.engine, svc, d, "bob")
 
-	again, created, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "p", UserID: "alice", Admission: alice.Admission})
+	again, created, err := b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "p", UserID: "alice", Admission: alice.Admission})
 	if err != nil || created || again.ID != first.ID || again.State != dibs.ClaimReleased {
 		t.Fatalf("alice again = %+v created=%v err=%v; want her claim %s back, released", again, created, err, first.ID)
 	}
 	if left, _ := b.gate.Remaining(ctx, "p"); left != 1 {
 		t.Fatalf("remaining after alice's retry = %d, want 1: the slot is bob's to take", left)
 	}
-	won, created, err := b.engine.Claim(ctx, engine.ClaimRequest{DropID: "p", UserID: "bob", Admission: bob.Admission})
+	won, created, err := b.engine.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "p", UserID: "bob", Admission: bob.Admission})
 	if err != nil || !created || won.Slot != first.Slot {
 		t.Fatalf("bob = %+v created=%v err=%v; want the returned slot %d", won, created, err, first.Slot)
 	}
@@ -193,17 +193,17 @@ func TestFailedWriteKeyClaimsAgain(t *testing.T) {
 	b := setup(t)
 	mustCreate(t, b.engine, "d", 1, 2)
 	ctx := context.Background()
-	req := engine.ClaimRequest{DropID: "d", UserID: "alice", IdempotencyKey: "order-1"}
+	req := dibs.ClaimRequest{DropID: "d", UserID: "alice", IdempotencyKey: "order-1"}
 	b.store.failWith(errors.New("disk full"))
-	if _, _, err := b.engine.Claim(ctx, req); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+	if _, _, err := b.engine.ClaimAndWait(ctx, req); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
 		t.Fatalf("claim during failure = %v, want unavailable", err)
 	}
 	b.store.heal()
-	c, created, err := b.engine.Claim(ctx, req)
+	c, created, err := b.engine.ClaimAndWait(ctx, req)
 	if err != nil || !created || c.IdempotencyKey != "order-1" {
 		t.Fatalf("retry after heal = %+v created=%v err=%v, want a new claim with the key", c, created, err)
 	}
-	again, created, err := b.engine.Claim(ctx, req)
+	again, created, err := b.engine.ClaimAndWait(ctx, req)
 	if err != nil || created || again.ID != c.ID {
 		t.Fatalf("retry of the new claim = %+v created=%v err=%v, want %s", again, created, err, c.ID)
 	}

@@ -23,7 +23,7 @@ func BenchmarkWinningClaims(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, created, err := bd.engine.Claim(context.Background(), engine.ClaimRequest{DropID: "d", UserID: "u" + strconv.FormatInt(n.Add(1), 10)}); err != nil || !created {
+			if _, created, err := bd.engine.ClaimAndWait(context.Background(), dibs.ClaimRequest{DropID: "d", UserID: "u" + strconv.FormatInt(n.Add(1), 10)}); err != nil || !created {
 				b.Fatalf("claim: %v", err)
 			}
 		}
@@ -37,7 +37,7 @@ func BenchmarkWinningClaims(b *testing.B) {
 func BenchmarkSoldOutClaims(b *testing.B) {
 	bd := openBench(b)
 	mustCreateB(b, bd.engine, "d", 1)
-	if _, _, err := bd.engine.Claim(context.Background(), engine.ClaimRequest{DropID: "d", UserID: "winner"}); err != nil {
+	if _, _, err := bd.engine.ClaimAndWait(context.Background(), dibs.ClaimRequest{DropID: "d", UserID: "winner"}); err != nil {
 		b.Fatal(err)
 	}
 	var n atomic.Int64
@@ -46,7 +46,7 @@ func BenchmarkSoldOutClaims(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			user := "u" + strconv.FormatInt(n.Add(1), 10)
-			if _, _, err := bd.engine.Claim(context.Background(), engine.ClaimRequest{DropID: "d", UserID: user}); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+			if _, err := bd.engine.Claim(context.Background(), dibs.ClaimRequest{DropID: "d", UserID: user}); dibs.ErrorCode(err) != dibs.ESOLDOUT {
 				b.Fatalf("claim on a sold-out drop: %v", err)
 			}
 		}

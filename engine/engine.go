@@ -352,25 +352,18 @@ func (e *Engine) Drops() []*dibs.Drop {
 	return out
 }
 
-// View is what anyone may see of a drop at a moment.
-type View struct {
-	Drop      *dibs.Drop
-	State     dibs.State
-	Remaining int64
-}
-
 // View returns the drop's public state. It reads the gate, never the record.
-func (e *Engine) View(ctx context.Context, id string) (View, error) {
+func (e *Engine) View(ctx context.Context, id string) (dibs.DropView, error) {
 	ent, err := e.entry(id)
 	if err != nil {
-		return View{}, err
+		return dibs.DropView{}, err
 	}
 	d := ent.drop.Load()
 	left, err := e.viewRemaining(ctx, ent, id)
 	if err != nil {
-		return View{}, e.gateError(id, err)
+		return dibs.DropView{}, e.gateError(id, err)
 	}
-	return View{Drop: d, State: d.StateAt(d.Status, e.now(), left), Remaining: left}, nil
+	return dibs.DropView{Drop: d, State: d.StateAt(d.Status, e.now(), left), Remaining: left}, nil
 }
 
 // ViewDeadline bounds how long a drop read waits for the gate's count of
@@ -394,27 +387,19 @@ func (e *Engine) viewRemaining(ctx context.Context, ent *entry, id string) (int6
 	return 0, err
 }
 
-// Stats are the live numbers of a drop for operators.
-type Stats struct {
-	View
-	Claims      dibs.ClaimCounts // from the record
-	ClaimsTotal int64            // claim requests this node answered
-	Outcomes    map[string]int64 // of those, by outcome
-}
-
 // Stats returns the drop's view, the record's claim counts and this node's
 // claim outcomes.
-func (e *Engine) Stats(ctx context.Context, id string) (Stats, error) {
+func (e *Engine) Stats(ctx context.Context, id string) (dibs.DropStats, error) {
 	v, err := e.View(ctx, id)
 	if err != nil {
-		return Stats{}, err
+		return dibs.DropStats{}, err
 	}
 	counts, err := e.store.CountClaims(ctx, id)
 	if err != nil {
-		return Stats{}, err
+		return dibs.DropStats{}, err
 	}
 	ent, _ := e.entry(id)
-	st := Stats{View: v, Claims: counts, Outcomes: make(map[string]int64, len(outcomeNames))}
+	st := dibs.DropStats{DropView: v, Claims: counts, Outcomes: make(map[string]int64, len(outcomeNames))}
 	for i, name := range outcomeNames {
 		n := ent.outcomes[i].Load()
 		st.Outcomes[name] = n
@@ -447,25 +432,20 @@ func (e *Engine) SetStatus(ctx context.Context, id string, s dibs.Status) error 
 	return nil
 }
 
-// ClaimRequest is one user's attempt to claim a slot of a drop.
-type ClaimRequest struct {
-	DropID         string
-	UserID         string
-	IdempotencyKey string
-	Admission      string // the waiting room's admission, for queued drops
+var (
+	_ dibs.DropService  = (*Engine)(nil)
+	_ dibs.ClaimService = (*Engine)(nil)
+)
 
-	// Waiting, if set, is called once before Claim blocks until the claim
-	// is durable: the caller may give back what it holds while it waits
-	// (the HTTP layer's share of the CPU).
-	Waiting func()
-}
-
-// Claim takes a slot for the user and returns the claim once it is durable.
-// created is false when the user already held the claim (a retry).
+// Claim takes a slot for the user. It returns once the gate has answered:
+// losers get their error, everyone else a dibs.Claiming whose Wait returns
+// the claim once it is durable (created false when the user already held
+// it: a retry). Between the two the caller may give back what it holds
+// (the HTTP layer's share of the CPU): Wait needs none.
 //
 // Losers are answered from the gate alone: ESOLDOUT, ELIMIT, ECLOSED,
-// ENOTOPEN, EPAUSED, ENOTFOUND. EUNAVAILABLE or EOVERLOADED mean the claim
-// could not be recorded: nothing was won, retry later.
+// ENOTOPEN, EPAUSED, ENOTFOUND. EUNAVAILABLE or EOVERLOADED, from Claim or
+// Wait, mean the claim could not be recorded: nothing was won, retry later.
 //
 // A queued drop takes claims with a valid admission only
 // (EADMISSIONREQUIRED, EADMISSIONINVALID), and the admission is the
@@ -476,68 +456,104 @@ type ClaimRequest struct {
 // gets it back as the record has it (released or expired, created false)
 // and takes no slot. Only a key whose claim never reached the record (its
 // write failed) may claim again.
-func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (c *dibs.Claim, created bool, err error) {
+//
+// Each request counts once in the drop's outcomes and the claim latency,
+// from the start of Claim to the moment its outcome is known: in Claim for
+// losers and retries answered from memory, in Wait for the others.
+func (e *Engine) Claim(ctx context.Context, req dibs.ClaimRequest) (dibs.Claiming, error) {
 	start := time.Now()
 	ent, err := e.entry(req.DropID)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	outcome := outcomeError
-	defer func() {
-		ent.outcomes[outcome].Add(1)
-		e.metrics.claimLatencyBy[outcome].Observe(time.Since(start).Seconds())
-	}()
-
 	d := ent.drop.Load()
 	now := e.now().UTC().Truncate(time.Microsecond)
 	var pass *dibs.Pass
 	if d.Admission.Mode == dibs.AdmissionQueue {
 		p, err := e.checkAdmission(ctx, d, req, now)
 		if err != nil {
-			outcome = outcomeOf(err)
-			return nil, false, err
+			e.count(ent, outcomeOf(err), start)
+			return nil, err
 		}
 		pass, req.IdempotencyKey = &p, p.ClaimKey()
 	}
 	rr := dibs.ReserveRequest{Drop: d, UserID: req.UserID, IdempotencyKey: req.IdempotencyKey, Now: now}
 	h, err := e.reserve(ctx, ent, &rr)
 	if err == nil && h.Released {
+		var c *dibs.Claim
 		if c, h, err = e.released(ctx, rr, h); c != nil {
-			outcome = outcomeExisting
-			return c, false, nil
+			e.count(ent, outcomeExisting, start)
+			return held{c}, nil
 		}
 	}
 	if err != nil {
 		err = e.gateError(d.ID, err)
-		outcome = outcomeOf(err)
-		return nil, false, err
+		e.count(ent, outcomeOf(err), start)
+		return nil, err
 	}
-	c = claimOf(d, req.UserID, h)
+	c := claimOf(d, req.UserID, h)
 	if h.Existing && h.Durable {
-		outcome = outcomeExisting
-		return c, false, nil
+		e.count(ent, outcomeExisting, start)
+		return held{c}, nil
 	}
 	// A fresh hold, or a retry of a hold whose write has not been seen to
 	// finish (in flight here, or its node died): write it. Writes are
 	// idempotent by claim id.
-	if req.Waiting != nil {
-		req.Waiting()
+	p, err := e.rec.enqueue(c, !h.Existing)
+	if err != nil {
+		e.count(ent, outcomeOf(err), start)
+		return nil, err
 	}
-	if err := e.rec.record(ctx, c, !h.Existing); err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, false, err
-		}
-		outcome = outcomeOf(err)
+	return &claiming{e: e, ent: ent, start: start, c: c, p: p, existing: h.Existing, pass: pass}, nil
+}
+
+// ClaimAndWait is Claim and then Wait, for callers that hold nothing worth
+// giving back in between.
+func (e *Engine) ClaimAndWait(ctx context.Context, req dibs.ClaimRequest) (c *dibs.Claim, created bool, err error) {
+	w, err := e.Claim(ctx, req)
+	if err != nil {
 		return nil, false, err
 	}
-	if h.Existing {
-		outcome = outcomeExisting
+	return w.Wait(ctx)
+}
+
+// count records a claim request's outcome and its latency since start.
+func (e *Engine) count(ent *entry, outcome int, start time.Time) {
+	ent.outcomes[outcome].Add(1)
+	e.metrics.claimLatencyBy[outcome].Observe(time.Since(start).Seconds())
+}
+
+// held is a claim the user already holds durably: Wait has nothing to wait
+// for.
+type held struct{ c *dibs.Claim }
+
+func (h held) Wait(context.Context) (*dibs.Claim, bool, error) { return h.c, false, nil }
+
+// claiming is a claim on its way to the record.
+type claiming struct {
+	e        *Engine
+	ent      *entry
+	start    time.Time
+	c        *dibs.Claim
+	p        *pending
+	existing bool       // a retry of a hold whose write was not seen to finish
+	pass     *dibs.Pass // the admission it was claimed with, if queued
+}
+
+func (w *claiming) Wait(ctx context.Context) (*dibs.Claim, bool, error) {
+	if err := w.p.wait(ctx); err != nil {
+		w.e.count(w.ent, outcomeOf(err), w.start)
+		return nil, false, err
+	}
+	c := w.c
+	if w.existing {
+		w.e.count(w.ent, outcomeExisting, w.start)
 		return c, false, nil
 	}
-	if pass != nil {
-		e.admit.Used(ctx, *pass)
+	if w.pass != nil {
+		w.e.admit.Used(ctx, *w.pass)
 	}
-	outcome = outcomeWon
+	w.e.count(w.ent, outcomeWon, w.start)
 	return c, true, nil
 }
 
@@ -570,6 +586,9 @@ func (e *Engine) reserve(ctx context.Context, ent *entry, rr *dibs.ReserveReques
 // with the claim as the record has it, or, if the record never got it,
 // with a new hold for the key (c nil).
 func (e *Engine) released(ctx context.Context, rr dibs.ReserveRequest, h dibs.Hold) (*dibs.Claim, dibs.Hold, error) {
+	if rr.ClaimID == "" {
+		rr.ClaimID = e.newID() // the key may take a new hold below
+	}
 	// A second release of the key between two reads is possible only if
 	// another request won with it meanwhile: a few rounds settle it.
 	for range 3 {
@@ -604,7 +623,7 @@ func (e *Engine) gateError(id string, err error) error {
 }
 
 // checkAdmission verifies the admission of a claim on a queued drop.
-func (e *Engine) checkAdmission(ctx context.Context, d *dibs.Drop, req ClaimRequest, now time.Time) (dibs.Pass, error) {
+func (e *Engine) checkAdmission(ctx context.Context, d *dibs.Drop, req dibs.ClaimRequest, now time.Time) (dibs.Pass, error) {
 	switch {
 	case req.Admission == "":
 		return dibs.Pass{}, dibs.Errorf(dibs.EADMISSIONREQUIRED, "Drop %s admits claims from its waiting room only: join the queue and claim with the admission it gives you (Dibs-Admission header).", d.ID)

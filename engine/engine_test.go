@@ -95,7 +95,7 @@ func mustCreate(t *testing.T, e *engine.Engine, id string, stock int64, perUser 
 }
 
 func claim(e *engine.Engine, drop, user string) (*dibs.Claim, bool, error) {
-	return e.Claim(context.Background(), engine.ClaimRequest{DropID: drop, UserID: user})
+	return e.ClaimAndWait(context.Background(), dibs.ClaimRequest{DropID: drop, UserID: user})
 }
 
 // TestStampedeRecordEqualsAcked: every 201 is in the record, the record
@@ -440,5 +440,55 @@ func TestStartContextStops(t *testing.T) {
 	}
 	if err := e.Stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClaimThenWait: losers and retries answered from memory are counted
+// at Claim; a winner is counted once, when Wait learns it is durable.
+func TestClaimThenWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	mustCreate(t, b.engine, "d", 1, 1)
+	ctx := context.Background()
+	outcomes := func() map[string]int64 {
+		t.Helper()
+		st, err := b.engine.Stats(ctx, "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Outcomes
+	}
+
+	w, err := b.engine.Claim(ctx, dibs.ClaimRequest{DropID: "d", UserID: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := outcomes()["won"]; got != 0 {
+		t.Fatalf("won before Wait = %d, want 0", got)
+	}
+	c, created, err := w.Wait(ctx)
+	if err != nil || !created || c.UserID != "alice" {
+		t.Fatalf("Wait = %+v created=%v err=%v, want alice's new claim", c, created, err)
+	}
+	if got := outcomes()["won"]; got != 1 {
+		t.Fatalf("won after Wait = %d, want 1", got)
+	}
+
+	if _, err := b.engine.Claim(ctx, dibs.ClaimRequest{DropID: "d", UserID: "bob"}); dibs.ErrorCode(err) != dibs.ESOLDOUT {
+		t.Fatalf("bob's Claim = %v, want %s", err, dibs.ESOLDOUT)
+	}
+	w, err = b.engine.Claim(ctx, dibs.ClaimRequest{DropID: "d", UserID: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := outcomes(); got["existing"] != 1 || got["sold_out"] != 1 {
+		t.Fatalf("outcomes before the retry's Wait = %v, want existing 1 and sold_out 1", got)
+	}
+	again, created, err := w.Wait(ctx)
+	if err != nil || created || again.ID != c.ID {
+		t.Fatalf("retry's Wait = %+v created=%v err=%v, want %s", again, created, err, c.ID)
+	}
+	if got := outcomes(); got["won"]+got["existing"]+got["sold_out"] != 3 {
+		t.Fatalf("outcomes = %v, want 3 requests counted once each", got)
 	}
 }

@@ -149,9 +149,10 @@ func (r *recorder) close() {
 	r.returning.Wait()
 }
 
-// record waits until c is durable (nil), refused by the record (ECONFLICT),
-// or its batch failed. It returns early if ctx ends; the write goes on.
-func (r *recorder) record(ctx context.Context, c *dibs.Claim, fresh bool) error {
+// enqueue queues c for the next batch, or joins the write of c already
+// queued. It fails at once if the recorder is closed (EUNAVAILABLE) or its
+// queue is full (EOVERLOADED); the slot of a fresh hold then goes back.
+func (r *recorder) enqueue(c *dibs.Claim, fresh bool) (*pending, error) {
 	r.mu.Lock()
 	p := r.pending[c.ID]
 	switch {
@@ -161,7 +162,7 @@ func (r *recorder) record(ctx context.Context, c *dibs.Claim, fresh bool) error 
 		p = r.refuse(c, fresh, dibs.Errorf(dibs.EUNAVAILABLE, "The server is shutting down."))
 		r.mu.Unlock()
 		r.giveBack([]*pending{p}, true)
-		return p.err
+		return nil, p.err
 	default:
 		p = &pending{claim: c, fresh: fresh, done: make(chan struct{})}
 		select {
@@ -174,11 +175,17 @@ func (r *recorder) record(ctx context.Context, c *dibs.Claim, fresh bool) error 
 			r.metrics.recorderRejected.Inc()
 			r.giveBack([]*pending{p}, true)
 			r.returning.Done()
-			return p.err
+			return nil, p.err
 		}
 	}
 	r.mu.Unlock()
+	return p, nil
+}
 
+// wait returns once p's claim is durable (nil), refused by the record
+// (ECONFLICT), or its batch failed. It returns early if ctx ends; the
+// write goes on.
+func (p *pending) wait(ctx context.Context) error {
 	select {
 	case <-p.done:
 		return p.err

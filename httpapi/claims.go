@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/dibs-io/dibs"
-	"github.com/dibs-io/dibs/engine"
 )
 
 // claimJSON is a claim on the wire.
@@ -34,43 +33,22 @@ var claimIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // createClaim answers 201 with a new claim once it is durable, 200 with the
 // user's existing claim, or a problem: losers never wait for the record.
-func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
-	w = serverTiming{w, time.Now()}
+// The claim takes a claim worker's turn up to the gate's answer; a winner
+// waits for its group commit without one, since waiting needs no core.
+func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) error {
 	run, err := s.claimRun.acquire(r.Context())
 	if err != nil {
-		if r.Context().Err() == nil {
-			writeError(w, r, s.log, err)
-		}
-		return
+		return err
 	}
-	defer run()
 	w.Header()["Cache-Control"] = noStore
-	id, err := pathDropID(r)
+	claiming, err := s.claim(r)
+	run()
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	user, err := s.user(r)
+	c, created, err := claiming.Wait(r.Context())
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	key := r.Header.Get("Idempotency-Key")
-	if key != "" && !dibs.ValidIdempotencyKey(key) {
-		writeError(w, r, s.log, dibs.Errorf(dibs.EINVALID, "Idempotency-Key must be 1 to %d printable bytes.", dibs.MaxIdempotencyKey))
-		return
-	}
-	adm := r.Header.Get("Dibs-Admission")
-	c, created, err := s.engine.Claim(r.Context(), engine.ClaimRequest{
-		DropID: id, UserID: user, IdempotencyKey: key, Admission: adm,
-		Waiting: run, // a winner waiting for its group commit needs no core
-	})
-	if err != nil {
-		if r.Context().Err() != nil {
-			return // the client is gone; a won claim stays won and a retry returns it
-		}
-		writeError(w, r, s.log, err)
-		return
+		return err // if the client is gone, a won claim stays won and a retry returns it
 	}
 	status := http.StatusOK
 	if created {
@@ -78,6 +56,34 @@ func (s *Server) createClaim(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", "/v1/claims/"+c.ID)
 	}
 	writeJSON(w, status, newClaimJSON(c))
+	return nil
+}
+
+// claim checks the claim request and asks the claim service for it.
+func (s *Server) claim(r *http.Request) (dibs.Claiming, error) {
+	id, err := pathDropID(r)
+	if err != nil {
+		return nil, err
+	}
+	user, err := s.user(r)
+	if err != nil {
+		return nil, err
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && !dibs.ValidIdempotencyKey(key) {
+		return nil, dibs.Errorf(dibs.EINVALID, "Idempotency-Key must be 1 to %d printable bytes.", dibs.MaxIdempotencyKey)
+	}
+	return s.claims.Claim(r.Context(), dibs.ClaimRequest{
+		DropID: id, UserID: user, IdempotencyKey: key, Admission: r.Header.Get("Dibs-Admission"),
+	})
+}
+
+// timed answers with Server-Timing (serverTiming), timing from the moment
+// next is called.
+func timed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(serverTiming{w, time.Now()}, r)
+	})
 }
 
 // serverTiming answers with Server-Timing: app;dur=<ms>, the time the
@@ -95,22 +101,20 @@ func (t serverTiming) WriteHeader(status int) {
 }
 
 // getClaim returns the caller's claim; other users' claims are 404.
-func (s *Server) getClaim(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getClaim(w http.ResponseWriter, r *http.Request) error {
 	user, err := s.user(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	id, err := pathClaimID(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	c, err := s.engine.FindClaim(r.Context(), id, user)
+	c, err := s.claims.FindClaim(r.Context(), id, user)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	w.Header()["Cache-Control"] = noStore
 	writeJSON(w, http.StatusOK, newClaimJSON(c))
+	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/dibs-io/dibs"
-	"github.com/dibs-io/dibs/engine"
 )
 
 // admissionJSON is a drop's admission on the wire.
@@ -87,7 +86,7 @@ type dropJSON struct {
 	UpdatedAt    time.Time     `json:"updated_at"`
 }
 
-func newDropJSON(v engine.View) dropJSON {
+func newDropJSON(v dibs.DropView) dropJSON {
 	d := v.Drop
 	out := dropJSON{
 		ID: d.ID, Title: d.Title, Kind: d.Kind, Stock: d.Stock, PerUserLimit: d.PerUserLimit,
@@ -121,81 +120,75 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-func (s *Server) createDrop(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createDrop(w http.ResponseWriter, r *http.Request) error {
 	var req createDropRequest
 	if err := decodeJSON(r, &req, false); err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	d, err := req.drop()
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	if err := s.engine.CreateDrop(r.Context(), d); err != nil {
-		writeError(w, r, s.log, err)
-		return
+	if err := s.drops.CreateDrop(r.Context(), d); err != nil {
+		return err
 	}
-	v, err := s.engine.View(r.Context(), d.ID)
+	v, err := s.drops.View(r.Context(), d.ID)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	s.log.Info("drop created", "drop", d.ID, "kind", d.Kind, "stock", d.Stock, "opens_at", d.OpensAt)
 	w.Header().Set("Location", "/v1/admin/drops/"+d.ID)
 	writeJSON(w, http.StatusCreated, newDropJSON(v))
+	return nil
 }
 
-func (s *Server) listDrops(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listDrops(w http.ResponseWriter, r *http.Request) error {
 	out := []dropJSON{}
-	for _, d := range s.engine.Drops() {
-		v, err := s.engine.View(r.Context(), d.ID)
+	for _, d := range s.drops.Drops() {
+		v, err := s.drops.View(r.Context(), d.ID)
 		if err != nil {
-			writeError(w, r, s.log, err)
-			return
+			return err
 		}
 		out = append(out, newDropJSON(v))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"drops": out})
+	return nil
 }
 
-func (s *Server) dropStats(w http.ResponseWriter, r *http.Request) {
+func (s *Server) dropStats(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathDropID(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	st, err := s.engine.Stats(r.Context(), id)
+	st, err := s.drops.Stats(r.Context(), id)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, dropStatsJSON{
-		dropJSON: newDropJSON(st.View),
+		dropJSON: newDropJSON(st.DropView),
 		Held:     st.Claims.Held, Confirmed: st.Claims.Confirmed, Paid: st.Claims.Paid,
 		Released: st.Claims.Released, Expired: st.Claims.Expired,
 		ClaimsTotal: st.ClaimsTotal, Outcomes: st.Outcomes,
 	})
+	return nil
 }
 
-func (s *Server) setStatus(status dibs.Status) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) setStatus(status dibs.Status) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathDropID(r)
 		if err != nil {
-			writeError(w, r, s.log, err)
-			return
+			return err
 		}
-		if err := s.engine.SetStatus(r.Context(), id, status); err != nil {
-			writeError(w, r, s.log, err)
-			return
+		if err := s.drops.SetStatus(r.Context(), id, status); err != nil {
+			return err
 		}
 		s.log.Info("drop status changed", "drop", id, "status", status)
-		v, err := s.engine.View(r.Context(), id)
+		v, err := s.drops.View(r.Context(), id)
 		if err != nil {
-			writeError(w, r, s.log, err)
-			return
+			return err
 		}
 		writeJSON(w, http.StatusOK, newDropJSON(v))
+		return nil
 	}
 }
 
@@ -214,16 +207,14 @@ type publicDropJSON struct {
 	Admission string     `json:"admission"`
 }
 
-func (s *Server) publicDrop(w http.ResponseWriter, r *http.Request) {
+func (s *Server) publicDrop(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathDropID(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	v, err := s.engine.View(r.Context(), id)
+	v, err := s.drops.View(r.Context(), id)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	d := v.Drop
 	out := publicDropJSON{
@@ -233,9 +224,10 @@ func (s *Server) publicDrop(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "public, max-age=1")
 	if q := s.publicQueue(r, d); q != nil {
 		writeJSON(w, http.StatusOK, queuedDropJSON{out, q})
-		return
+		return nil
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
 // winnerJSON is one line of the winners export.
@@ -250,15 +242,13 @@ type winnerJSON struct {
 
 // winners streams the drop's active claims in slot order: NDJSON, or CSV
 // for Accept: text/csv. The export can be long, so it has no write deadline.
-func (s *Server) winners(w http.ResponseWriter, r *http.Request) {
+func (s *Server) winners(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathDropID(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	if _, err := s.engine.Drop(id); err != nil {
-		writeError(w, r, s.log, err)
-		return
+	if _, err := s.drops.Drop(id); err != nil {
+		return err
 	}
 	http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	buf := bufio.NewWriterSize(w, 32<<10)
@@ -280,10 +270,11 @@ func (s *Server) winners(w http.ResponseWriter, r *http.Request) {
 	}
 	defer buf.Flush()
 	w.WriteHeader(http.StatusOK)
-	if err := s.engine.Winners(r.Context(), id, write); err != nil && r.Context().Err() == nil {
+	if err := s.drops.Winners(r.Context(), id, write); err != nil && r.Context().Err() == nil {
 		// The status is out; all we can do is stop and say why in the log.
 		s.log.Error("winners export cut short", "drop", id, "err", err)
 	}
+	return nil
 }
 
 // csvCell neutralises a cell a spreadsheet would take for a formula (one
@@ -304,7 +295,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.engine.Ready(ctx); err != nil {
+	if err := s.drops.Ready(ctx); err != nil {
 		s.log.Warn("not ready", "err", err)
 		w.Header().Set("Retry-After", "1")
 		// The client learns which dependency is down ("store" or "gate"),

@@ -5,9 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,9 +16,9 @@ import (
 	"time"
 
 	"github.com/dibs-io/dibs"
-	"github.com/dibs-io/dibs/api"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
+	"github.com/dibs-io/dibs/httpapi/openapi"
 	"github.com/dibs-io/dibs/internal/apispec"
 	"github.com/dibs-io/dibs/memory"
 	"github.com/dibs-io/dibs/passport"
@@ -30,52 +27,13 @@ import (
 	"github.com/dibs-io/dibs/sqlite"
 )
 
-// registeredRoutes reads the patterns server.go registers with s.mux.Handle,
-// so that the list is the code's, not a copy kept by hand. The catch-all
-// "/" (answering 404 and 405) is left out.
-func registeredRoutes(t *testing.T) []string {
-	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "server.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var routes []string
-	ast.Inspect(f, func(n ast.Node) bool {
-		c, ok := n.(*ast.CallExpr)
-		if !ok || len(c.Args) != 2 {
-			return true
-		}
-		sel, ok := c.Fun.(*ast.SelectorExpr)
-		if !ok || sel.Sel.Name != "Handle" {
-			return true
-		}
-		if recv, ok := sel.X.(*ast.SelectorExpr); !ok || recv.Sel.Name != "mux" {
-			return true
-		}
-		lit, ok := c.Args[0].(*ast.BasicLit)
-		if !ok || lit.Kind != token.STRING {
-			t.Errorf("a route registered with a pattern that is not a literal: %v", c.Args[0])
-			return true
-		}
-		p, _ := strconv.Unquote(lit.Value)
-		if p != "/" {
-			routes = append(routes, p)
-		}
-		return true
-	})
-	if len(routes) < 20 {
-		t.Fatalf("found %d routes in server.go; the parse misses them", len(routes))
-	}
-	return routes
-}
-
 // specRoutes lists "METHOD /path" for every operation of the document.
 func specRoutes(t *testing.T) []string {
 	t.Helper()
 	var doc struct {
 		Paths map[string]map[string]json.RawMessage `json:"paths"`
 	}
-	if err := json.Unmarshal(api.JSON(), &doc); err != nil {
+	if err := json.Unmarshal(openapi.JSON(), &doc); err != nil {
 		t.Fatal(err)
 	}
 	var routes []string
@@ -96,7 +54,10 @@ func specRoutes(t *testing.T) []string {
 // after it.
 func TestSpecCoversRoutes(t *testing.T) {
 	t.Parallel()
-	served, spec := registeredRoutes(t), specRoutes(t)
+	served, spec := httpapi.New(httpapi.Config{}).Routes(), specRoutes(t)
+	if len(served) < 20 {
+		t.Fatalf("the server lists %d routes; it serves more", len(served))
+	}
 	matches := func(pattern, op string) bool {
 		if pattern == op {
 			return true
@@ -110,12 +71,12 @@ func TestSpecCoversRoutes(t *testing.T) {
 	}
 	for _, p := range served {
 		if !slices.ContainsFunc(spec, func(op string) bool { return matches(p, op) }) {
-			t.Errorf("the server registers %q; api/openapi.yaml has no such operation", p)
+			t.Errorf("the server registers %q; httpapi/openapi/openapi.yaml has no such operation", p)
 		}
 	}
 	for _, op := range spec {
 		if !slices.ContainsFunc(served, func(p string) bool { return matches(p, op) }) {
-			t.Errorf("api/openapi.yaml has %q; the server registers no such route", op)
+			t.Errorf("httpapi/openapi/openapi.yaml has %q; the server registers no such route", op)
 		}
 	}
 }
@@ -125,13 +86,13 @@ func TestSpecCoversRoutes(t *testing.T) {
 type specPost struct{ *sqlite.Store }
 
 // RequestPayment takes the request as a node with a gateway does.
-func (p specPost) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {
-	pay := &post.Payments{Store: p.Store, Gateway: true, Now: func() time.Time { return now }}
+func (p specPost) RequestPayment(ctx context.Context, claimID, userID string) (*dibs.Claim, error) {
+	pay := &post.Payments{Store: p.Store, Gateway: true, Now: time.Now}
 	return pay.RequestPayment(ctx, claimID, userID)
 }
 
-func (p specPost) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]post.FailedJob, error) {
-	return []post.FailedJob{{ID: 7, Kind: post.KindNotifyWinner, ClaimID: "c1", DropID: "spec-coupon", Attempts: post.WebhookAttempts,
+func (p specPost) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]dibs.FailedJob, error) {
+	return []dibs.FailedJob{{ID: 7, Kind: post.KindNotifyWinner, ClaimID: "c1", DropID: "spec-coupon", Attempts: post.WebhookAttempts,
 		LastError: "receiver answered 500", FinalizedAt: time.Now().UTC()}}, nil
 }
 
@@ -164,8 +125,9 @@ func specNode(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := httpapi.New(e, httpapi.Config{
-		Passports: v, AdminToken: adminToken, Room: svc, Post: specPost{raw},
+	a := httpapi.New(httpapi.Config{
+		Drops: e, Claims: e, Queue: svc, Payments: specPost{raw}, Jobs: specPost{raw},
+		Passports: v, AdminToken: adminToken,
 		Joins: httpapi.JoinLimit{Rate: -1},
 	})
 	srv := httptest.NewServer(a)
@@ -359,8 +321,8 @@ func TestResponsesMatchSpec(t *testing.T) {
 	r.do(specCase{method: "GET", path: "/healthz", status: 200})
 	r.do(specCase{method: "GET", path: "/readyz", status: 200})
 	r.do(specCase{method: "GET", path: "/metrics", status: 200})
-	if body := r.do(specCase{method: "GET", path: "/openapi.json", status: 200}); !bytes.Equal(body, api.JSON()) {
-		t.Error("/openapi.json is not api.JSON()")
+	if body := r.do(specCase{method: "GET", path: "/openapi.json", status: 200}); !bytes.Equal(body, openapi.JSON()) {
+		t.Error("/openapi.json is not openapi.JSON()")
 	}
 }
 

@@ -22,15 +22,14 @@ const pagePolicy = "default-src 'none'; script-src 'self'; style-src 'self'; con
 // page serves the waiting room page of a drop, /d/{id}. The passport is
 // given in the fragment (/d/{id}#passport=...), which never reaches a
 // server, or pasted into the page's form.
-func (s *Server) page(w http.ResponseWriter, r *http.Request) {
+func (s *Server) page(w http.ResponseWriter, r *http.Request) error {
 	status := http.StatusOK
-	if _, err := s.engine.Drop(r.PathValue("id")); err != nil {
+	if _, err := s.drops.Drop(r.PathValue("id")); err != nil {
 		status = http.StatusNotFound // the page says so too
 	}
 	html, err := web.ReadFile("web/room.html")
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
@@ -40,6 +39,7 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	w.Write(html)
+	return nil
 }
 
 // assets serves the page's script and style under /assets/.

@@ -21,16 +21,16 @@ type recordPost struct {
 }
 
 // RequestPayment takes the request as a node with a gateway does.
-func (p *recordPost) RequestPayment(ctx context.Context, claimID, userID string, now time.Time) (*dibs.Claim, error) {
-	pay := &post.Payments{Store: p.Store, Gateway: true, Now: func() time.Time { return now }}
+func (p *recordPost) RequestPayment(ctx context.Context, claimID, userID string) (*dibs.Claim, error) {
+	pay := &post.Payments{Store: p.Store, Gateway: true, Now: time.Now}
 	return pay.RequestPayment(ctx, claimID, userID)
 }
 
-func (p *recordPost) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]post.FailedJob, error) {
+func (p *recordPost) FailedWebhooks(ctx context.Context, dropID string, limit int) ([]dibs.FailedJob, error) {
 	if p.retried || (dropID != "" && dropID != "phones") {
-		return []post.FailedJob{}, nil
+		return []dibs.FailedJob{}, nil
 	}
-	return []post.FailedJob{{ID: 7, Kind: post.KindNotifyWinner, DropID: "phones", Attempts: post.WebhookAttempts}}, nil
+	return []dibs.FailedJob{{ID: 7, Kind: post.KindNotifyWinner, DropID: "phones", Attempts: post.WebhookAttempts}}, nil
 }
 
 func (p *recordPost) Retry(ctx context.Context, id int64) error {
@@ -43,7 +43,7 @@ func (p *recordPost) Retry(ctx context.Context, id int64) error {
 
 func TestPayment(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, httpapi.Limits{}, func(s *sqlite.Store) httpapi.Post { return &recordPost{Store: s} })
+	b := setupWith(t, httpapi.Limits{}, func(s *sqlite.Store) postServices { return &recordPost{Store: s} })
 	b.mustCreateDrop(t, `{"id":"phones","title":"Phones","kind":"purchase","stock":2,"price":990000,"hold_ttl":"1h"}`)
 
 	drop := b.do(t, "GET", "/v1/drops/phones", "", "")
@@ -89,7 +89,7 @@ func TestPayment(t *testing.T) {
 
 func TestFailedWebhooks(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, httpapi.Limits{}, func(s *sqlite.Store) httpapi.Post { return &recordPost{Store: s} })
+	b := setupWith(t, httpapi.Limits{}, func(s *sqlite.Store) postServices { return &recordPost{Store: s} })
 
 	list := b.do(t, "GET", "/v1/admin/webhooks/failed?drop=phones", adminToken, "")
 	if list.status != http.StatusOK || !strings.Contains(list.raw, `"kind":"notify_winner"`) {

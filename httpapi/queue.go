@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -10,19 +9,7 @@ import (
 	"time"
 
 	"github.com/dibs-io/dibs"
-	"github.com/dibs-io/dibs/room"
 )
-
-// Room is the waiting room the API serves; *room.Service implements it.
-type Room interface {
-	Join(ctx context.Context, d *dibs.Drop, userID string) (room.Status, error)
-	// Verify checks a ticket once; StatusOf reads its status, as often as
-	// a stream wakes, without verifying it again.
-	Verify(ctx context.Context, d *dibs.Drop, userID, ticket string) (room.Held, error)
-	StatusOf(ctx context.Context, d *dibs.Drop, t room.Held) (room.Status, error)
-	Info(ctx context.Context, d *dibs.Drop) (room.Info, error)
-	Changed(dropID string) <-chan struct{}
-}
 
 // Streams: how long one lives at most (the client reconnects), how often
 // an idle one is pinged, how often a changing position is sent, and how
@@ -104,7 +91,7 @@ type ticketJSON struct {
 	ServerTime         time.Time  `json:"server_time"`
 }
 
-func newTicketJSON(d *dibs.Drop, st room.Status) ticketJSON {
+func newTicketJSON(d *dibs.Drop, st dibs.QueueStatus) ticketJSON {
 	out := ticketJSON{
 		Ticket: st.Ticket, Number: st.Number, State: st.State, PollAfterMS: st.PollAfter.Milliseconds(),
 		Admission: st.Admission, AdmissionExpiresAt: timePtr(st.Expires),
@@ -140,7 +127,7 @@ type queueInfoJSON struct {
 	Measured    float64 `json:"admitted_per_second"`
 }
 
-func newQueueInfoJSON(in room.Info) *queueInfoJSON {
+func newQueueInfoJSON(in dibs.QueueInfo) *queueInfoJSON {
 	out := &queueInfoJSON{
 		Order: in.Order, Rate: in.Rate, Opened: in.Opened, Joined: in.Joined, Serving: in.Serving,
 		SoldOut: in.SoldOut, SeedSHA256: in.SeedDigest, Seed: in.Seed, Permutation: PermutationName,
@@ -162,10 +149,10 @@ type queuedDropJSON struct {
 // publicQueue is the room's public state for the drop view, or nil if d
 // has no room here or it cannot be read now (the view goes without it).
 func (s *Server) publicQueue(r *http.Request, d *dibs.Drop) *queueInfoJSON {
-	if d.Admission.Mode != dibs.AdmissionQueue || s.room == nil {
+	if d.Admission.Mode != dibs.AdmissionQueue || s.queue == nil {
 		return nil
 	}
-	in, err := s.room.Info(r.Context(), d)
+	in, err := s.queue.Info(r.Context(), d)
 	if err != nil {
 		return nil
 	}
@@ -178,14 +165,14 @@ func (s *Server) queuedDrop(r *http.Request) (*dibs.Drop, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := s.engine.Drop(id)
+	d, err := s.drops.Drop(id)
 	if err != nil {
 		return nil, err
 	}
 	switch {
 	case d.Admission.Mode != dibs.AdmissionQueue:
 		return nil, dibs.Errorf(dibs.ECONFLICT, "Drop %s has no waiting room: claim it directly.", id)
-	case s.room == nil:
+	case s.queue == nil:
 		return nil, dibs.Errorf(dibs.EUNAVAILABLE, "This node runs no waiting rooms.")
 	}
 	return d, nil
@@ -196,26 +183,22 @@ func (s *Server) queuedDrop(r *http.Request) (*dibs.Drop, error) {
 // with a valid passport for a queued drop count, so that junk sent from a
 // shared address (an office, a carrier's NAT) does not use up its people's
 // joins. Everything checked before the limit is local and cheap.
-func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) {
+func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) error {
 	d, err := s.queuedDrop(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	user, err := s.user(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	if wait, ok := s.joins.allow(clientKey(r, s.ipHeader), time.Now()); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		writeError(w, r, s.log, dibs.Errorf(dibs.ETHROTTLED, "Too many joins from your address; retry shortly."))
-		return
+		return dibs.Errorf(dibs.ETHROTTLED, "Too many joins from your address; retry shortly.")
 	}
-	st, err := s.room.Join(r.Context(), d, user)
+	st, err := s.queue.Join(r.Context(), d, user)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	status := http.StatusOK
 	if !st.Existing {
@@ -224,53 +207,52 @@ func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Location", "/v1/drops/"+d.ID+"/queue/"+st.Ticket)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, status, newTicketJSON(d, st))
+	return nil
 }
 
 // ticket verifies the path's ticket for the request's user.
-func (s *Server) ticket(r *http.Request) (*dibs.Drop, room.Held, error) {
+func (s *Server) ticket(r *http.Request) (*dibs.Drop, dibs.HeldTicket, error) {
 	d, err := s.queuedDrop(r)
 	if err != nil {
-		return nil, room.Held{}, err
+		return nil, dibs.HeldTicket{}, err
 	}
 	user, err := s.user(r)
 	if err != nil {
-		return nil, room.Held{}, err
+		return nil, dibs.HeldTicket{}, err
 	}
-	t, err := s.room.Verify(r.Context(), d, user, r.PathValue("ticket"))
+	t, err := s.queue.Verify(r.Context(), d, user, r.PathValue("ticket"))
 	return d, t, err
 }
 
 // queueStatus answers where a ticket stands.
-func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) {
+func (s *Server) queueStatus(w http.ResponseWriter, r *http.Request) error {
 	d, t, err := s.ticket(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	st, err := s.room.StatusOf(r.Context(), d, t)
+	st, err := s.queue.StatusOf(r.Context(), d, t)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, newTicketJSON(d, st))
+	return nil
 }
 
 // queueInfo answers a room's public state, the seed included once it has
 // opened.
-func (s *Server) queueInfo(w http.ResponseWriter, r *http.Request) {
+func (s *Server) queueInfo(w http.ResponseWriter, r *http.Request) error {
 	d, err := s.queuedDrop(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	in, err := s.room.Info(r.Context(), d)
+	in, err := s.queue.Info(r.Context(), d)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	w.Header().Set("Cache-Control", "public, max-age=1")
 	writeJSON(w, http.StatusOK, newQueueInfoJSON(in))
+	return nil
 }
 
 // queueEvents streams a ticket's status as server-sent events ("status"
@@ -282,22 +264,19 @@ func (s *Server) queueInfo(w http.ResponseWriter, r *http.Request) {
 // the stream opens. The state is sent at once when it changes, a moving
 // position at most once a second. A ticket has at most StreamsPerTicket
 // streams open.
-func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) {
+func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) error {
 	d, t, err := s.ticket(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	release, err := s.streams.take(streamKey{d.ID, t.Number})
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	defer release()
-	st, err := s.room.StatusOf(r.Context(), d, t)
+	st, err := s.queue.StatusOf(r.Context(), d, t)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	rc := http.NewResponseController(w)
 	h := w.Header()
@@ -313,7 +292,7 @@ func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush() == nil
 	}
-	event := func(st room.Status) bool {
+	event := func(st dibs.QueueStatus) bool {
 		data, err := json.Marshal(newTicketJSON(d, st))
 		if err != nil {
 			return false
@@ -321,7 +300,7 @@ func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) {
 		return send(append(append([]byte("event: status\ndata: "), data...), "\n\n"...))
 	}
 	if !send([]byte("retry: 2000\n\n")) || !event(st) {
-		return
+		return nil
 	}
 	last, sentAt := st, time.Now()
 	heartbeat := time.NewTicker(streamHeartbeat)
@@ -331,30 +310,31 @@ func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) {
 	for st.State == dibs.QueueWaiting {
 		select {
 		case <-r.Context().Done():
-			return
+			return nil
 		case <-s.closing:
-			return
+			return nil
 		case <-end.C:
-			return
+			return nil
 		case <-heartbeat.C:
 			if !send([]byte(": ping\n\n")) {
-				return
+				return nil
 			}
 			continue
-		case <-s.room.Changed(d.ID):
+		case <-s.queue.Changed(d.ID):
 		}
-		if cur, err := s.engine.Drop(d.ID); err == nil {
+		if cur, err := s.drops.Drop(d.ID); err == nil {
 			d = cur // an operator may have closed or paused it
 		}
-		if st, err = s.room.StatusOf(r.Context(), d, t); err != nil {
-			return // the client reconnects, and hears why from GET
+		if st, err = s.queue.StatusOf(r.Context(), d, t); err != nil {
+			return nil // the client reconnects, and hears why from GET
 		}
 		moved := st.Position != last.Position && time.Since(sentAt) >= streamEvery
 		if st.State != last.State || moved {
 			if !event(st) {
-				return
+				return nil
 			}
 			last, sentAt = st, time.Now()
 		}
 	}
+	return nil
 }

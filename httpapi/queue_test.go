@@ -29,7 +29,7 @@ import (
 var roomSecret = []byte("httpapi-test-room-secret-0123456")
 
 type roomSetup struct {
-	room   func(httpapi.Room) httpapi.Room // wraps the room the API serves
+	room   func(dibs.QueueService) dibs.QueueService // wraps the room the API serves
 	limits httpapi.Limits
 	joins  httpapi.JoinLimit
 	header string
@@ -73,13 +73,14 @@ func setupRoom(t testing.TB, o roomSetup) *roomBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var served httpapi.Room = svc
+	var served dibs.QueueService = svc
 	if o.room != nil {
 		served = o.room(svc)
 	}
-	api := httpapi.New(e, httpapi.Config{
+	api := httpapi.New(httpapi.Config{
+		Drops: e, Claims: e, Queue: served,
 		Passports: v, AdminToken: adminToken, Limits: o.limits,
-		Room: served, Joins: o.joins, ClientIPHeader: o.header,
+		Joins: o.joins, ClientIPHeader: o.header,
 	})
 	var h http.Handler = api
 	if o.wrap != nil {
@@ -325,13 +326,13 @@ func TestJoinLimitCountsRealJoins(t *testing.T) {
 
 // verifyCounter counts the ticket verifications of the room it wraps.
 type verifyCounter struct {
-	httpapi.Room
+	dibs.QueueService
 	n atomic.Int64
 }
 
-func (c *verifyCounter) Verify(ctx context.Context, d *dibs.Drop, userID, ticket string) (room.Held, error) {
+func (c *verifyCounter) Verify(ctx context.Context, d *dibs.Drop, userID, ticket string) (dibs.HeldTicket, error) {
 	c.n.Add(1)
-	return c.Room.Verify(ctx, d, userID, ticket)
+	return c.QueueService.Verify(ctx, d, userID, ticket)
 }
 
 // TestStreamVerifiesOnce: a stream verifies its ticket when it opens, not
@@ -339,7 +340,7 @@ func (c *verifyCounter) Verify(ctx context.Context, d *dibs.Drop, userID, ticket
 func TestStreamVerifiesOnce(t *testing.T) {
 	t.Parallel()
 	counter := &verifyCounter{}
-	b := setupRoom(t, roomSetup{room: func(r httpapi.Room) httpapi.Room { counter.Room = r; return counter }})
+	b := setupRoom(t, roomSetup{room: func(r dibs.QueueService) dibs.QueueService { counter.QueueService = r; return counter }})
 	b.mustCreateDrop(t, `{"id":"q","title":"q","kind":"coupon","stock":50,"admission":{"mode":"queue","rate":20}}`)
 	var tickets []string
 	for i := range 20 {

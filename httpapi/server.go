@@ -14,6 +14,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dibs-io/dibs"
-	"github.com/dibs-io/dibs/api"
-	"github.com/dibs-io/dibs/engine"
+	"github.com/dibs-io/dibs/httpapi/openapi"
 	"github.com/dibs-io/dibs/passport"
 )
 
@@ -85,8 +85,19 @@ func NewHTTPServer(h http.Handler) *http.Server {
 	}
 }
 
-// Config is what a Server needs besides the engine.
+// Config is what a Server needs. Drops and Claims are required.
 type Config struct {
+	Drops  dibs.DropService
+	Claims dibs.ClaimService
+	// Queue serves the waiting rooms of queued drops; without it their
+	// queue endpoints answer 503.
+	Queue dibs.QueueService
+	// Payments takes payment requests; without it paying answers 503.
+	Payments dibs.PaymentService
+	// Jobs shows and retries post-processing work; without it the job
+	// listings are empty and a retry answers 404.
+	Jobs dibs.JobService
+
 	Passports  *passport.Verifier
 	AdminToken string
 	Limits     Limits
@@ -94,51 +105,50 @@ type Config struct {
 	Registerer prometheus.Registerer // where the server's own metrics go; none if nil
 	Logger     *slog.Logger
 
-	// Room serves the waiting rooms of queued drops; without it their
-	// queue endpoints answer 409.
-	Room Room
 	// Joins bounds waiting-room joins per client address.
 	Joins JoinLimit
 	// ClientIPHeader names the header a trusted proxy puts the client's
 	// address in (e.g. X-Forwarded-For, whose last entry is taken); empty:
 	// the connection's address.
 	ClientIPHeader string
-
-	// Post exposes post-processing (payments, jobs, failed webhooks).
-	Post Post
 }
 
 // Server is the HTTP API. It is an http.Handler.
 type Server struct {
-	engine    *engine.Engine
+	drops     dibs.DropService
+	claims    dibs.ClaimService
+	queue     dibs.QueueService
+	payments  dibs.PaymentService
+	jobs      dibs.JobService
 	passports *passport.Verifier
 	adminHash [sha256.Size]byte
 	log       *slog.Logger
 	mux       *http.ServeMux
 	metrics   *httpMetrics
 
-	claims    http.Handler // POST /v1/drops/{id}/claims, served before the mux looks
-	claimRun  *runLimit
-	room      Room
-	post      Post
-	joins     *joinLimiter
-	ipHeader  string
-	streams   *streamCount
-	closing   chan struct{} // closed by CloseStreams
-	closeOnce sync.Once
+	claimRoute http.Handler // POST /v1/drops/{id}/claims, served before the mux looks
+	claimRun   *runLimit
+	routes     []string // the patterns of the mux, in the order registered
+	joins      *joinLimiter
+	ipHeader   string
+	streams    *streamCount
+	closing    chan struct{} // closed by CloseStreams
+	closeOnce  sync.Once
 }
 
-// New returns the API over e.
-func New(e *engine.Engine, cfg Config) *Server {
+// New returns the API over cfg's services.
+func New(cfg Config) *Server {
 	s := &Server{
-		engine:    e,
+		drops:     cfg.Drops,
+		claims:    cfg.Claims,
+		queue:     cfg.Queue,
+		payments:  cfg.Payments,
+		jobs:      cfg.Jobs,
 		passports: cfg.Passports,
 		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
 		log:       cfg.Logger,
 		mux:       http.NewServeMux(),
 		metrics:   newHTTPMetrics(cfg.Registerer),
-		room:      cfg.Room,
-		post:      cfg.Post,
 		joins:     newJoinLimiter(cfg.Joins),
 		ipHeader:  cfg.ClientIPHeader,
 		closing:   make(chan struct{}),
@@ -171,37 +181,37 @@ func New(e *engine.Engine, cfg Config) *Server {
 	ops := s.class(ClassOps, cfg.Limits.Ops)
 	queue := s.class(ClassQueue, cfg.Limits.Queue)
 	stream := s.class(ClassStream, cfg.Limits.Stream)
-	adminOnly := func(h http.HandlerFunc) http.Handler { return admin(s.requireAdmin(h)) }
+	adminOnly := func(h handlerFunc) http.Handler { return admin(s.handle(s.requireAdmin(h))) }
 
-	s.mux.Handle("POST /v1/admin/drops", adminOnly(s.createDrop)) // createDropPath
-	s.mux.Handle("GET /v1/admin/drops", adminOnly(s.listDrops))
-	s.mux.Handle("GET /v1/admin/drops/{id}", adminOnly(s.dropStats))
-	s.mux.Handle("GET /v1/admin/drops/{id}/winners", adminOnly(s.winners))
-	s.mux.Handle("POST /v1/admin/drops/{id}/pause", adminOnly(s.setStatus(dibs.StatusPaused)))
-	s.mux.Handle("POST /v1/admin/drops/{id}/resume", adminOnly(s.setStatus(dibs.StatusActive)))
-	s.mux.Handle("POST /v1/admin/drops/{id}/close", adminOnly(s.setStatus(dibs.StatusClosed)))
-	s.mux.Handle("GET /v1/admin/drops/{id}/jobs", adminOnly(s.jobCounts))
-	s.mux.Handle("GET /v1/admin/webhooks/failed", adminOnly(s.failedWebhooks))
-	s.mux.Handle("POST /v1/admin/webhooks/failed/{job}/retry", adminOnly(s.retryWebhook))
+	s.route("POST "+createDropPath, adminOnly(s.createDrop))
+	s.route("GET /v1/admin/drops", adminOnly(s.listDrops))
+	s.route("GET /v1/admin/drops/{id}", adminOnly(s.dropStats))
+	s.route("GET /v1/admin/drops/{id}/winners", adminOnly(s.winners))
+	s.route("POST /v1/admin/drops/{id}/pause", adminOnly(s.setStatus(dibs.StatusPaused)))
+	s.route("POST /v1/admin/drops/{id}/resume", adminOnly(s.setStatus(dibs.StatusActive)))
+	s.route("POST /v1/admin/drops/{id}/close", adminOnly(s.setStatus(dibs.StatusClosed)))
+	s.route("GET /v1/admin/drops/{id}/jobs", adminOnly(s.jobCounts))
+	s.route("GET /v1/admin/webhooks/failed", adminOnly(s.failedWebhooks))
+	s.route("POST /v1/admin/webhooks/failed/{job}/retry", adminOnly(s.retryWebhook))
 
-	s.mux.Handle("GET /v1/drops/{id}", read(http.HandlerFunc(s.publicDrop)))
-	s.claims = claim(http.HandlerFunc(s.createClaim))
-	s.mux.Handle("POST /v1/drops/{id}/claims", s.claims)
-	s.mux.Handle("GET /v1/claims/{id}", read(http.HandlerFunc(s.getClaim)))
-	s.mux.Handle("POST /v1/claims/{id}/pay", claim(http.HandlerFunc(s.pay)))
+	s.route("GET /v1/drops/{id}", read(s.handle(s.publicDrop)))
+	s.claimRoute = claim(timed(s.handle(s.createClaim)))
+	s.route("POST /v1/drops/{id}/claims", s.claimRoute)
+	s.route("GET /v1/claims/{id}", read(s.handle(s.getClaim)))
+	s.route("POST /v1/claims/{id}/pay", claim(s.handle(s.pay)))
 
-	s.mux.Handle("POST /v1/drops/{id}/queue", queue(http.HandlerFunc(s.joinQueue)))
-	s.mux.Handle("GET /v1/drops/{id}/queue", read(http.HandlerFunc(s.queueInfo)))
-	s.mux.Handle("GET /v1/drops/{id}/queue/{ticket}", queue(http.HandlerFunc(s.queueStatus)))
-	s.mux.Handle("GET /v1/drops/{id}/queue/{ticket}/events", stream(http.HandlerFunc(s.queueEvents)))
-	s.mux.Handle("GET /d/{id}", read(http.HandlerFunc(s.page)))
-	s.mux.Handle("GET /assets/", read(assets()))
+	s.route("POST /v1/drops/{id}/queue", queue(s.handle(s.joinQueue)))
+	s.route("GET /v1/drops/{id}/queue", read(s.handle(s.queueInfo)))
+	s.route("GET /v1/drops/{id}/queue/{ticket}", queue(s.handle(s.queueStatus)))
+	s.route("GET /v1/drops/{id}/queue/{ticket}/events", stream(s.handle(s.queueEvents)))
+	s.route("GET /d/{id}", read(s.handle(s.page)))
+	s.route("GET /assets/", read(assets()))
 
-	s.mux.Handle("GET /healthz", ops(http.HandlerFunc(s.healthz)))
-	s.mux.Handle("GET /readyz", ops(http.HandlerFunc(s.readyz)))
-	s.mux.Handle("GET /metrics", ops(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
-	s.mux.Handle("GET /openapi.json", read(api.Handler()))
-	s.mux.Handle("/", read(http.HandlerFunc(s.notFound)))
+	s.route("GET /healthz", ops(http.HandlerFunc(s.healthz)))
+	s.route("GET /readyz", ops(http.HandlerFunc(s.readyz)))
+	s.route("GET /metrics", ops(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	s.route("GET /openapi.json", read(openapi.Handler()))
+	s.mux.Handle("/", read(s.handle(s.notFound)))
 	return s
 }
 
@@ -223,7 +233,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		if id, ok := claimsPath(r.URL.Path); ok {
 			r.SetPathValue("id", id)
-			s.claims.ServeHTTP(w, r)
+			s.claimRoute.ServeHTTP(w, r)
 			return
 		}
 	}
@@ -241,13 +251,39 @@ func claimsPath(path string) (string, bool) {
 	return id, ok && dibs.ValidDropID(id)
 }
 
+// route registers h for pattern with the mux.
+func (s *Server) route(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	s.routes = append(s.routes, pattern)
+}
+
+// Routes returns the patterns the API serves ("METHOD /path/{param}"), in
+// the order they were registered; requests no pattern matches are
+// answered 404 or 405.
+func (s *Server) Routes() []string { return slices.Clone(s.routes) }
+
+// handlerFunc is a handler that returns its failure instead of answering
+// it; handle answers it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle serves h and answers the error it returns with problem+json
+// (writeError). A client that is gone is told nothing, and its request's
+// cancellation is not logged as a failure.
+func (s *Server) handle(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil && r.Context().Err() == nil {
+			writeError(w, r, s.log, err)
+		}
+	})
+}
+
 // CloseStreams ends every event stream, so that a graceful shutdown need
 // not wait for them (http.Server.RegisterOnShutdown). Safe to call twice.
 func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // notFound answers requests no route matches with problem+json: 405 with
 // Allow when the path exists under other methods, 404 otherwise.
-func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
 	var allow []string
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := r.Clone(r.Context())
@@ -259,9 +295,10 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		writeProblem(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "Method "+r.Method+" is not allowed here.")
-		return
+		return nil
 	}
 	writeProblem(w, http.StatusNotFound, dibs.ENOTFOUND, "No such resource.")
+	return nil
 }
 
 // class bounds a route class to limit requests in flight and measures it.
@@ -296,15 +333,14 @@ func (s *Server) class(name string, limit int) func(http.Handler) http.Handler {
 // requireAdmin lets through requests bearing the admin token, compared in
 // constant time (hashes first, so neither length leaks). No admin answer
 // may be cached: the winners export holds user ids and coupon codes.
-func (s *Server) requireAdmin(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) requireAdmin(next handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		w.Header()["Cache-Control"] = noStore
 		got := sha256.Sum256([]byte(bearer(r)))
 		if subtle.ConstantTimeCompare(got[:], s.adminHash[:]) != 1 {
-			writeError(w, r, s.log, dibs.Errorf(dibs.EUNAUTHORIZED, "A valid admin token is required."))
-			return
+			return dibs.Errorf(dibs.EUNAUTHORIZED, "A valid admin token is required.")
 		}
-		next(w, r)
+		return next(w, r)
 	}
 }
 

@@ -58,8 +58,14 @@ func setup(t testing.TB, limits httpapi.Limits) *bundle {
 	return setupWith(t, limits, nil)
 }
 
+// postServices is post-processing as the API sees it.
+type postServices interface {
+	dibs.PaymentService
+	dibs.JobService
+}
+
 // setupWith is setup with post-processing made from the record.
-func setupWith(t testing.TB, limits httpapi.Limits, newPost func(*sqlite.Store) httpapi.Post) *bundle {
+func setupWith(t testing.TB, limits httpapi.Limits, newPost func(*sqlite.Store) postServices) *bundle {
 	t.Helper()
 	raw, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "dibs.db"))
 	if err != nil {
@@ -74,11 +80,12 @@ func setupWith(t testing.TB, limits httpapi.Limits, newPost func(*sqlite.Store) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p httpapi.Post
+	cfg := httpapi.Config{Drops: e, Claims: e, Passports: v, AdminToken: adminToken, Limits: limits}
 	if newPost != nil {
-		p = newPost(raw)
+		p := newPost(raw)
+		cfg.Payments, cfg.Jobs = p, p
 	}
-	srv := httptest.NewServer(httpapi.New(e, httpapi.Config{Passports: v, AdminToken: adminToken, Limits: limits, Post: p}))
+	srv := httptest.NewServer(httpapi.New(cfg))
 	t.Cleanup(func() { srv.Close(); e.Close(); raw.Close() })
 	return &bundle{srv: srv, store: st, raw: raw}
 }

@@ -88,7 +88,7 @@ func TestFailoverLosesNoWinner(t *testing.T) {
 	claim := func(user string) {
 		start := time.Now()
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-			c, _, err := e.Claim(ctx, engine.ClaimRequest{DropID: "iphone", UserID: user})
+			c, _, err := e.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "iphone", UserID: user})
 			switch dibs.ErrorCode(err) {
 			case "":
 				mu.Lock()
@@ -250,7 +250,7 @@ func TestPartitionedPrimaryFailsClosed(t *testing.T) {
 	}
 	acked := map[string]string{}
 	claim := func(user string) error {
-		c, _, err := e.Claim(ctx, engine.ClaimRequest{DropID: "d", UserID: user})
+		c, _, err := e.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "d", UserID: user})
 		if err == nil {
 			acked[user] = c.ID
 		}

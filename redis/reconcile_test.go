@@ -41,7 +41,7 @@ func TestReconcilerOnRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	won, _, err := e.Claim(ctx, engine.ClaimRequest{DropID: "d", UserID: "alice"})
+	won, _, err := e.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "d", UserID: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestReconcilerOnRedis(t *testing.T) {
 	if res != (engine.ReconcileResult{Released: 1, Restored: 1}) {
 		t.Fatalf("reconcile = %+v, want one released and one restored", res)
 	}
-	again, created, err := e.Claim(ctx, engine.ClaimRequest{DropID: "d", UserID: "alice"})
+	again, created, err := e.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "d", UserID: "alice"})
 	if err != nil || created || again.ID != won.ID || again.Slot != won.Slot {
 		t.Fatalf("alice after the reconcile = %+v, %v, %v; want %+v", again, created, err, won)
 	}

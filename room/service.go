@@ -133,6 +133,8 @@ type Service struct {
 	wake   chan struct{}
 }
 
+var _ dibs.QueueService = (*Service)(nil)
+
 // entry is one room as this node sees it.
 type entry struct {
 	snap    atomic.Pointer[snapshot]
@@ -475,18 +477,18 @@ func (s *Service) Released(ctx context.Context, dropID string, n int) {
 // Join gives userID a place in the drop's waiting room, or the place they
 // have. Errors: ECONFLICT (the drop does not queue), ECLOSED, ESOLDOUT,
 // EUNAVAILABLE.
-func (s *Service) Join(ctx context.Context, d *dibs.Drop, userID string) (Status, error) {
+func (s *Service) Join(ctx context.Context, d *dibs.Drop, userID string) (dibs.QueueStatus, error) {
 	if err := queued(d); err != nil {
-		return Status{}, err
+		return dibs.QueueStatus{}, err
 	}
 	now := s.now()
 	closed := phaseOf(d, now) == phaseClosed
 	snap, err := s.snapshot(ctx, d.ID)
 	switch {
 	case closed && err != nil:
-		return Status{}, dibs.Errorf(dibs.ECLOSED, "Drop %s is closed.", d.ID)
+		return dibs.QueueStatus{}, dibs.Errorf(dibs.ECLOSED, "Drop %s is closed.", d.ID)
 	case err != nil:
-		return Status{}, err
+		return dibs.QueueStatus{}, err
 	case closed:
 		return s.rejoin(ctx, d, snap, userID, now, dibs.Errorf(dibs.ECLOSED, "Drop %s is closed.", d.ID))
 	case snap.SoldOut:
@@ -494,16 +496,16 @@ func (s *Service) Join(ctx context.Context, d *dibs.Drop, userID string) (Status
 	}
 	place, err := s.backend.Join(ctx, d.ID, s.keys.Person(d.ID, userID), s.fresh())
 	if err != nil {
-		return Status{}, dibs.WrapError(dibs.EUNAVAILABLE, "The waiting room is unavailable; retry shortly.", fmt.Errorf("join room %s: %w", d.ID, err))
+		return dibs.QueueStatus{}, dibs.WrapError(dibs.EUNAVAILABLE, "The waiting room is unavailable; retry shortly.", fmt.Errorf("join room %s: %w", d.ID, err))
 	}
 	if place.Epoch != snap.Epoch { // the room was created anew since this node looked
 		if snap, err = s.reload(ctx, d.ID); err != nil {
-			return Status{}, err
+			return dibs.QueueStatus{}, err
 		}
 	}
 	st, err := s.settle(ctx, d, s.status(d, snap, userID, place.Number, now))
 	if err != nil {
-		return Status{}, err
+		return dibs.QueueStatus{}, err
 	}
 	st.Ticket = s.keys.Ticket(dibs.Ticket{DropID: d.ID, UserID: userID, Number: place.Number, IssuedAt: now}, place.Epoch)
 	st.Existing = place.Existing
@@ -514,18 +516,18 @@ func (s *Service) Join(ctx context.Context, d *dibs.Drop, userID string) (Status
 // userID has a ticket there that won (or may still claim), which they get
 // back, so that a winner who comes back reads won and not sold out. If the
 // room cannot be read, the join is refused: nobody else may join anyway.
-func (s *Service) rejoin(ctx context.Context, d *dibs.Drop, snap *snapshot, userID string, now time.Time, refused error) (Status, error) {
+func (s *Service) rejoin(ctx context.Context, d *dibs.Drop, snap *snapshot, userID string, now time.Time, refused error) (dibs.QueueStatus, error) {
 	place, ok, err := s.backend.Find(ctx, d.ID, s.keys.Person(d.ID, userID))
 	if err != nil {
 		s.log.Debug("find place in a room that takes no joins", "drop", d.ID, "err", err)
-		return Status{}, refused
+		return dibs.QueueStatus{}, refused
 	}
 	if !ok || place.Epoch != snap.Epoch {
-		return Status{}, refused
+		return dibs.QueueStatus{}, refused
 	}
 	st, err := s.settle(ctx, d, s.status(d, snap, userID, place.Number, now))
 	if err != nil || (st.State != dibs.QueueWon && st.State != dibs.QueueAdmitted) {
-		return Status{}, refused
+		return dibs.QueueStatus{}, refused
 	}
 	st.Ticket = s.keys.Ticket(dibs.Ticket{DropID: d.ID, UserID: userID, Number: place.Number, IssuedAt: now}, place.Epoch)
 	st.Existing = true
@@ -535,13 +537,13 @@ func (s *Service) rejoin(ctx context.Context, d *dibs.Drop, snap *snapshot, user
 // settle tells a ticket whose admission expired apart from one that won
 // with it: the only status that needs the backend, read once a ticket's
 // wait is over.
-func (s *Service) settle(ctx context.Context, d *dibs.Drop, st Status) (Status, error) {
+func (s *Service) settle(ctx context.Context, d *dibs.Drop, st dibs.QueueStatus) (dibs.QueueStatus, error) {
 	if st.State != dibs.QueueExpired {
 		return st, nil
 	}
 	won, err := s.backend.Won(ctx, d.ID, st.Number)
 	if err != nil {
-		return Status{}, dibs.WrapError(dibs.EUNAVAILABLE, "The waiting room is unavailable; retry shortly.", fmt.Errorf("read won ticket %d of %s: %w", st.Number, d.ID, err))
+		return dibs.QueueStatus{}, dibs.WrapError(dibs.EUNAVAILABLE, "The waiting room is unavailable; retry shortly.", fmt.Errorf("read won ticket %d of %s: %w", st.Number, d.ID, err))
 	}
 	switch {
 	case won:
@@ -566,54 +568,45 @@ func (s *Service) reload(ctx context.Context, dropID string) (*snapshot, error) 
 // Status is where the ticket token of userID stands. Errors: ECONFLICT
 // (the drop does not queue), ENOTFOUND (the ticket is not this user's for
 // this drop), EUNAVAILABLE.
-func (s *Service) Status(ctx context.Context, d *dibs.Drop, userID, ticket string) (Status, error) {
+func (s *Service) Status(ctx context.Context, d *dibs.Drop, userID, ticket string) (dibs.QueueStatus, error) {
 	t, err := s.Verify(ctx, d, userID, ticket)
 	if err != nil {
-		return Status{}, err
+		return dibs.QueueStatus{}, err
 	}
 	return s.StatusOf(ctx, d, t)
 }
 
-// Held is a ticket token verified for its holder, in the room incarnation
-// it was signed for. Its status can be read again (StatusOf) without
-// verifying the token again: an event stream verifies once, not on every
-// wake.
-type Held struct {
-	dibs.Ticket
-	epoch uint64
-}
-
 // Verify checks that ticket is userID's for drop d. Errors: ECONFLICT (the
 // drop does not queue), ENOTFOUND, EUNAVAILABLE.
-func (s *Service) Verify(ctx context.Context, d *dibs.Drop, userID, ticket string) (Held, error) {
+func (s *Service) Verify(ctx context.Context, d *dibs.Drop, userID, ticket string) (dibs.HeldTicket, error) {
 	if err := queued(d); err != nil {
-		return Held{}, err
+		return dibs.HeldTicket{}, err
 	}
 	snap, err := s.snapshot(ctx, d.ID)
 	if err != nil {
-		return Held{}, err
+		return dibs.HeldTicket{}, err
 	}
 	t, err := s.keys.VerifyTicket(ticket, d.ID, userID, snap.Epoch)
 	if err != nil {
-		return Held{}, err
+		return dibs.HeldTicket{}, err
 	}
-	return Held{Ticket: t, epoch: snap.Epoch}, nil
+	return dibs.HeldTicket{Ticket: t, Epoch: snap.Epoch}, nil
 }
 
 // StatusOf is where a verified ticket stands; d is the drop as it is now
 // (an operator may have paused or closed it). ENOTFOUND once the room the
 // ticket was signed for is gone (its state was lost: join again),
 // EUNAVAILABLE.
-func (s *Service) StatusOf(ctx context.Context, d *dibs.Drop, t Held) (Status, error) {
+func (s *Service) StatusOf(ctx context.Context, d *dibs.Drop, t dibs.HeldTicket) (dibs.QueueStatus, error) {
 	if err := queued(d); err != nil {
-		return Status{}, err
+		return dibs.QueueStatus{}, err
 	}
 	snap, err := s.snapshot(ctx, d.ID)
 	if err != nil {
-		return Status{}, err
+		return dibs.QueueStatus{}, err
 	}
-	if snap.Epoch != t.epoch || t.DropID != d.ID {
-		return Status{}, dibs.Errorf(dibs.ENOTFOUND, "No such ticket in the waiting room of drop %s; join again.", d.ID)
+	if snap.Epoch != t.Epoch || t.DropID != d.ID {
+		return dibs.QueueStatus{}, dibs.Errorf(dibs.ENOTFOUND, "No such ticket in the waiting room of drop %s; join again.", d.ID)
 	}
 	return s.settle(ctx, d, s.status(d, snap, t.UserID, t.Number, s.now()))
 }
@@ -667,31 +660,16 @@ func queued(d *dibs.Drop) error {
 	return nil
 }
 
-// Info is what anyone may see of a room: enough to audit its order once
-// it has opened.
-type Info struct {
-	Order      string
-	Rate       int
-	Opened     bool
-	PreQueue   uint64 // tickets drawn in the shuffle (or kept in order)
-	Joined     uint64
-	Serving    uint64
-	SoldOut    bool
-	SeedDigest string // hex SHA-256 of the seed, from the start
-	Seed       string // hex, once opened
-	Measured   float64
-}
-
 // Info returns the public state of the drop's room.
-func (s *Service) Info(ctx context.Context, d *dibs.Drop) (Info, error) {
+func (s *Service) Info(ctx context.Context, d *dibs.Drop) (dibs.QueueInfo, error) {
 	if err := queued(d); err != nil {
-		return Info{}, err
+		return dibs.QueueInfo{}, err
 	}
 	snap, err := s.snapshot(ctx, d.ID)
 	if err != nil {
-		return Info{}, err
+		return dibs.QueueInfo{}, err
 	}
-	in := Info{
+	in := dibs.QueueInfo{
 		Order: d.Admission.Order, Rate: d.Admission.Rate, Opened: snap.Opened,
 		Joined: snap.Issued, Serving: snap.Serving, SoldOut: snap.SoldOut,
 		SeedDigest: SeedDigest(snap.Seed), Measured: snap.Rate,
@@ -703,36 +681,6 @@ func (s *Service) Info(ctx context.Context, d *dibs.Drop) (Info, error) {
 	return in, nil
 }
 
-// Status is what a ticket holder sees.
-type Status struct {
-	Ticket   string // the ticket token (Join only)
-	Existing bool   // Join only: the user had joined before
-	Number   uint64
-	State    dibs.QueueState
-	// Position is the place in line (1: next) while waiting; 0 when it is
-	// not known yet (a shuffled pre-queue before opening) or not waiting.
-	Position  uint64
-	ETA       time.Duration // until admission; negative when unknown
-	PollAfter time.Duration // when to ask again; zero once the wait is over
-	Admission string        // the admission token, when admitted
-	Expires   time.Time     // when the admission expires
-	Joined    uint64        // people who joined the room so far
-	Remaining int64         // free slots when the room last looked
-	Now       time.Time
-}
-
-// Ahead is the number of people in line before the holder.
-func (st Status) Ahead() uint64 { return st.Position - min(st.Position, 1) }
-
-// Terminal reports whether the wait is over for good.
-func (st Status) Terminal() bool {
-	switch st.State {
-	case dibs.QueueSoldOut, dibs.QueueClosed, dibs.QueueExpired, dibs.QueueWon:
-		return true
-	}
-	return false
-}
-
 // position is where ticket n stands in the room's order.
 func (s *Service) position(d *dibs.Drop, snap *snapshot, n uint64) uint64 {
 	if n <= snap.PreQueue && d.Admission.Order == dibs.OrderShuffle {
@@ -741,8 +689,8 @@ func (s *Service) position(d *dibs.Drop, snap *snapshot, n uint64) uint64 {
 	return n
 }
 
-func (s *Service) status(d *dibs.Drop, snap *snapshot, userID string, n uint64, now time.Time) Status {
-	st := Status{Number: n, Joined: max(snap.Issued, n), Remaining: snap.Remaining, Now: now, ETA: -1}
+func (s *Service) status(d *dibs.Drop, snap *snapshot, userID string, n uint64, now time.Time) dibs.QueueStatus {
+	st := dibs.QueueStatus{Number: n, Joined: max(snap.Issued, n), Remaining: snap.Remaining, Now: now, ETA: -1}
 	ph := phaseOf(d, now)
 	if ph == phaseClosed {
 		st.State = dibs.QueueClosed

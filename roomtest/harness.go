@@ -197,7 +197,7 @@ func (h *harness) step() {
 }
 
 // join joins user and keeps the ticket.
-func (h *harness) join(user string) room.Status {
+func (h *harness) join(user string) dibs.QueueStatus {
 	h.t.Helper()
 	st, err := h.svc.Join(context.Background(), h.drop, user)
 	if err != nil {
@@ -236,7 +236,7 @@ func (h *harness) joinMany(prefix string, n int) {
 	}
 }
 
-func (h *harness) status(user string) room.Status {
+func (h *harness) status(user string) dibs.QueueStatus {
 	h.t.Helper()
 	h.mu.Lock()
 	tok := h.tickets[user]
@@ -270,7 +270,7 @@ func (h *harness) claim(user, admission string) error {
 }
 
 // info reads the room's public state.
-func (h *harness) info() room.Info {
+func (h *harness) info() dibs.QueueInfo {
 	h.t.Helper()
 	in, err := h.svc.Info(context.Background(), h.drop)
 	if err != nil {

@@ -658,7 +658,7 @@ func testWinnersReadWon(t *testing.T, r dibs.Room) {
 		}
 	}
 	// u2's turn passes to u3, who wins the last slot: sold out.
-	var st room.Status
+	var st dibs.QueueStatus
 	for st = h.status("u3"); st.State != dibs.QueueAdmitted && h.now().Before(expires.Add(time.Minute)); st = h.status("u3") {
 		h.step()
 	}

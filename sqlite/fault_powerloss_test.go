@@ -85,7 +85,7 @@ func TestFaultPowerLoss(t *testing.T) {
 	points, wins, restarts := 0, 0, 0
 	prev := take(t, path)
 	for i := range claims {
-		c, _, err := e.Claim(ctx, engine.ClaimRequest{DropID: "d", UserID: fmt.Sprintf("u%d", i)})
+		c, _, err := e.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "d", UserID: fmt.Sprintf("u%d", i)})
 		switch {
 		case err == nil:
 			acked = append(acked, c)

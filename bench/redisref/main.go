@@ -52,6 +52,6 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	api := httpapi.New(e, httpapi.Config{Passports: verifier, AdminToken: os.Getenv("DIBS_ADMIN_TOKEN"), Limits: httpapi.DefaultLimits, Logger: logger})
+	api := httpapi.New(httpapi.Config{Drops: e, Claims: e, Passports: verifier, AdminToken: os.Getenv("DIBS_ADMIN_TOKEN"), Limits: httpapi.DefaultLimits, Logger: logger})
 	log.Fatal(http.ListenAndServe(*addr, api))
 }

@@ -146,18 +146,6 @@ func postServices(cfg PostConfig, store post.Store, runner *post.Runner) (dibs.P
 	return &post.Payments{Store: store, Gateway: cfg.PaymentGateway != "", Now: time.Now}, runner
 }
 
-// httpPost is wiring: it hands the services to httpapi.Config.Post, whose
-// RequestPayment takes the request's time, which post.Payments takes from
-// its own clock.
-type httpPost struct {
-	payments dibs.PaymentService
-	dibs.JobService
-}
-
-func (p httpPost) RequestPayment(ctx context.Context, claimID, userID string, _ time.Time) (*dibs.Claim, error) {
-	return p.payments.RequestPayment(ctx, claimID, userID)
-}
-
 // jobClientOf is the River job client constructor of the record's database.
 func jobClientOf(store record) post.JobClientFunc {
 	switch s := store.(type) {

@@ -153,7 +153,7 @@ func benchCommitters(b *testing.B, rtt time.Duration) {
 			for range claimers {
 				wg.Go(func() {
 					for left.Add(-1) >= 0 {
-						_, _, err := c.e.Claim(ctx, engine.ClaimRequest{DropID: "bench", UserID: fmt.Sprint("u", user.Add(1))})
+						_, _, err := c.e.ClaimAndWait(ctx, dibs.ClaimRequest{DropID: "bench", UserID: fmt.Sprint("u", user.Add(1))})
 						if err != nil {
 							failed.Store(&err)
 						}

@@ -269,11 +269,11 @@ func (m *Main) Run(ctx context.Context) error {
 	payments, jobs := postServices(m.cfg.Post, store, runner)
 	go m.kickPostOnCommit(m.engine.Committed())
 
-	api := httpapi.New(m.engine, httpapi.Config{
+	api := httpapi.New(httpapi.Config{
+		Drops: m.engine, Claims: m.engine, Queue: m.room, Payments: payments, Jobs: jobs,
 		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
 		Gatherer: reg, Registerer: reg, Logger: m.log,
-		Room: m.room, Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
-		Post: httpPost{payments: payments, JobService: jobs},
+		Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
 	})
 	listen := m.listen
 	if listen == nil {

@@ -22,7 +22,7 @@ import (
 	"github.com/pb33f/libopenapi-validator/config"
 	verrors "github.com/pb33f/libopenapi-validator/errors"
 
-	"github.com/dibs-io/dibs/api"
+	"github.com/dibs-io/dibs/httpapi/openapi"
 )
 
 // Spec validates against one document. Safe for concurrent use.
@@ -37,9 +37,9 @@ var (
 	loadErr  error
 )
 
-// Load returns the Spec of api.JSON, built once.
+// Load returns the Spec of openapi.JSON, built once.
 func Load() (*Spec, error) {
-	loadOnce.Do(func() { loaded, loadErr = New(api.JSON()) })
+	loadOnce.Do(func() { loaded, loadErr = New(openapi.JSON()) })
 	return loaded, loadErr
 }
 

@@ -1,11 +1,11 @@
-// Package api holds the OpenAPI 3.1 document of dibs's HTTP API v1.
+// Package openapi holds the OpenAPI 3.1 document of dibs's HTTP API v1.
 //
 // openapi.yaml is the source, written by hand; JSON is the same document
 // converted once, when the package is loaded, and served by the API at
 // GET /openapi.json. YAML is the source because people read and review it;
 // JSON is what tools fetch. The conversion keeps the order of every mapping,
 // so the JSON reads like the YAML.
-package api
+package openapi
 
 import (
 	"bytes"
@@ -46,7 +46,7 @@ func Handler() http.Handler {
 func mustJSON(src []byte) []byte {
 	b, err := ToJSON(src)
 	if err != nil {
-		panic(fmt.Sprintf("api: openapi.yaml: %v", err))
+		panic(fmt.Sprintf("openapi: openapi.yaml: %v", err))
 	}
 	return b
 }

@@ -1,4 +1,4 @@
-package api_test
+package openapi_test
 
 import (
 	"encoding/json"
@@ -6,13 +6,13 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/dibs-io/dibs/api"
+	"github.com/dibs-io/dibs/httpapi/openapi"
 )
 
 func TestJSONIsTheYAML(t *testing.T) {
 	t.Parallel()
 	var doc map[string]any
-	if err := json.Unmarshal(api.JSON(), &doc); err != nil {
+	if err := json.Unmarshal(openapi.JSON(), &doc); err != nil {
 		t.Fatalf("JSON() is not JSON: %v", err)
 	}
 	if got := doc["openapi"]; got != "3.1.0" {
@@ -33,7 +33,7 @@ func TestToJSON(t *testing.T) {
 		{"t: 2026-01-02\n", `{"t":"2026-01-02"}`},
 	}
 	for _, tt := range tests {
-		got, err := api.ToJSON([]byte(tt.in))
+		got, err := openapi.ToJSON([]byte(tt.in))
 		if err != nil {
 			t.Errorf("ToJSON(%q): %v", tt.in, err)
 			continue
@@ -43,7 +43,7 @@ func TestToJSON(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"a: .inf\n", "? [1]\n: x\n", "a: 1\n---\nb: 2\n", ": :\n  - ["} {
-		if _, err := api.ToJSON([]byte(bad)); err == nil {
+		if _, err := openapi.ToJSON([]byte(bad)); err == nil {
 			t.Errorf("ToJSON(%q) succeeded, want an error", bad)
 		}
 	}
@@ -52,11 +52,11 @@ func TestToJSON(t *testing.T) {
 func TestHandler(t *testing.T) {
 	t.Parallel()
 	rec := httptest.NewRecorder()
-	api.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/openapi.json", nil))
+	openapi.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/openapi.json", nil))
 	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("status %d, type %q", rec.Code, rec.Header().Get("Content-Type"))
 	}
-	if rec.Body.String() != string(api.JSON()) {
+	if rec.Body.String() != string(openapi.JSON()) {
 		t.Error("the body is not JSON()")
 	}
 }
