@@ -99,7 +99,7 @@ func (c *PostConfig) Validate() error {
 // openPost builds the job runner over the record: the payment client with
 // its circuit breaker, the webhook sender, and the limits per job kind. Its
 // Stop waits stopTimeout at most for the running jobs.
-func openPost(cfg PostConfig, store record, e *engine.Engine, stopTimeout time.Duration, reg prometheus.Registerer, log *slog.Logger) (*post.Runner, error) {
+func openPost(cfg PostConfig, store record, e *engine.Engine, gauge *payment.Gauge, stopTimeout time.Duration, reg prometheus.Registerer, log *slog.Logger) (*post.Runner, error) {
 	pc := post.Config{
 		Store: store, JobClient: jobClientOf(store), Release: e, StopTimeout: stopTimeout, Logger: log, Registerer: reg, Busy: e.RecordBusy,
 		RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax, RescueAfter: cfg.RescueAfter,
@@ -110,10 +110,14 @@ func openPost(cfg PostConfig, store record, e *engine.Engine, stopTimeout time.D
 		},
 	}
 	if cfg.PaymentGateway != "" {
-		pg, err := payment.New(payment.Config{
+		pcfg := payment.Config{
 			BaseURL: cfg.PaymentGateway, APIKey: cfg.PaymentKey, Timeout: cfg.PaymentTimeout,
 			RateLimit: cfg.PaymentRate, MaxConcurrent: cfg.PaymentConns,
-		}, log)
+		}
+		if gauge != nil {
+			pcfg.Metrics = gauge
+		}
+		pg, err := payment.New(pcfg, log)
 		if err != nil {
 			return nil, err
 		}
