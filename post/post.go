@@ -39,6 +39,10 @@
 //     that ended (the record's update that enqueues it says so);
 //   - a webhook notice carries the same ID on every delivery.
 //
+// The operator's kill switches (Config.Switches) stop the payments and the
+// webhooks without losing either: the jobs they hold snooze, spending no
+// attempt, until the switch is on again (switch.go).
+//
 // The deterministic simulation in sim_test.go (TESTPLAN A4) runs the real
 // workers against faults injected between any two of their calls and
 // checks these rules after every event; a failure prints its seed, and
