@@ -37,6 +37,10 @@ type PostConfig struct {
 	RetryMin       time.Duration // first retry of a failed job
 	RetryMax       time.Duration // longest wait between retries
 	RescueAfter    time.Duration // when a job whose node died runs again
+
+	// Switches are the kill switches the jobs obey (payments, webhooks);
+	// not a flag: serve sets it to its switches service. nil: all on.
+	Switches dibs.SwitchService
 }
 
 // MinWebhookSecretLen keeps webhook signatures out of guessing range.
@@ -103,7 +107,7 @@ func openPost(cfg PostConfig, store record, e *engine.Engine, gauge *payment.Gau
 	pc := post.Config{
 		Store: store, JobClient: jobClientOf(store), Release: e, StopTimeout: stopTimeout, Logger: log, Registerer: reg, Busy: e.RecordBusy,
 		RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax, RescueAfter: cfg.RescueAfter,
-		PaymentGrace: cfg.PaymentGrace,
+		PaymentGrace: cfg.PaymentGrace, Switches: cfg.Switches,
 		Limits: map[string]post.Limit{
 			post.QueueCharge:  {Concurrency: cfg.PaymentConns},
 			post.QueueWebhook: {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},

@@ -285,6 +285,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.switches.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start switches: %w", err)
 	}
+	m.cfg.Post.Switches = m.switches
 	runner, err := openPost(m.cfg.Post, store, m.engine, m.gauge, m.cfg.ShutdownTimeout, reg, m.log)
 	if err != nil {
 		return err
