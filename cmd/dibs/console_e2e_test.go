@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -50,7 +52,39 @@ func freeAddr(t *testing.T) string {
 func startConsoleNode(t *testing.T, extra ...string) (*node, string) {
 	t.Helper()
 	addr := freeAddr(t)
-	n := startNodeEnv(t, t.TempDir(), []string{adminPairs}, append([]string{"--admin-addr", addr}, extra...)...)
+	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir(), "--admin-addr", addr}, extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "DIBS_PASSPORT_SECRET="+e2eSecret, "DIBS_ADMIN_TOKEN="+e2eAdmin, adminPairs)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{cmd: cmd}
+	t.Cleanup(func() { n.kill() })
+	// The public listener is the one that does not listen on addr,
+	// whichever the node logs first.
+	public := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" && line.Addr != addr && line.Addr != "" {
+				select {
+				case public <- line.Addr:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case a := <-public:
+		n.url = "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatal("dibs serve did not start listening")
+	}
 	adminURL := "http://" + addr
 	testenv.WaitFor(t, "the admin listener answers", func() bool {
 		res, err := http.Get(adminURL + "/console")
