@@ -17,6 +17,7 @@ import (
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/internal/testenv"
 	"github.com/dibs-io/dibs/loadgen"
+	"github.com/dibs-io/dibs/pace"
 	"github.com/dibs-io/dibs/passport"
 	"github.com/dibs-io/dibs/payment/pgsim"
 	"github.com/dibs-io/dibs/post"
@@ -30,8 +31,9 @@ import (
 // "overloaded") and answers in 2 ms; the node sends at most 16 charges at
 // once. A crowd joins the waiting room, claims as it is admitted and pays.
 // While the gateway is fast the pace grows from its minimum; once it is
-// well on its way the gateway answers in 800 ms, four times --pace-latency,
-// and the pace must fall to half its best or less. The crowd still waiting
+// well on its way the gateway answers in 500 ms, two and a half times
+// --pace-latency, and the pace must fall to half its best or less, for
+// that reason. The crowd still waiting
 // then leaves, and every charge asked for must settle paid.
 func TestPaceAutoSlowsForASlowGateway(t *testing.T) {
 	t.Parallel()
@@ -40,14 +42,14 @@ func TestPaceAutoSlowsForASlowGateway(t *testing.T) {
 	}
 	const (
 		drop    = "paced"
-		stock   = 400
-		users   = 600
+		stock   = 300
+		users   = 450
 		conns   = 16
 		minRate = 5
 		maxRate = 200
 		// The pace starts at minRate and grows by maxRate/20 a healthy
 		// second: the gateway slows once it reached this.
-		slowAt = 45
+		slowAt = 35
 	)
 	fast := pgsim.Knobs{Latency: pgsim.Latency{Base: 2 * time.Millisecond}, MaxConcurrency: conns, Hang: time.Minute}
 	sim, err := pgsim.New(pgsim.Config{Seed: 1, Knobs: fast}, nil)
@@ -119,15 +121,17 @@ func TestPaceAutoSlowsForASlowGateway(t *testing.T) {
 		return before >= slowAt
 	})
 	slow := fast
-	slow.Latency.Base = 800 * time.Millisecond
+	slow.Latency.Base = 500 * time.Millisecond
 	if err := sim.SetKnobs(slow); err != nil {
 		t.Fatal(err)
 	}
 	slowed := time.Now()
+	// The pace also never exceeds the free stock: the cut must be the
+	// gateway's latency's doing.
 	after := before
-	took := testenv.WaitFor(t, fmt.Sprintf("the pace to fall from %d/s to half of it once the gateway is slow", before), func() bool {
+	took := testenv.WaitFor(t, fmt.Sprintf("the pace to fall from %d/s to half of it for the gateway's latency", before), func() bool {
 		after = min(after, rate())
-		return after <= before/2
+		return after <= before/2 && m.pacer.Reason(drop) == pace.ReasonLatency
 	})
 	t.Logf("pace: %d/s at best while the gateway was fast, %d/s %s after it slowed", before, after, took.Round(time.Millisecond))
 	if d, err := m.engine.Drop(drop); err != nil || d.Admission.Pace != dibs.PaceAuto {
