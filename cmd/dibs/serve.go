@@ -210,6 +210,7 @@ type Main struct {
 	roomLeader *room.Leader
 	runner     atomic.Pointer[post.Runner]
 	gauge      *payment.Gauge // the payment client's; nil without a gateway
+	pacer      *pace.Pacer    // steers the auto-paced waiting rooms this node leads
 	switches   *switches.Service
 	actions    dibs.ActionLog
 	live       *live.Service
@@ -254,8 +255,8 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	pacer := pace.NewPacer(paceHealth{cfg: m.cfg.Pace, jobs: m.jobs, gauge: m.gauge}, engineRates{m}, 0)
-	if m.room, err = openRoom(m.cfg, m.gate.client, pacer, m.log); err != nil {
+	m.pacer = pace.NewPacer(paceHealth{cfg: m.cfg.Pace, jobs: m.jobs, gauge: m.gauge}, engineRates{m}, 0)
+	if m.room, err = openRoom(m.cfg, m.gate.client, m.pacer, m.log); err != nil {
 		return err
 	}
 	m.engine = engine.New(engine.Config{
