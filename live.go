@@ -85,7 +85,7 @@ type LiveQueue struct {
 	Waiting        uint64  `json:"waiting"`
 	AdmittedPerSec float64 `json:"admitted_per_sec"`
 	Rate           int     `json:"rate"`      // admissions per second the room aims at
-	RateMode       string  `json:"rate_mode"` // "fixed"
+	RateMode       string  `json:"rate_mode"` // "fixed" or "auto"
 	RateMin        int     `json:"rate_min"`
 	RateMax        int     `json:"rate_max"`
 	// ETALastS is how many seconds the last person in line still waits at

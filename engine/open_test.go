@@ -93,19 +93,20 @@ func wantDownThenHealed(t *testing.T, e *engine.Engine, alice *dibs.Claim, heal 
 	}
 
 	heal()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var bob *dibs.Claim
+	testenv.WaitFor(t, "a claim to be taken once the gate is back", func() bool {
 		c, created, err := claim(e, "d", "bob")
-		if err == nil {
-			if !created || c.Slot == alice.Slot {
-				t.Fatalf("bob after the gate came back = %+v created=%v, want a new claim beside alice's", c, created)
-			}
-			break
-		}
-		if dibs.ErrorCode(err) != dibs.EUNAVAILABLE || time.Now().After(deadline) {
+		if err != nil && dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
 			t.Fatalf("claim after the gate came back = %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		if err == nil && !created {
+			t.Fatalf("bob after the gate came back = %+v, want a new claim", c)
+		}
+		bob = c
+		return err == nil
+	})
+	if bob.Slot == alice.Slot {
+		t.Fatalf("bob took alice's slot %d", alice.Slot)
 	}
 	if c, created, err := claim(e, "d", "alice"); err != nil || created || c.ID != alice.ID {
 		t.Fatalf("alice after the gate came back = %+v created=%v err=%v, want her claim %s", c, created, err, alice.ID)

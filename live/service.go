@@ -397,6 +397,9 @@ func (s *Service) queue(ctx context.Context, now time.Time, d *dibs.Drop) *dibs.
 		Joined: info.Joined, Waiting: info.Joined - min(info.Serving, info.Joined),
 		Rate: info.Rate, RateMode: "fixed", SoldOut: info.SoldOut, AdmittedPerSec: info.Measured,
 	}
+	if a := d.Admission; a.Pace == dibs.PaceAuto {
+		q.RateMode, q.RateMin, q.RateMax = dibs.PaceAuto, a.MinRate, a.MaxRate
+	}
 	prev, ok := s.served[d.ID]
 	switch since := now.Sub(prev.at); {
 	case ok && since < s.cfg.Interval/2:

@@ -391,3 +391,21 @@ func TestRecordReadOnlyWhileWatched(t *testing.T) {
 		t.Fatalf("Snapshot after a quiet spell: %d reads, %+v; want 12 reads and the record's numbers", n, snap.Drops[0])
 	}
 }
+
+func TestSnapshotShowsAnAutoPace(t *testing.T) {
+	t.Parallel()
+	auto := *phones
+	auto.Admission.Pace, auto.Admission.MinRate, auto.Admission.MaxRate = dibs.PaceAuto, 20, 400
+	d := &drops{drops: []*dibs.Drop{&auto}, stats: map[string]dibs.DropStats{}}
+	d.set("phones", dibs.DropStats{DropView: dibs.DropView{Drop: &auto, State: dibs.StateOpen, Remaining: 120}})
+	q := &queue{info: dibs.QueueInfo{Rate: 200, Joined: 10, Serving: 5}}
+	s, _ := newService(t, "node-a", live.NewMemoryBus(), newClock(), d, q)
+	mustStep(t, s)
+	snap, err := s.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := snap.Drops[0].Queue; got == nil || got.RateMode != dibs.PaceAuto || got.RateMin != 20 || got.RateMax != 400 {
+		t.Fatalf("queue %+v, want the auto pace between 20 and 400", got)
+	}
+}

@@ -10,12 +10,13 @@ import (
 // metrics are the Runner's counters. They count even when nothing scrapes
 // them (no Registerer), which keeps the workers free of nil checks.
 type metrics struct {
-	jobs       *prometheus.CounterVec
-	payments   *prometheus.CounterVec
-	webhooks   *prometheus.CounterVec
-	pumped     prometheus.Counter
-	pumpErrors prometheus.Counter
-	pumpPaced  prometheus.Counter
+	jobs        *prometheus.CounterVec
+	payments    *prometheus.CounterVec
+	webhooks    *prometheus.CounterVec
+	switchedOff *prometheus.CounterVec
+	pumped      prometheus.Counter
+	pumpErrors  prometheus.Counter
+	pumpPaced   prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -32,6 +33,10 @@ func newMetrics() *metrics {
 			Name: "dibs_post_webhooks_total",
 			Help: "Webhook deliveries by kind and outcome: delivered, failed (retried), rejected (refused for good), skipped (no notifier).",
 		}, []string{"kind", "outcome"}),
+		switchedOff: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dibs_post_switched_off_total",
+			Help: "Runs of post-processing jobs snoozed (no attempt spent) because a kill switch was off, by queue: charge_payment (payments: charges and refunds), expire_hold (payments: the expiry of holds whose owner asked to pay), webhook (webhooks).",
+		}, []string{"queue"}),
 		pumped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dibs_post_outbox_pumped_total",
 			Help: "Claims the outbox pump moved on (coupon codes issued, jobs queued).",
@@ -48,7 +53,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.jobs, m.payments, m.webhooks, m.pumped, m.pumpErrors, m.pumpPaced} {
+	for _, c := range []prometheus.Collector{m.jobs, m.payments, m.webhooks, m.switchedOff, m.pumped, m.pumpErrors, m.pumpPaced} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -6,8 +6,8 @@
 // for it, run at least once, with handlers made idempotent by the claim id.
 //
 // The claim row is its own outbox entry: the recorder writes a new claim with
-// its outbox flag set and nothing else, so the group commit of winners stays
-// as cheap as before. A pump then takes flagged claims in batches and, in one
+// its outbox flag set and nothing else, so the group commit of winners writes
+// one row per claim and nothing more. A pump then takes flagged claims in batches and, in one
 // transaction per batch, gives each coupon claim its code (and queues its
 // notify_winner), queues each hold's expiry, and clears the flags. Every
 // later change (a payment request, a settled payment, an expired hold) is a
@@ -39,7 +39,11 @@
 //     that ended (the record's update that enqueues it says so);
 //   - a webhook notice carries the same ID on every delivery.
 //
-// The deterministic simulation in sim_test.go (TESTPLAN A4) runs the real
+// The operator's kill switches (Config.Switches) stop the payments and the
+// webhooks without losing either: the jobs they hold snooze, spending no
+// attempt, until the switch is on again (switch.go).
+//
+// The deterministic simulation in sim_test.go runs the real
 // workers against faults injected between any two of their calls and
 // checks these rules after every event; a failure prints its seed, and
 // `go test ./post -run 'TestSim$' -seed N` replays it with its trace.

@@ -104,6 +104,17 @@ type Config struct {
 	// Notifier delivers webhooks. nil: webhook jobs complete at once.
 	Notifier Notifier
 
+	// Switches are the kill switches (nil: every switch on). With
+	// dibs.SwitchPayments off no call reaches the gateway: charges and
+	// refunds wait, and so does the expiry of holds whose owner asked to
+	// pay; with dibs.SwitchWebhooks off deliveries wait. A job that waits
+	// snoozes, spending no attempt, and looks again every SwitchRecheck.
+	// Only Switches() is called, on every such job.
+	Switches dibs.SwitchService
+	// SwitchRecheck is how often a job held by an off switch looks again
+	// (default DefaultSwitchRecheck).
+	SwitchRecheck time.Duration
+
 	// PaymentGrace is how long past its hold's deadline a payment asked
 	// for in time may stay pending (the gateway slow, down, or its answer
 	// lost) before the hold expires anyway and the slot goes back. A
@@ -181,12 +192,14 @@ type Runner struct {
 	payer    Payer
 	notifier Notifier
 	grace    time.Duration // Config.PaymentGrace
+	switches dibs.SwitchService
+	paused   paused // charges waiting on the payments switch
 	limits   map[string]Limit
 	limiters map[string]*rate.Limiter
 
 	retryMin, retryMax, snoozeMax time.Duration
 	poll, rescue, busyEvery       time.Duration
-	stopTimeout                   time.Duration
+	stopTimeout, switchRecheck    time.Duration
 	busy                          func() bool
 
 	log     *slog.Logger
@@ -214,31 +227,33 @@ func NewRunner(cfg Config) (*Runner, error) {
 		return nil, errors.New("post: Config.JobClient is required")
 	case cfg.Release == nil:
 		return nil, errors.New("post: Config.Release is required")
-	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0 || cfg.StopTimeout < 0:
-		return nil, errors.New("post: negative retry bound, poll interval, rescue time, busy pace or stop timeout")
+	case cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.PollInterval < 0 || cfg.RescueAfter < 0 || cfg.BusyEvery < 0 || cfg.StopTimeout < 0 || cfg.SwitchRecheck < 0:
+		return nil, errors.New("post: negative retry bound, poll interval, rescue time, busy pace, stop timeout or switch recheck")
 	}
 	r := &Runner{
-		store:       cfg.Store,
-		newJobs:     cfg.JobClient,
-		release:     cfg.Release,
-		payer:       cfg.Payer,
-		notifier:    cfg.Notifier,
-		grace:       cfg.PaymentGrace,
-		limits:      DefaultLimits(),
-		limiters:    make(map[string]*rate.Limiter),
-		retryMin:    cmpOr(cfg.RetryMin, DefaultRetryMin),
-		retryMax:    cmpOr(cfg.RetryMax, DefaultRetryMax),
-		poll:        cmpOr(cfg.PollInterval, DefaultPollInterval),
-		rescue:      cmpOr(cfg.RescueAfter, DefaultRescueAfter),
-		busyEvery:   cmpOr(cfg.BusyEvery, DefaultBusyEvery),
-		stopTimeout: cmpOr(cfg.StopTimeout, DefaultStopTimeout),
-		busy:        cfg.Busy,
-		log:         cfg.Logger,
-		now:         cfg.Now,
-		newCode:     cfg.NewCode,
-		rng:         cfg.Rand,
-		kick:        make(chan struct{}, 1),
-		metrics:     newMetrics(),
+		store:         cfg.Store,
+		newJobs:       cfg.JobClient,
+		release:       cfg.Release,
+		payer:         cfg.Payer,
+		notifier:      cfg.Notifier,
+		grace:         cfg.PaymentGrace,
+		switches:      cfg.Switches,
+		limits:        DefaultLimits(),
+		limiters:      make(map[string]*rate.Limiter),
+		retryMin:      cmpOr(cfg.RetryMin, DefaultRetryMin),
+		retryMax:      cmpOr(cfg.RetryMax, DefaultRetryMax),
+		poll:          cmpOr(cfg.PollInterval, DefaultPollInterval),
+		rescue:        cmpOr(cfg.RescueAfter, DefaultRescueAfter),
+		busyEvery:     cmpOr(cfg.BusyEvery, DefaultBusyEvery),
+		stopTimeout:   cmpOr(cfg.StopTimeout, DefaultStopTimeout),
+		switchRecheck: cmpOr(cfg.SwitchRecheck, DefaultSwitchRecheck),
+		busy:          cfg.Busy,
+		log:           cfg.Logger,
+		now:           cfg.Now,
+		newCode:       cfg.NewCode,
+		rng:           cfg.Rand,
+		kick:          make(chan struct{}, 1),
+		metrics:       newMetrics(),
 	}
 	if r.retryMax < r.retryMin {
 		return nil, fmt.Errorf("post: RetryMax %s is below RetryMin %s", r.retryMax, r.retryMin)

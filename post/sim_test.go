@@ -27,7 +27,7 @@ import (
 	"github.com/dibs-io/dibs/post"
 )
 
-// TestSim is the deterministic simulation of post-processing (TESTPLAN A4).
+// TestSim is the deterministic simulation of post-processing.
 // Each seed builds a small world (a coupon drop and a purchase drop, a few
 // slots each, users who claim, pay and come late) and runs the real
 // workers (Runner.Work) in it, with the events in a seeded random order:

@@ -15,7 +15,7 @@ import (
 	"github.com/dibs-io/dibs/post"
 )
 
-// This file is the simulated world the workers run in (TESTPLAN A4): the
+// This file is the simulated world the workers run in: the
 // record with its job table, the gate, the payment gateway and the
 // webhook receiver, all in memory, all driven by one seeded generator and
 // one fake clock. sim_test.go schedules the events.

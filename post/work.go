@@ -124,7 +124,14 @@ func (r *Runner) findClaim(ctx context.Context, j Job) (*dibs.Claim, error) {
 // pay. The claim id is the idempotency key, so no run can charge twice;
 // every run after the first looks the key up before charging, so a run
 // that follows a lost answer or a dead worker learns the outcome first.
+// While payments are switched off it waits, touching nothing, and the
+// claim's hold waits with it (expireHold).
 func (r *Runner) chargePayment(ctx context.Context, j Job) error {
+	if !r.on(dibs.SwitchPayments) {
+		r.paused.wait(j.Claim.ClaimID, r.now())
+		return r.switchedOff(j.Kind)
+	}
+	defer r.paused.ran(j.Claim.ClaimID)
 	c, err := r.findClaim(ctx, j)
 	if err != nil {
 		return err
@@ -267,7 +274,10 @@ func (r *Runner) releaseSlot(ctx context.Context, c *dibs.Claim) error {
 }
 
 // expireHold ends a hold that ran out unpaid and gives its slot back. A
-// hold whose owner asked to pay in time is charge_payment's to settle.
+// hold whose owner asked to pay in time is charge_payment's to settle: it
+// expires PaymentGrace past its deadline only while payments are on and
+// its charge is not waiting on the payments switch (the charge ran once
+// since the switch came back on, on this node's knowledge: switch.go).
 func (r *Runner) expireHold(ctx context.Context, j Job) error {
 	if err := r.wait(ctx, j.Kind); err != nil {
 		return err
@@ -294,6 +304,15 @@ func (r *Runner) expireHold(ctx context.Context, j Job) error {
 		// applied after that is refunded.
 		if payBy := c.HoldExpiresAt.Add(r.grace); now.Before(payBy) {
 			return river.JobSnooze(payBy.Sub(now))
+		}
+		if !r.on(dibs.SwitchPayments) {
+			// Nobody can pay while payments are off: the hold waits.
+			r.paused.wait(c.ID, now)
+			return r.switchedOff(j.Kind)
+		}
+		if r.paused.waiting(c.ID, now) {
+			// Payments are back: the charge that waited runs first.
+			return r.switchedOff(j.Kind)
 		}
 		c, _, err = r.store.ExpirePayment(ctx, c.ID, now.Add(-r.grace), now)
 		if err != nil {
@@ -347,8 +366,12 @@ func (r *Runner) recordLatePayment(ctx context.Context, c *dibs.Claim) error {
 // refundPayment gives back the money the gateway took for a claim after it
 // had ended, and records the refund, which enqueues payment_refunded. The
 // refund carries its own idempotency key (payment.RefundKey of the claim
-// id), so no run, retry or rescue refunds twice.
+// id), so no run, retry or rescue refunds twice. While payments are
+// switched off it waits: a refund moves money too.
 func (r *Runner) refundPayment(ctx context.Context, j Job) error {
+	if !r.on(dibs.SwitchPayments) {
+		return r.switchedOff(j.Kind)
+	}
 	c, err := r.findClaim(ctx, j)
 	if err != nil {
 		return err
@@ -398,11 +421,15 @@ func (r *Runner) refundPayment(ctx context.Context, j Job) error {
 }
 
 // notify delivers the webhook of a notify_winner, payment_failed,
-// hold_expired or payment_refunded job.
+// hold_expired or payment_refunded job. While webhooks are switched off
+// the delivery waits.
 func (r *Runner) notify(ctx context.Context, j Job) error {
 	if r.notifier == nil {
 		r.metrics.webhook(j.Kind, "skipped")
 		return nil
+	}
+	if !r.on(dibs.SwitchWebhooks) {
+		return r.switchedOff(j.Kind)
 	}
 	c, err := r.findClaim(ctx, j)
 	if err != nil {

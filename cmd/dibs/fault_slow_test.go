@@ -143,7 +143,7 @@ func TestFaultSlowRedis(t *testing.T) {
 	// /healthz never waits for Redis, and a drop read waits at most
 	// engine.ViewDeadline (50 ms) for the gate's count before it shows the
 	// last one: their latency may grow with the machine's load (more
-	// clients than before), not by a Redis round trip (2 s), nor by the
+	// clients than the quiet phase), not by a Redis round trip (2 s), nor by the
 	// claim deadline.
 	for _, r := range []struct {
 		name           string

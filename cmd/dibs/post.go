@@ -37,6 +37,10 @@ type PostConfig struct {
 	RetryMin       time.Duration // first retry of a failed job
 	RetryMax       time.Duration // longest wait between retries
 	RescueAfter    time.Duration // when a job whose node died runs again
+
+	// Switches are the kill switches the jobs obey (payments, webhooks);
+	// not a flag: serve sets it to its switches service. nil: all on.
+	Switches dibs.SwitchService
 }
 
 // MinWebhookSecretLen keeps webhook signatures out of guessing range.
@@ -99,21 +103,25 @@ func (c *PostConfig) Validate() error {
 // openPost builds the job runner over the record: the payment client with
 // its circuit breaker, the webhook sender, and the limits per job kind. Its
 // Stop waits stopTimeout at most for the running jobs.
-func openPost(cfg PostConfig, store record, e *engine.Engine, stopTimeout time.Duration, reg prometheus.Registerer, log *slog.Logger) (*post.Runner, error) {
+func openPost(cfg PostConfig, store record, e *engine.Engine, gauge *payment.Gauge, stopTimeout time.Duration, reg prometheus.Registerer, log *slog.Logger) (*post.Runner, error) {
 	pc := post.Config{
 		Store: store, JobClient: jobClientOf(store), Release: e, StopTimeout: stopTimeout, Logger: log, Registerer: reg, Busy: e.RecordBusy,
 		RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax, RescueAfter: cfg.RescueAfter,
-		PaymentGrace: cfg.PaymentGrace,
+		PaymentGrace: cfg.PaymentGrace, Switches: cfg.Switches,
 		Limits: map[string]post.Limit{
 			post.QueueCharge:  {Concurrency: cfg.PaymentConns},
 			post.QueueWebhook: {Concurrency: cfg.WebhookConns, Rate: cfg.WebhookRate, Burst: cfg.WebhookConns},
 		},
 	}
 	if cfg.PaymentGateway != "" {
-		pg, err := payment.New(payment.Config{
+		pcfg := payment.Config{
 			BaseURL: cfg.PaymentGateway, APIKey: cfg.PaymentKey, Timeout: cfg.PaymentTimeout,
 			RateLimit: cfg.PaymentRate, MaxConcurrent: cfg.PaymentConns,
-		}, log)
+		}
+		if gauge != nil {
+			pcfg.Metrics = gauge
+		}
+		pg, err := payment.New(pcfg, log)
 		if err != nil {
 			return nil, err
 		}

@@ -62,7 +62,7 @@ func (c *Config) validateRoom() error {
 // openRoom returns the waiting rooms of a node: kept in Redis, shared by
 // every node, when client is given (the --redis wiring passes its
 // primary-only client), else in this process's memory.
-func openRoom(cfg Config, client redis.Client, log *slog.Logger) (*room.Service, error) {
+func openRoom(cfg Config, client redis.Client, pacer room.Pacer, log *slog.Logger) (*room.Service, error) {
 	var backend dibs.Room = memory.NewRoom()
 	if client != nil {
 		r, err := redis.NewRoom(client, redis.RoomOptions{Prefix: cfg.Redis.Prefix})
@@ -78,7 +78,7 @@ func openRoom(cfg Config, client redis.Client, log *slog.Logger) (*room.Service,
 			return nil, fmt.Errorf("derive room secret: %w", err)
 		}
 	}
-	return room.New(room.Config{Backend: backend, Secret: secret, AdmissionTTL: cfg.Room.AdmissionTTL, Logger: log})
+	return room.New(room.Config{Backend: backend, Secret: secret, AdmissionTTL: cfg.Room.AdmissionTTL, Pacer: pacer, Logger: log})
 }
 
 // startRoom runs the rooms' loop over the engine's drops until Close.

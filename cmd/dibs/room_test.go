@@ -84,13 +84,13 @@ func TestServeQueuedDrop(t *testing.T) {
 func TestRoomSecret(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	a, err := openRoom(cfg, nil, nil)
+	a, err := openRoom(cfg, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := openRoom(cfg, nil, nil)
+	b, _ := openRoom(cfg, nil, nil, nil)
 	cfg.Room.Secret = "a-room-secret-of-its-own-0123456"
-	own, _ := openRoom(cfg, nil, nil)
+	own, _ := openRoom(cfg, nil, nil, nil)
 	tk := dibs.Ticket{DropID: "d", UserID: "u", Number: 1, IssuedAt: time.Now()}
 	tok := a.Keys().Ticket(tk, 7)
 	if _, err := b.Keys().VerifyTicket(tok, "d", "u", 7); err != nil {

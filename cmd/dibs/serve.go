@@ -21,11 +21,15 @@ import (
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
+	"github.com/dibs-io/dibs/live"
+	"github.com/dibs-io/dibs/pace"
 	"github.com/dibs-io/dibs/passport"
+	"github.com/dibs-io/dibs/payment"
 	"github.com/dibs-io/dibs/post"
 	"github.com/dibs-io/dibs/postgres"
 	"github.com/dibs-io/dibs/room"
 	"github.com/dibs-io/dibs/sqlite"
+	"github.com/dibs-io/dibs/switches"
 )
 
 // Config is the configuration of one dibs node.
@@ -46,6 +50,7 @@ type Config struct {
 	Redis           RedisConfig
 	Reconcile       ReconcileConfig
 	Post            PostConfig
+	Pace            PaceConfig
 }
 
 // DefaultGCPercent lets the heap grow to five times what is live before
@@ -75,6 +80,7 @@ func DefaultConfig() Config {
 		},
 		Room: defaultRoomConfig(),
 		Post: defaultPostConfig(),
+		Pace: defaultPaceConfig(),
 	}
 }
 
@@ -106,6 +112,9 @@ func (c *Config) Validate() error {
 	if err := c.Post.Validate(); err != nil {
 		return err
 	}
+	if err := c.Pace.Validate(); err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -134,6 +143,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	c.roomFlags(fs)
 	c.gateFlags(fs)
 	c.Post.flags(fs)
+	c.Pace.flags(fs)
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -199,6 +209,10 @@ type Main struct {
 	room       *room.Service
 	roomLeader *room.Leader
 	runner     atomic.Pointer[post.Runner]
+	gauge      *payment.Gauge // the payment client's; nil without a gateway
+	switches   *switches.Service
+	actions    dibs.ActionLog
+	live       *live.Service
 	srv        *http.Server
 	ln         net.Listener
 
@@ -234,7 +248,14 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.gate, err = openGate(m.cfg.Redis, m.cfg.Reconcile, reg, m.log); err != nil {
 		return err
 	}
-	if m.room, err = openRoom(m.cfg, m.gate.client, m.log); err != nil {
+	if m.cfg.Post.PaymentGateway != "" {
+		m.gauge = payment.NewGauge(nil)
+		if err := m.gauge.Register(reg); err != nil {
+			return err
+		}
+	}
+	pacer := pace.NewPacer(paceHealth{cfg: m.cfg.Pace, jobs: m.jobs, gauge: m.gauge}, engineRates{m}, 0)
+	if m.room, err = openRoom(m.cfg, m.gate.client, pacer, m.log); err != nil {
 		return err
 	}
 	m.engine = engine.New(engine.Config{
@@ -258,7 +279,14 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("start waiting rooms: %w", err)
 	}
 	m.gate.start(m.engine)
-	runner, err := openPost(m.cfg.Post, store, m.engine, m.cfg.ShutdownTimeout, reg, m.log)
+	if m.switches, m.actions, err = openSwitches(store, m.gate.client, m.cfg.Redis.Prefix, reg, m.log); err != nil {
+		return err
+	}
+	if err := m.switches.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("start switches: %w", err)
+	}
+	m.cfg.Post.Switches = m.switches
+	runner, err := openPost(m.cfg.Post, store, m.engine, m.gauge, m.cfg.ShutdownTimeout, reg, m.log)
 	if err != nil {
 		return err
 	}
@@ -268,6 +296,12 @@ func (m *Main) Run(ctx context.Context) error {
 	m.runner.Store(runner)
 	payments, jobs := postServices(m.cfg.Post, store, runner)
 	go m.kickPostOnCommit(m.engine.Committed())
+	if m.live, err = m.openLive(reg, jobs); err != nil {
+		return err
+	}
+	if err := m.live.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("start live snapshot: %w", err)
+	}
 
 	api := httpapi.New(httpapi.Config{
 		Drops: m.engine, Claims: m.engine, Queue: m.room, Payments: payments, Jobs: jobs,
@@ -297,10 +331,20 @@ func (m *Main) Run(ctx context.Context) error {
 	return nil
 }
 
-// record is a system of record with post-processing: both stores are.
+// record is a system of record with post-processing and the operators'
+// switches and log: both stores are.
 type record interface {
 	dibs.Store
 	post.Store
+	dibs.AdminStore
+}
+
+// jobs is post-processing's job service once it runs; nil before.
+func (m *Main) jobs() dibs.JobService {
+	if r := m.runner.Load(); r != nil {
+		return r
+	}
+	return nil
 }
 
 // openStore opens the record, PostgreSQL when --postgres is set, else the
@@ -376,6 +420,10 @@ func (m *Main) Close() error {
 		}
 		m.srv = nil
 	}
+	if m.live != nil {
+		errs = append(errs, m.live.Stop())
+		m.live = nil
+	}
 	if m.roomLeader != nil {
 		errs = append(errs, m.roomLeader.Stop())
 		m.roomLeader = nil
@@ -385,6 +433,10 @@ func (m *Main) Close() error {
 		if err := r.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop jobs: %w", err))
 		}
+	}
+	if m.switches != nil {
+		errs = append(errs, m.switches.Stop())
+		m.switches = nil
 	}
 	if m.gate != nil {
 		m.gate.stopWork() // reconciler and refresh, before the engine they use
