@@ -15,6 +15,10 @@ import (
 type LiveService interface {
 	// Snapshot returns the newest snapshot. Safe for concurrent use.
 	Snapshot(ctx context.Context) (LiveSnapshot, error)
+	// Changed returns a channel closed when a newer snapshot than the one
+	// Snapshot returns now is ready. Take it before reading the snapshot,
+	// so that none is missed.
+	Changed() <-chan struct{}
 }
 
 // LiveSnapshot is the state of the whole cluster at At.

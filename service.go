@@ -27,6 +27,11 @@ type DropService interface {
 	// SetStatus pauses, resumes or closes a drop; a closed drop stays
 	// closed (ECONFLICT).
 	SetStatus(ctx context.Context, id string, s Status) error
+	// SetAdmission changes a queued drop's pace to a's (Rate, Pace,
+	// MinRate, MaxRate; the mode and order stay) and returns the drop.
+	// ECONFLICT for a drop that does not queue or is closed, EINVALID for
+	// a bad admission, ENOTFOUND if unknown.
+	SetAdmission(ctx context.Context, id string, a Admission) (*Drop, error)
 	// Winners streams the drop's active claims in slot order.
 	Winners(ctx context.Context, dropID string, fn func(*Claim) error) error
 	// Ready reports whether the node's dependencies answer.

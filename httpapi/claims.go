@@ -73,6 +73,9 @@ func (s *Server) claim(r *http.Request) (dibs.Claiming, error) {
 	if key != "" && !dibs.ValidIdempotencyKey(key) {
 		return nil, dibs.Errorf(dibs.EINVALID, "Idempotency-Key must be 1 to %d printable bytes.", dibs.MaxIdempotencyKey)
 	}
+	if err := s.switchedOff(dibs.SwitchClaims, "claims"); err != nil {
+		return nil, err
+	}
 	return s.claims.Claim(r.Context(), dibs.ClaimRequest{
 		DropID: id, UserID: user, IdempotencyKey: key, Admission: r.Header.Get("Dibs-Admission"),
 	})

@@ -28,8 +28,8 @@ const (
 // readFirst reads the request's body in full, before the request takes
 // any bounded place (its route class's, a claim worker's), so that none of
 // them waits on a client sending slowly: a client that trickles a body
-// holds its own connection, nothing that others need. Only the creation of
-// a drop takes a body (at most MaxAdminBody bytes); every other request
+// holds its own connection, nothing that others need. Only admin creations and
+// changes take a body (takesBody) (at most MaxAdminBody bytes); every other request
 // takes none, or an empty JSON object of at most MaxNoBody bytes. It
 // answers and returns false if the body is refused.
 func (s *Server) readFirst(w http.ResponseWriter, r *http.Request) bool {
@@ -37,7 +37,7 @@ func (s *Server) readFirst(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	var err error
-	if r.Method == http.MethodPost && r.URL.Path == createDropPath {
+	if takesBody(r) {
 		err = bufferBody(w, r, MaxAdminBody)
 	} else {
 		err = readNoBody(r)
@@ -51,8 +51,21 @@ func (s *Server) readFirst(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// createDropPath is the one route that takes a body.
+// createDropPath is the path of the drop creation, which takes a body.
 const createDropPath = "/v1/admin/drops"
+
+// takesBody reports whether r is one of the admin requests that take a
+// body: the creation of a drop, and the changes (PATCH) of a drop or of
+// the switches.
+func takesBody(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodPost:
+		return r.URL.Path == createDropPath
+	case http.MethodPatch:
+		return strings.HasPrefix(r.URL.Path, "/v1/admin/")
+	}
+	return false
+}
 
 // readNoBody refuses a body over MaxNoBody bytes or of unknown length
 // (chunked) at once, reads a small one, and accepts it if it is empty or

@@ -14,11 +14,46 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
-// admissionJSON is a drop's admission on the wire.
+// admissionJSON is a drop's admission on the wire. Pace is "fixed" or
+// "auto" (queue mode only); MinRate and MaxRate bound an auto pace.
 type admissionJSON struct {
-	Mode  string `json:"mode"`
-	Rate  int    `json:"rate,omitempty"`
-	Order string `json:"order,omitempty"`
+	Mode    string `json:"mode"`
+	Rate    int    `json:"rate,omitempty"`
+	Order   string `json:"order,omitempty"`
+	Pace    string `json:"pace,omitempty"`
+	MinRate int    `json:"min_rate,omitempty"`
+	MaxRate int    `json:"max_rate,omitempty"`
+}
+
+// Paces on the wire.
+const (
+	paceFixed = "fixed"
+	paceAuto  = "auto"
+)
+
+func newAdmissionJSON(a dibs.Admission) admissionJSON {
+	out := admissionJSON{Mode: a.Mode, Rate: a.Rate, Order: a.Order}
+	if a.Mode == dibs.AdmissionQueue {
+		out.Pace = paceFixed
+		if a.Pace == dibs.PaceAuto {
+			out.Pace, out.MinRate, out.MaxRate = paceAuto, a.MinRate, a.MaxRate
+		}
+	}
+	return out
+}
+
+// admission reads an admission of a creation request.
+func (a *admissionJSON) admission() (dibs.Admission, error) {
+	out := dibs.Admission{Mode: a.Mode, Rate: a.Rate, Order: a.Order, MinRate: a.MinRate, MaxRate: a.MaxRate}
+	switch a.Pace {
+	case "", paceFixed:
+		out.Pace = dibs.PaceFixed
+	case paceAuto:
+		out.Pace = dibs.PaceAuto
+	default:
+		return dibs.Admission{}, dibs.Errorf(dibs.EINVALID, "admission.pace must be %q or %q.", paceFixed, paceAuto)
+	}
+	return out, nil
 }
 
 // createDropRequest is the body of POST /v1/admin/drops.
@@ -58,7 +93,11 @@ func (req *createDropRequest) drop() (*dibs.Drop, error) {
 		d.HoldTTL = ttl
 	}
 	if a := req.Admission; a != nil {
-		d.Admission = dibs.Admission{Mode: a.Mode, Rate: a.Rate, Order: a.Order}
+		adm, err := a.admission()
+		if err != nil {
+			return nil, err
+		}
+		d.Admission = adm
 	}
 	if d.PerUserLimit < 0 {
 		return nil, dibs.Errorf(dibs.EINVALID, "per_user_limit must be between 1 and %d", dibs.MaxPerUserLimit)
@@ -91,7 +130,7 @@ func newDropJSON(v dibs.DropView) dropJSON {
 	out := dropJSON{
 		ID: d.ID, Title: d.Title, Kind: d.Kind, Stock: d.Stock, PerUserLimit: d.PerUserLimit,
 		OpensAt: d.OpensAt, ClosesAt: timePtr(d.ClosesAt), Price: d.Price, Currency: d.Currency,
-		Admission: admissionJSON{Mode: d.Admission.Mode, Rate: d.Admission.Rate, Order: d.Admission.Order},
+		Admission: newAdmissionJSON(d.Admission),
 		Status:    d.Status, State: v.State, Remaining: v.Remaining, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 	}
 	if d.HoldTTL > 0 {
@@ -136,7 +175,8 @@ func (s *Server) createDrop(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("drop created", "drop", d.ID, "kind", d.Kind, "stock", d.Stock, "opens_at", d.OpensAt)
+	s.log.Info("drop created", "drop", d.ID, "kind", d.Kind, "stock", d.Stock, "opens_at", d.OpensAt, "by", adminLabel(r))
+	s.logAction(r, dibs.ActionDropCreated, d.ID, map[string]any{"kind": d.Kind, "stock": d.Stock, "admission": d.Admission.Mode})
 	w.Header().Set("Location", "/v1/admin/drops/"+d.ID)
 	writeJSON(w, http.StatusCreated, newDropJSON(v))
 	return nil
@@ -173,6 +213,13 @@ func (s *Server) dropStats(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// statusActions are the kinds of the actions that set a drop's status.
+var statusActions = map[dibs.Status]string{
+	dibs.StatusPaused: dibs.ActionDropPaused,
+	dibs.StatusActive: dibs.ActionDropResumed,
+	dibs.StatusClosed: dibs.ActionDropClosed,
+}
+
 func (s *Server) setStatus(status dibs.Status) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathDropID(r)
@@ -182,7 +229,8 @@ func (s *Server) setStatus(status dibs.Status) handlerFunc {
 		if err := s.drops.SetStatus(r.Context(), id, status); err != nil {
 			return err
 		}
-		s.log.Info("drop status changed", "drop", id, "status", status)
+		s.log.Info("drop status changed", "drop", id, "status", status, "by", adminLabel(r))
+		s.logAction(r, statusActions[status], id, nil)
 		v, err := s.drops.View(r.Context(), id)
 		if err != nil {
 			return err

@@ -18,6 +18,7 @@ import (
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
+	"github.com/dibs-io/dibs/httpapi/console"
 	"github.com/dibs-io/dibs/httpapi/openapi"
 	"github.com/dibs-io/dibs/internal/apispec"
 	"github.com/dibs-io/dibs/memory"
@@ -128,7 +129,8 @@ func specNode(t *testing.T) string {
 	a := httpapi.New(httpapi.Config{
 		Drops: e, Claims: e, Queue: svc, Payments: specPost{raw}, Jobs: specPost{raw},
 		Passports: v, AdminToken: adminToken,
-		Joins: httpapi.JoinLimit{Rate: -1},
+		Joins:    httpapi.JoinLimit{Rate: -1},
+		Switches: newSwitchBoard().mock(), Actions: (&actionLog{}).mock(), Console: console.Handler(),
 	})
 	srv := httptest.NewServer(a)
 	t.Cleanup(func() { a.CloseStreams(); srv.Close(); leader.Stop(); e.Close(); raw.Close() })
@@ -312,6 +314,31 @@ func TestResponsesMatchSpec(t *testing.T) {
 	r.do(specCase{method: "POST", path: "/v1/drops/spec-queue/claims", auth: u2, status: 403,
 		header: map[string]string{"Dibs-Admission": admission}})
 	r.do(specCase{method: "GET", path: "/v1/drops/spec-queue/queue/not-a-ticket/events", auth: u1, status: 404})
+
+	// Pacing, switches, the action log, the console, profiles.
+	r.do(specCase{method: "PATCH", path: "/v1/admin/drops/spec-queue", auth: adminToken, status: 200, body: `{"rate":500}`})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/drops/spec-queue", auth: adminToken, status: 200, body: `{"rate":"auto","min":10,"max":200}`})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/drops/spec-queue", auth: adminToken, status: 400, badRequest: true, body: `{"rate":0}`})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/drops/spec-queue", auth: adminToken, status: 400, badRequest: true, body: `{"rate":"auto","min":20,"max":10}`})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/drops/spec-coupon", auth: adminToken, status: 409, body: `{"rate":10}`})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/drops/nope", auth: adminToken, status: 404, body: `{"rate":10}`})
+	r.do(specCase{method: "GET", path: "/v1/admin/switches", auth: adminToken, status: 200})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/switches", auth: adminToken, status: 200, body: `{"claims":"off"}`})
+	r.do(specCase{method: "POST", path: "/v1/drops/spec-two/claims", auth: u3, status: 503})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/switches", auth: adminToken, status: 200, body: `{"claims":"on"}`})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/switches", auth: adminToken, status: 400, badRequest: true, body: `{"claims":"maybe"}`})
+	r.do(specCase{method: "PATCH", path: "/v1/admin/switches", status: 401, badRequest: true, body: `{"claims":"on"}`})
+	if body := r.do(specCase{method: "GET", path: "/v1/admin/actions", auth: adminToken, status: 200}); bytes.Count(body, []byte("\n")) < 5 {
+		t.Errorf("actions: %q, want the ones above", body)
+	}
+	r.do(specCase{method: "GET", path: "/v1/admin/actions?limit=2", auth: adminToken, status: 200})
+	r.do(specCase{method: "GET", path: "/v1/admin/actions?limit=2000", auth: adminToken, status: 400, badRequest: true})
+	r.do(specCase{method: "GET", path: "/console", status: 200})
+	r.do(specCase{method: "GET", path: "/console/assets/console.js", status: 200})
+	r.do(specCase{method: "GET", path: "/console/assets/nope.js", status: 404})
+	r.do(specCase{method: "GET", path: "/debug/pprof/", auth: adminToken, status: 200})
+	r.do(specCase{method: "GET", path: "/debug/pprof/", status: 401, badRequest: true})
+	r.do(specCase{method: "GET", path: "/debug/pprof/heap?debug=1", auth: adminToken, status: 200, badRequest: true})
 
 	// The page, its assets, operations.
 	r.do(specCase{method: "GET", path: "/d/spec-queue", status: 200})

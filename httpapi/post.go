@@ -96,7 +96,8 @@ func (s *Server) retryWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err := s.jobs.Retry(r.Context(), id); err != nil {
 		return err
 	}
-	s.log.Info("webhook retried", "job", id)
+	s.log.Info("webhook retried", "job", id, "by", adminLabel(r))
+	s.logAction(r, dibs.ActionWebhookRetried, "", map[string]any{"job_id": id})
 	writeJSON(w, http.StatusAccepted, map[string]any{"job_id": id, "state": "available"})
 	return nil
 }

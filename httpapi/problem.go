@@ -29,6 +29,7 @@ var statuses = map[string]int{
 	dibs.ENOTOPEN:           http.StatusTooEarly,
 	dibs.ETHROTTLED:         http.StatusTooManyRequests,
 	dibs.EPAUSED:            http.StatusServiceUnavailable,
+	dibs.ESWITCHEDOFF:       http.StatusServiceUnavailable,
 	dibs.EOVERLOADED:        http.StatusServiceUnavailable,
 	dibs.EUNAVAILABLE:       http.StatusServiceUnavailable,
 	dibs.EINTERNAL:          http.StatusInternalServerError,
@@ -49,6 +50,9 @@ var retryAfter = map[string]int{
 	dibs.EOVERLOADED:  1,
 	dibs.EUNAVAILABLE: 1,
 	dibs.EPAUSED:      5,
+	// An operator turned the work off; a client asking more often than
+	// this only adds load to a sale in trouble.
+	dibs.ESWITCHEDOFF: 5,
 }
 
 // Problem is an RFC 9457 problem detail with dibs's stable code.
@@ -78,7 +82,7 @@ func StatusOf(code string) int {
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	code := dibs.ErrorCode(err)
 	status := StatusOf(code)
-	if status >= 500 && code != dibs.EOVERLOADED && code != dibs.EPAUSED {
+	if status >= 500 && code != dibs.EOVERLOADED && code != dibs.EPAUSED && code != dibs.ESWITCHEDOFF {
 		failures.log(log, r, code, err)
 	}
 	if code == dibs.EINTERNAL {

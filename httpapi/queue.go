@@ -192,6 +192,9 @@ func (s *Server) joinQueue(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.switchedOff(dibs.SwitchQueueJoins, "joining waiting rooms"); err != nil {
+		return err
+	}
 	if wait, ok := s.joins.allow(clientKey(r, s.ipHeader), time.Now()); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		return dibs.Errorf(dibs.ETHROTTLED, "Too many joins from your address; retry shortly.")

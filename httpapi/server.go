@@ -10,6 +10,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
@@ -98,8 +99,29 @@ type Config struct {
 	// listings are empty and a retry answers 404.
 	Jobs dibs.JobService
 
-	Passports  *passport.Verifier
-	AdminToken string
+	Passports *passport.Verifier
+	// AdminToken opens the admin routes, labelled "admin" in the action
+	// log; AdminTokens are more tokens, each with its operator's label.
+	// Any of them opens every admin route. An empty token opens nothing.
+	AdminToken  string
+	AdminTokens []AdminToken
+	// Switches are the operator's kill switches; without them the switch
+	// routes answer 404 and nothing is switched off.
+	Switches dibs.SwitchService
+	// Actions logs what operators do; without it nothing is logged and the
+	// action list is empty.
+	Actions dibs.ActionLog
+	// Live serves the console's live view; without it /v1/admin/live
+	// answers 404.
+	Live dibs.LiveService
+	// Console serves the operator console (/console and
+	// /console/assets/...); without it those paths answer 404.
+	Console http.Handler
+	// SeparateAdmin keeps the admin routes, the console, /metrics and
+	// /debug/pprof off the Server's own handler: Admin serves them, for a
+	// listener of their own, and the public handler answers them 404.
+	SeparateAdmin bool
+
 	Limits     Limits
 	Gatherer   prometheus.Gatherer   // what /metrics exposes
 	Registerer prometheus.Registerer // where the server's own metrics go; none if nil
@@ -113,6 +135,13 @@ type Config struct {
 	ClientIPHeader string
 }
 
+// AdminToken is an operator's admin token and the label that names the
+// operator in the action log and the server's log, never the token.
+type AdminToken struct {
+	Label string
+	Token string
+}
+
 // Server is the HTTP API. It is an http.Handler.
 type Server struct {
 	drops     dibs.DropService
@@ -120,10 +149,15 @@ type Server struct {
 	queue     dibs.QueueService
 	payments  dibs.PaymentService
 	jobs      dibs.JobService
+	switches  dibs.SwitchService
+	actions   dibs.ActionLog
+	live      dibs.LiveService
+	console   http.Handler
 	passports *passport.Verifier
-	adminHash [sha256.Size]byte
+	admins    []adminHash
 	log       *slog.Logger
 	mux       *http.ServeMux
+	adminMux  *http.ServeMux // the admin listener's routes; mux when they are not separate
 	metrics   *httpMetrics
 
 	claimRoute http.Handler // POST /v1/drops/{id}/claims, served before the mux looks
@@ -144,8 +178,12 @@ func New(cfg Config) *Server {
 		queue:     cfg.Queue,
 		payments:  cfg.Payments,
 		jobs:      cfg.Jobs,
+		switches:  cfg.Switches,
+		actions:   cfg.Actions,
+		live:      cfg.Live,
+		console:   cfg.Console,
 		passports: cfg.Passports,
-		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
+		admins:    adminHashes(cfg.AdminToken, cfg.AdminTokens),
 		log:       cfg.Logger,
 		mux:       http.NewServeMux(),
 		metrics:   newHTTPMetrics(cfg.Registerer),
@@ -155,6 +193,10 @@ func New(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.adminMux = s.mux
+	if cfg.SeparateAdmin {
+		s.adminMux = http.NewServeMux()
 	}
 	if cfg.Limits == (Limits{}) {
 		cfg.Limits = DefaultLimits
@@ -183,16 +225,25 @@ func New(cfg Config) *Server {
 	stream := s.class(ClassStream, cfg.Limits.Stream)
 	adminOnly := func(h handlerFunc) http.Handler { return admin(s.handle(s.requireAdmin(h))) }
 
-	s.route("POST "+createDropPath, adminOnly(s.createDrop))
-	s.route("GET /v1/admin/drops", adminOnly(s.listDrops))
-	s.route("GET /v1/admin/drops/{id}", adminOnly(s.dropStats))
-	s.route("GET /v1/admin/drops/{id}/winners", adminOnly(s.winners))
-	s.route("POST /v1/admin/drops/{id}/pause", adminOnly(s.setStatus(dibs.StatusPaused)))
-	s.route("POST /v1/admin/drops/{id}/resume", adminOnly(s.setStatus(dibs.StatusActive)))
-	s.route("POST /v1/admin/drops/{id}/close", adminOnly(s.setStatus(dibs.StatusClosed)))
-	s.route("GET /v1/admin/drops/{id}/jobs", adminOnly(s.jobCounts))
-	s.route("GET /v1/admin/webhooks/failed", adminOnly(s.failedWebhooks))
-	s.route("POST /v1/admin/webhooks/failed/{job}/retry", adminOnly(s.retryWebhook))
+	s.adminRoute("POST "+createDropPath, adminOnly(s.createDrop))
+	s.adminRoute("GET /v1/admin/drops", adminOnly(s.listDrops))
+	s.adminRoute("GET /v1/admin/drops/{id}", adminOnly(s.dropStats))
+	s.adminRoute("PATCH /v1/admin/drops/{id}", adminOnly(s.patchDrop))
+	s.adminRoute("GET /v1/admin/drops/{id}/winners", adminOnly(s.winners))
+	s.adminRoute("POST /v1/admin/drops/{id}/pause", adminOnly(s.setStatus(dibs.StatusPaused)))
+	s.adminRoute("POST /v1/admin/drops/{id}/resume", adminOnly(s.setStatus(dibs.StatusActive)))
+	s.adminRoute("POST /v1/admin/drops/{id}/close", adminOnly(s.setStatus(dibs.StatusClosed)))
+	s.adminRoute("GET /v1/admin/drops/{id}/jobs", adminOnly(s.jobCounts))
+	s.adminRoute("GET /v1/admin/webhooks/failed", adminOnly(s.failedWebhooks))
+	s.adminRoute("POST /v1/admin/webhooks/failed/{job}/retry", adminOnly(s.retryWebhook))
+	s.adminRoute("GET /v1/admin/switches", adminOnly(s.getSwitches))
+	s.adminRoute("PATCH /v1/admin/switches", adminOnly(s.patchSwitches))
+	s.adminRoute("GET /v1/admin/actions", adminOnly(s.listActions))
+	s.adminRoute("GET /v1/admin/live", stream(s.handle(s.requireAdmin(s.liveEvents))))
+	s.adminRoute("GET /console", admin(http.HandlerFunc(s.serveConsole)))
+	s.adminRoute("GET /console/assets/", admin(http.HandlerFunc(s.serveConsole)))
+	s.adminRoute("GET /metrics", ops(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	s.adminRoute("GET /debug/pprof/", ops(s.handle(s.requireAdmin(servePprof))))
 
 	s.route("GET /v1/drops/{id}", read(s.handle(s.publicDrop)))
 	s.claimRoute = claim(timed(s.handle(s.createClaim)))
@@ -209,9 +260,11 @@ func New(cfg Config) *Server {
 
 	s.route("GET /healthz", ops(http.HandlerFunc(s.healthz)))
 	s.route("GET /readyz", ops(http.HandlerFunc(s.readyz)))
-	s.route("GET /metrics", ops(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 	s.route("GET /openapi.json", read(openapi.Handler()))
-	s.mux.Handle("/", read(s.handle(s.notFound)))
+	s.mux.Handle("/", read(s.handle(s.notFoundIn(s.mux))))
+	if s.adminMux != s.mux {
+		s.adminMux.Handle("/", admin(s.handle(s.notFoundIn(s.adminMux))))
+	}
 	return s
 }
 
@@ -223,11 +276,7 @@ func New(cfg Config) *Server {
 // with more than one Authorization header is refused: which of them
 // counts would be anyone's guess.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if len(r.Header["Authorization"]) > 1 {
-		writeProblem(w, http.StatusBadRequest, dibs.EINVALID, "Send one Authorization header, not several.")
-		return
-	}
-	if !s.readFirst(w, r) {
+	if !s.checkFirst(w, r) {
 		return
 	}
 	if r.Method == http.MethodPost {
@@ -238,6 +287,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// checkFirst refuses a request with more than one Authorization header
+// (which of them counts would be anyone's guess) and reads its body
+// (readFirst). It answers and returns false if the request is refused.
+func (s *Server) checkFirst(w http.ResponseWriter, r *http.Request) bool {
+	if len(r.Header["Authorization"]) > 1 {
+		writeProblem(w, http.StatusBadRequest, dibs.EINVALID, "Send one Authorization header, not several.")
+		return false
+	}
+	return s.readFirst(w, r)
+}
+
+// Admin returns the handler of the admin listener: the admin routes, the
+// console, /metrics and /debug/pprof, with the same route-class limits
+// as the rest. Without Config.SeparateAdmin it is the Server itself,
+// which serves everything.
+func (s *Server) Admin() http.Handler {
+	if s.adminMux == s.mux {
+		return s
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.checkFirst(w, r) {
+			s.adminMux.ServeHTTP(w, r)
+		}
+	})
 }
 
 // claimsPath returns the {id} of a path /v1/drops/{id}/claims whose id is
@@ -257,7 +332,13 @@ func (s *Server) route(pattern string, h http.Handler) {
 	s.routes = append(s.routes, pattern)
 }
 
-// Routes returns the patterns the API serves ("METHOD /path/{param}"), in
+// adminRoute registers h for pattern with the admin listener's mux.
+func (s *Server) adminRoute(pattern string, h http.Handler) {
+	s.adminMux.Handle(pattern, h)
+	s.routes = append(s.routes, pattern)
+}
+
+// Routes returns the patterns the API serves, on both listeners ("METHOD /path/{param}"), in
 // the order they were registered; requests no pattern matches are
 // answered 404 or 405.
 func (s *Server) Routes() []string { return slices.Clone(s.routes) }
@@ -281,24 +362,26 @@ func (s *Server) handle(h handlerFunc) http.Handler {
 // not wait for them (http.Server.RegisterOnShutdown). Safe to call twice.
 func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 
-// notFound answers requests no route matches with problem+json: 405 with
-// Allow when the path exists under other methods, 404 otherwise.
-func (s *Server) notFound(w http.ResponseWriter, r *http.Request) error {
-	var allow []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		probe := r.Clone(r.Context())
-		probe.Method = m
-		if _, pattern := s.mux.Handler(probe); pattern != "/" {
-			allow = append(allow, m)
+// notFoundIn answers requests no route of mux matches with problem+json:
+// 405 with Allow when the path exists under other methods, 404 otherwise.
+func (s *Server) notFoundIn(mux *http.ServeMux) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" {
+				allow = append(allow, m)
+			}
 		}
-	}
-	if len(allow) > 0 {
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeProblem(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "Method "+r.Method+" is not allowed here.")
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeProblem(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "Method "+r.Method+" is not allowed here.")
+			return nil
+		}
+		writeProblem(w, http.StatusNotFound, dibs.ENOTFOUND, "No such resource.")
 		return nil
 	}
-	writeProblem(w, http.StatusNotFound, dibs.ENOTFOUND, "No such resource.")
-	return nil
 }
 
 // class bounds a route class to limit requests in flight and measures it.
@@ -330,16 +413,55 @@ func (s *Server) class(name string, limit int) func(http.Handler) http.Handler {
 	}
 }
 
-// requireAdmin lets through requests bearing the admin token, compared in
-// constant time (hashes first, so neither length leaks). No admin answer
-// may be cached: the winners export holds user ids and coupon codes.
+// adminHash is an admin token's hash with its label.
+type adminHash struct {
+	label string
+	hash  [sha256.Size]byte
+}
+
+// adminHashes hashes token (labelled "admin") and tokens, leaving out
+// empty ones: an empty token would open the admin routes to requests
+// that bear none.
+func adminHashes(token string, tokens []AdminToken) []adminHash {
+	var out []adminHash
+	if token != "" {
+		out = append(out, adminHash{"admin", sha256.Sum256([]byte(token))})
+	}
+	for _, t := range tokens {
+		if t.Token != "" {
+			out = append(out, adminHash{t.Label, sha256.Sum256([]byte(t.Token))})
+		}
+	}
+	return out
+}
+
+type adminLabelKey struct{}
+
+// adminLabel is the label of the admin token the request bore.
+func adminLabel(r *http.Request) string {
+	l, _ := r.Context().Value(adminLabelKey{}).(string)
+	return l
+}
+
+// requireAdmin lets through requests bearing an admin token, with the
+// token's label in their context (adminLabel). The bearer is compared
+// with every token, in constant time (hashes first, so neither length
+// leaks, and no early exit, so which token matched does not leak). No
+// admin answer may be cached: the winners export holds user ids and
+// coupon codes.
 func (s *Server) requireAdmin(next handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		w.Header()["Cache-Control"] = noStore
 		got := sha256.Sum256([]byte(bearer(r)))
-		if subtle.ConstantTimeCompare(got[:], s.adminHash[:]) != 1 {
+		found := -1
+		for i := range s.admins {
+			eq := subtle.ConstantTimeCompare(got[:], s.admins[i].hash[:])
+			found = subtle.ConstantTimeSelect(eq, i, found)
+		}
+		if found < 0 {
 			return dibs.Errorf(dibs.EUNAUTHORIZED, "A valid admin token is required.")
 		}
+		r = r.WithContext(context.WithValue(r.Context(), adminLabelKey{}, s.admins[found].label))
 		return next(w, r)
 	}
 }

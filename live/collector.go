@@ -13,18 +13,18 @@ import (
 // The metric names a node exports that the collector reads. A metric the
 // node does not export reads as zero.
 const (
-	MetricClaims         = "dibs_claims_total"                  // counter {drop, outcome}
-	MetricRemaining      = "dibs_drop_remaining"                // gauge {drop}
-	MetricClaimLatency   = "dibs_claim_duration_seconds"        // histogram {outcome}
-	MetricRecorderBatch  = "dibs_recorder_batch_claims"         // histogram
-	MetricRecorderCommit = "dibs_recorder_commit_seconds"       // histogram
-	MetricInflight       = "dibs_http_inflight_requests"        // gauge {class}
-	MetricShed           = "dibs_http_shed_total"               // counter {class}
-	MetricPayments       = "dibs_post_payments_total"           // counter {outcome}
-	MetricGateway        = "dibs_payment_gateway_seconds"       // histogram {op}; charges only
-	runtimeGoroutines    = "/sched/goroutines:goroutines"       //
-	runtimeHeap          = "/memory/classes/heap/objects:bytes" //
-	runtimeGCPauses      = "/sched/pauses/total/gc:seconds"     //
+	MetricClaims         = "dibs_claims_total"                     // counter {drop, outcome}
+	MetricRemaining      = "dibs_drop_remaining"                   // gauge {drop}
+	MetricClaimLatency   = "dibs_claim_duration_seconds"           // histogram {outcome}
+	MetricRecorderBatch  = "dibs_recorder_batch_claims"            // histogram
+	MetricRecorderCommit = "dibs_recorder_commit_seconds"          // histogram
+	MetricInflight       = "dibs_http_inflight_requests"           // gauge {class}
+	MetricShed           = "dibs_http_shed_total"                  // counter {class}
+	MetricPayments       = "dibs_post_payments_total"              // counter {outcome}
+	MetricGateway        = "dibs_payment_attempt_duration_seconds" // histogram {op}; charges only
+	runtimeGoroutines    = "/sched/goroutines:goroutines"          //
+	runtimeHeap          = "/memory/classes/heap/objects:bytes"    //
+	runtimeGCPauses      = "/sched/pauses/total/gc:seconds"        //
 )
 
 // Window is how far back latency percentiles look.

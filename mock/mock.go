@@ -20,18 +20,22 @@ var (
 	_ dibs.QueueService   = (*QueueService)(nil)
 	_ dibs.PaymentService = (*PaymentService)(nil)
 	_ dibs.JobService     = (*JobService)(nil)
+	_ dibs.SwitchService  = (*SwitchService)(nil)
+	_ dibs.ActionLog      = (*ActionLog)(nil)
+	_ dibs.LiveService    = (*LiveService)(nil)
 )
 
 // DropService is a dibs.DropService.
 type DropService struct {
-	CreateDropFn func(ctx context.Context, d *dibs.Drop) error
-	DropFn       func(id string) (*dibs.Drop, error)
-	DropsFn      func() []*dibs.Drop
-	ViewFn       func(ctx context.Context, id string) (dibs.DropView, error)
-	StatsFn      func(ctx context.Context, id string) (dibs.DropStats, error)
-	SetStatusFn  func(ctx context.Context, id string, s dibs.Status) error
-	WinnersFn    func(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error
-	ReadyFn      func(ctx context.Context) error
+	CreateDropFn   func(ctx context.Context, d *dibs.Drop) error
+	DropFn         func(id string) (*dibs.Drop, error)
+	DropsFn        func() []*dibs.Drop
+	ViewFn         func(ctx context.Context, id string) (dibs.DropView, error)
+	StatsFn        func(ctx context.Context, id string) (dibs.DropStats, error)
+	SetStatusFn    func(ctx context.Context, id string, s dibs.Status) error
+	SetAdmissionFn func(ctx context.Context, id string, a dibs.Admission) (*dibs.Drop, error)
+	WinnersFn      func(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error
+	ReadyFn        func(ctx context.Context) error
 }
 
 func (s *DropService) CreateDrop(ctx context.Context, d *dibs.Drop) error {
@@ -52,6 +56,10 @@ func (s *DropService) Stats(ctx context.Context, id string) (dibs.DropStats, err
 
 func (s *DropService) SetStatus(ctx context.Context, id string, st dibs.Status) error {
 	return s.SetStatusFn(ctx, id, st)
+}
+
+func (s *DropService) SetAdmission(ctx context.Context, id string, a dibs.Admission) (*dibs.Drop, error) {
+	return s.SetAdmissionFn(ctx, id, a)
 }
 
 func (s *DropService) Winners(ctx context.Context, dropID string, fn func(*dibs.Claim) error) error {
@@ -138,3 +146,39 @@ func (s *JobService) FailedWebhooks(ctx context.Context, dropID string, limit in
 }
 
 func (s *JobService) Retry(ctx context.Context, jobID int64) error { return s.RetryFn(ctx, jobID) }
+
+// SwitchService is a dibs.SwitchService.
+type SwitchService struct {
+	SwitchesFn    func() dibs.Switches
+	SetSwitchesFn func(ctx context.Context, change map[dibs.Switch]bool, by string) (dibs.Switches, error)
+}
+
+func (s *SwitchService) Switches() dibs.Switches { return s.SwitchesFn() }
+
+func (s *SwitchService) SetSwitches(ctx context.Context, change map[dibs.Switch]bool, by string) (dibs.Switches, error) {
+	return s.SetSwitchesFn(ctx, change, by)
+}
+
+// ActionLog is a dibs.ActionLog.
+type ActionLog struct {
+	AppendFn  func(ctx context.Context, a dibs.Action) error
+	ActionsFn func(ctx context.Context, limit int) ([]dibs.Action, error)
+}
+
+func (l *ActionLog) Append(ctx context.Context, a dibs.Action) error { return l.AppendFn(ctx, a) }
+
+func (l *ActionLog) Actions(ctx context.Context, limit int) ([]dibs.Action, error) {
+	return l.ActionsFn(ctx, limit)
+}
+
+// LiveService is a dibs.LiveService.
+type LiveService struct {
+	SnapshotFn func(ctx context.Context) (dibs.LiveSnapshot, error)
+	ChangedFn  func() <-chan struct{}
+}
+
+func (s *LiveService) Snapshot(ctx context.Context) (dibs.LiveSnapshot, error) {
+	return s.SnapshotFn(ctx)
+}
+
+func (s *LiveService) Changed() <-chan struct{} { return s.ChangedFn() }

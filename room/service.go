@@ -89,7 +89,13 @@ type Config struct {
 // Pacer sets the admission rate of auto-paced drops (dibs.PaceAuto). The
 // leader of a room calls it on each of its steps, with the people waiting
 // and the free stock; the new rate reaches the room through the drop, as
-// an operator's change does. It must return quickly.
+// an operator's change does.
+//
+// A pacer may read and write the record, which can be slow while it is
+// busy: the leader calls it beside its step, never inside it, so that
+// admissions go on meanwhile. It calls it once at a time per drop (a step
+// that finds the last call still running skips it), and Leader.Stop waits
+// for the calls in flight.
 type Pacer interface {
 	Pace(ctx context.Context, d *dibs.Drop, waiting, remaining int64, now time.Time) error
 }
@@ -131,6 +137,7 @@ type Service struct {
 
 	tickMu sync.Mutex // one step at a time
 	wake   chan struct{}
+	paces  sync.WaitGroup // Pacer calls in flight
 }
 
 var _ dibs.QueueService = (*Service)(nil)
@@ -148,6 +155,8 @@ type entry struct {
 	returning   int64
 	returningAt time.Time
 	warnedAt    time.Time
+
+	pacing atomic.Bool // a Pacer call for this room is in flight
 }
 
 // snapshot is a room's state as read at a moment, with what is derived
@@ -237,6 +246,7 @@ func (l *Leader) Stop() error { return l.run.Stop() }
 func (l *Leader) loop(ctx context.Context) error {
 	t := time.NewTicker(l.s.tick)
 	defer t.Stop()
+	defer l.s.paces.Wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -341,10 +351,14 @@ func (s *Service) lead(ctx context.Context, src Source, d *dibs.Drop, e *entry, 
 	issued := st.Issued
 	backlog := issued - min(st.Serving, issued)
 	capacity := uint64(max(left-outstanding, 0))
-	if s.pacer != nil && d.Admission.Pace == dibs.PaceAuto {
-		if err := s.pacer.Pace(ctx, d, int64(backlog), left-outstanding, now); err != nil {
-			s.log.Warn("pace room", "drop", d.ID, "err", err)
-		}
+	if s.pacer != nil && d.Admission.Pace == dibs.PaceAuto && e.pacing.CompareAndSwap(false, true) {
+		waiting, free := int64(backlog), left-outstanding
+		s.paces.Go(func() {
+			defer e.pacing.Store(false)
+			if err := s.pacer.Pace(ctx, d, waiting, free, now); err != nil && ctx.Err() == nil {
+				s.log.Warn("pace room", "drop", d.ID, "err", err)
+			}
+		})
 	}
 	e.allowance += rate * dt.Seconds()
 	paced := min(uint64(e.allowance), backlog) // what the pace would admit

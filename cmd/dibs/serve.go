@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/dibs-io/dibs"
 	"github.com/dibs-io/dibs/engine"
 	"github.com/dibs-io/dibs/httpapi"
+	"github.com/dibs-io/dibs/httpapi/console"
 	"github.com/dibs-io/dibs/live"
 	"github.com/dibs-io/dibs/pace"
 	"github.com/dibs-io/dibs/passport"
@@ -35,12 +38,14 @@ import (
 // Config is the configuration of one dibs node.
 type Config struct {
 	Addr            string
+	AdminAddr       string // listen address of the admin routes, console, /metrics and pprof; empty: Addr serves them
 	Data            string // directory of the embedded record
 	Postgres        string // URL of the PostgreSQL record; empty: SQLite under Data
 	PostgresOptions postgres.Options
 	PassportSecret  string
-	Passport        passport.Options // issuer, audience and lifetime policy
-	AdminToken      string
+	Passport        passport.Options     // issuer, audience and lifetime policy
+	AdminToken      string               // DIBS_ADMIN_TOKEN, labelled "admin"
+	AdminTokens     []httpapi.AdminToken // DIBS_ADMIN_TOKENS
 	Limits          httpapi.Limits
 	ShutdownTimeout time.Duration
 	LogLevel        string
@@ -95,8 +100,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("DIBS_PASSPORT_SECRET must be set to at least %d bytes (the HMAC key passports are signed with)", passport.MinSecretLen)
 	case c.Passport.MaxLifetime <= 0:
 		return errors.New("--passport-max-lifetime must be positive")
-	case len(c.AdminToken) < MinAdminTokenLen:
-		return fmt.Errorf("DIBS_ADMIN_TOKEN must be set to at least %d bytes", MinAdminTokenLen)
+	case c.AdminAddr != "" && c.AdminAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"):
+		return errors.New("--admin-addr must differ from --addr")
 	case c.Limits.Claim < 1 || c.Limits.Read < 1 || c.Limits.Admin < 1 || c.Limits.Ops < 1:
 		return errors.New("in-flight limits must be at least 1")
 	case c.PostgresOptions.RecordConns < 1 || c.PostgresOptions.BackgroundConns < 1 || c.PostgresOptions.ReadConns < 1:
@@ -105,6 +110,9 @@ func (c *Config) Validate() error {
 		return errors.New("--shutdown-timeout must be positive")
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return errors.New("--log-format must be json or text")
+	}
+	if err := validateAdminTokens(c.AdminToken, c.AdminTokens); err != nil {
+		return err
 	}
 	if err := c.validateGate(); err != nil {
 		return err
@@ -124,6 +132,7 @@ func (c *Config) Validate() error {
 
 func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "listen address of the admin API, the console, /metrics and /debug/pprof (then not served on --addr); empty: --addr serves them")
 	fs.StringVar(&c.Data, "data", c.Data, "directory of the embedded record (SQLite)")
 	fs.StringVar(&c.Postgres, "postgres", c.Postgres, "PostgreSQL URL of the record, instead of SQLite under --data")
 	fs.IntVar(&c.PostgresOptions.RecordConns, "postgres-record-conns", c.PostgresOptions.RecordConns, "PostgreSQL connections that record claims, one group commit each")
@@ -155,6 +164,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.PassportSecret = os.Getenv("DIBS_PASSPORT_SECRET")
 	cfg.AdminToken = os.Getenv("DIBS_ADMIN_TOKEN")
+	tokens, err := parseAdminTokens(os.Getenv("DIBS_ADMIN_TOKENS"))
+	if err != nil {
+		return usageError{err}
+	}
+	cfg.AdminTokens = tokens
 	cfg.Room.Secret = os.Getenv("DIBS_ROOM_SECRET")
 	cfg.Post.WebhookSecret = os.Getenv("DIBS_WEBHOOK_SECRET")
 	cfg.Post.PaymentKey = os.Getenv("DIBS_PAYMENT_KEY")
@@ -210,15 +224,20 @@ type Main struct {
 	roomLeader *room.Leader
 	runner     atomic.Pointer[post.Runner]
 	gauge      *payment.Gauge // the payment client's; nil without a gateway
+	pacer      *pace.Pacer    // steers the auto-paced waiting rooms this node leads
 	switches   *switches.Service
 	actions    dibs.ActionLog
 	live       *live.Service
 	srv        *http.Server
 	ln         net.Listener
+	adminSrv   *http.Server // with --admin-addr
+	adminLn    net.Listener
 
 	listen   func(network, addr string) (net.Listener, error) // net.Listen unless a test sets it
-	stopped  chan struct{}                                    // closed when Serve returns
-	serveErr error                                            // why, once stopped is closed
+	stopped  chan struct{}                                    // closed when the first Serve returns
+	stopOnce sync.Once
+	serving  sync.WaitGroup // the Serve calls
+	serveErr error          // why, once stopped is closed
 }
 
 // NewMain returns a node that Run starts.
@@ -254,8 +273,8 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	pacer := pace.NewPacer(paceHealth{cfg: m.cfg.Pace, jobs: m.jobs, gauge: m.gauge}, engineRates{m}, 0)
-	if m.room, err = openRoom(m.cfg, m.gate.client, pacer, m.log); err != nil {
+	m.pacer = pace.NewPacer(paceHealth{cfg: m.cfg.Pace, jobs: m.jobs, gauge: m.gauge}, engineRates{m}, 0)
+	if m.room, err = openRoom(m.cfg, m.gate.client, m.pacer, m.log); err != nil {
 		return err
 	}
 	m.engine = engine.New(engine.Config{
@@ -305,8 +324,11 @@ func (m *Main) Run(ctx context.Context) error {
 
 	api := httpapi.New(httpapi.Config{
 		Drops: m.engine, Claims: m.engine, Queue: m.room, Payments: payments, Jobs: jobs,
-		Passports: verifier, AdminToken: m.cfg.AdminToken, Limits: m.cfg.Limits,
-		Gatherer: reg, Registerer: reg, Logger: m.log,
+		Switches: m.switches, Actions: m.actions, Live: m.live, Console: console.Handler(),
+		Passports: verifier, AdminToken: m.cfg.AdminToken, AdminTokens: m.cfg.AdminTokens,
+		SeparateAdmin: m.cfg.AdminAddr != "",
+		Limits:        m.cfg.Limits,
+		Gatherer:      reg, Registerer: reg, Logger: m.log,
 		Joins: m.cfg.Room.Joins, ClientIPHeader: m.cfg.Room.ClientIPHeader,
 	})
 	listen := m.listen
@@ -316,19 +338,57 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.ln, err = listen("tcp", m.cfg.Addr); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	m.srv = httpapi.NewHTTPServer(api) // its connection limits are tested in httpapi
-	m.srv.ErrorLog = slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
-	m.srv.RegisterOnShutdown(api.CloseStreams)
-	m.stopped = make(chan struct{})
-	go func() {
-		err := m.srv.Serve(m.ln)
-		if !errors.Is(err, http.ErrServerClosed) {
-			m.serveErr = fmt.Errorf("serve: %w", err)
+	if m.cfg.AdminAddr != "" {
+		if m.adminLn, err = listen("tcp", m.cfg.AdminAddr); err != nil {
+			m.ln.Close()
+			m.ln = nil
+			return fmt.Errorf("listen admin: %w", err)
 		}
-		close(m.stopped)
-	}()
-	m.log.Info("listening", "addr", m.ln.Addr().String(), "data", m.cfg.Data, "version", versionString())
+	}
+	m.stopped = make(chan struct{})
+	m.srv = m.serveOn(api, m.ln, "serve", api)
+	if m.adminLn != nil {
+		m.adminSrv = m.serveOn(api.Admin(), m.adminLn, "serve admin", api)
+	}
+	labels := []string{}
+	if m.cfg.AdminToken != "" {
+		labels = append(labels, "admin")
+	}
+	for _, t := range m.cfg.AdminTokens {
+		labels = append(labels, t.Label)
+	}
+	m.log.Info("listening", "addr", m.ln.Addr().String(), "admin_addr", m.adminAddr(), "admin_tokens", labels,
+		"data", m.cfg.Data, "version", versionString())
 	return nil
+}
+
+// serveOn serves h on ln in an http.Server of its own until Close; the
+// first Serve to return closes m.stopped, with the cause if it failed.
+func (m *Main) serveOn(h http.Handler, ln net.Listener, name string, api *httpapi.Server) *http.Server {
+	srv := httpapi.NewHTTPServer(h) // its connection limits are tested in httpapi
+	srv.ErrorLog = slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
+	srv.RegisterOnShutdown(api.CloseStreams)
+	m.serving.Add(1)
+	go func() {
+		defer m.serving.Done()
+		err := srv.Serve(ln)
+		m.stopOnce.Do(func() {
+			if !errors.Is(err, http.ErrServerClosed) {
+				m.serveErr = fmt.Errorf("%s: %w", name, err)
+			}
+			close(m.stopped)
+		})
+	}()
+	return srv
+}
+
+// adminAddr is the address the admin listener serves on; empty without
+// one.
+func (m *Main) adminAddr() string {
+	if m.adminLn == nil {
+		return ""
+	}
+	return m.adminLn.Addr().String()
 }
 
 // record is a system of record with post-processing and the operators'
@@ -391,8 +451,9 @@ func (m *Main) kickPostOnCommit(committed <-chan struct{}) {
 	}
 }
 
-// Stopped is closed when the node's HTTP server stops serving: after Close,
-// or on its own when its listener fails (ServeErr says why). Run must have
+// Stopped is closed when one of the node's HTTP servers (the public one,
+// the admin one with --admin-addr) stops serving: after Close, or on its
+// own when its listener fails (ServeErr says why). Run must have
 // succeeded.
 func (m *Main) Stopped() <-chan struct{} { return m.stopped }
 
@@ -403,6 +464,15 @@ func (m *Main) ServeErr() error { return m.serveErr }
 // URL is the base URL the node serves on.
 func (m *Main) URL() string { return "http://" + m.ln.Addr().String() }
 
+// AdminURL is the base URL of the admin routes, the console, /metrics and
+// pprof: the admin listener's with --admin-addr, else URL.
+func (m *Main) AdminURL() string {
+	if m.adminLn == nil {
+		return m.URL()
+	}
+	return "http://" + m.adminLn.Addr().String()
+}
+
 // Close shuts down gracefully: stop accepting, let requests in flight finish
 // (their claims commit), drain the recorder, close the record. Safe to call
 // on a node that failed to start.
@@ -411,14 +481,19 @@ func (m *Main) Close() error {
 	if m.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.ShutdownTimeout)
 		defer cancel()
-		if err := m.srv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		for _, srv := range []*http.Server{m.srv, m.adminSrv} {
+			if srv == nil {
+				continue
+			}
+			if err := srv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			}
 		}
-		<-m.stopped
+		m.serving.Wait()
 		if m.serveErr != nil {
 			errs = append(errs, m.serveErr)
 		}
-		m.srv = nil
+		m.srv, m.adminSrv = nil, nil
 	}
 	if m.live != nil {
 		errs = append(errs, m.live.Stop())
