@@ -28,10 +28,12 @@ const (
 )
 
 // startNode runs the built dibs serve on a free port and a temporary data
-// directory, and returns its base URL. The node stops with the test.
-func startNode(t *testing.T) string {
+// directory, with the extra flags, and returns its base URL. The node stops
+// with the test.
+func startNode(t *testing.T, extra ...string) string {
 	t.Helper()
-	cmd := exec.Command(dibsBinary(t), "serve", "--addr", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json")
+	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, extra...)
+	cmd := exec.Command(dibsBinary(t), args...)
 	cmd.Env = append(os.Environ(), "DIBS_PASSPORT_SECRET="+nodeSecret, "DIBS_ADMIN_TOKEN="+nodeAdmin)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -73,6 +75,37 @@ func startNode(t *testing.T) string {
 		case <-timeout:
 			t.Fatalf("dibs did not listen:\n%s", log.String())
 		}
+	}
+}
+
+// startPgsim runs the built dibs pgsim on a free port and returns its base
+// URL. It stops with the test.
+func startPgsim(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command(dibsBinary(t), "pgsim", "--addr", "127.0.0.1:0", "--seed", "1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "pgsim listening on "); ok {
+				addr <- u
+			}
+		}
+	}()
+	select {
+	case u := <-addr:
+		return u
+	case <-time.After(time.Minute):
+		t.Fatal("dibs pgsim did not listen")
+		return ""
 	}
 }
 
@@ -359,13 +392,15 @@ type dashboardPanel struct {
 
 // Every metric the dashboards query is one a node exports, with series:
 // a renamed or misspelt metric would leave a panel empty without a word.
-// A node serves a coupon drop (won, existing and sold-out claims), a
-// free purchase drop (a claim paid, so that charge and webhook jobs run)
-// and a queued drop (someone waiting), then its /metrics is read.
+// A node with a payment gateway (the simulator) serves a coupon drop (won,
+// existing and sold-out claims), a free purchase drop (a claim paid, so
+// that charge and webhook jobs run), a priced purchase drop (a claim paid,
+// so that a charge reaches the gateway) and a queued drop (someone
+// waiting), then its /metrics is read.
 func TestDashboardMetricsExist(t *testing.T) {
 	t.Parallel()
 	queries := dashboardQueries(t)
-	base := startNode(t)
+	base := startNode(t, "--payment-gateway", startPgsim(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := client.New(client.Config{BaseURL: base, AdminToken: nodeAdmin, PassportSecret: []byte(nodeSecret)})
@@ -382,6 +417,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	for _, d := range []client.NewDrop{
 		{ID: "coupons", Title: "coupons", Kind: "coupon", Stock: 2},
 		{ID: "free", Title: "free", Kind: "purchase", Stock: 5},
+		{ID: "priced", Title: "priced", Kind: "purchase", Stock: 5, Price: 1500, Currency: "EUR"},
 		{ID: "queued", Title: "queued", Kind: "coupon", Stock: 5, Admission: &client.Admission{Mode: "queue", Rate: 1}},
 	} {
 		if _, err := c.CreateDrop(ctx, d); err != nil {
@@ -400,6 +436,13 @@ func TestDashboardMetricsExist(t *testing.T) {
 	}
 	if _, err := c.Pay(ctx, pass("dan"), cl.ID); err != nil {
 		t.Fatalf("pay the free claim: %v", err)
+	}
+	cl, err = c.Claim(ctx, pass("dan"), "priced", client.ClaimOptions{})
+	if err != nil {
+		t.Fatalf("claim the priced drop: %v", err)
+	}
+	if _, err := c.Pay(ctx, pass("dan"), cl.ID); err != nil {
+		t.Fatalf("pay the priced claim: %v", err)
 	}
 	for _, user := range []string{"eve", "fay"} {
 		if _, err := c.JoinQueue(ctx, pass(user), "queued"); err != nil {
