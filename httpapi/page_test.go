@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,51 +13,15 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/dibs-io/dibs"
-	"github.com/dibs-io/dibs/internal/testenv"
+	"github.com/dibs-io/dibs/internal/headless"
 )
 
 var updateImages = flag.Bool("update-images", false, "write the page's screenshots to docs/img")
 
-// chromium returns the path of a headless-capable Chromium, or skips the
-// test (fails it under CI).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("DIBS_CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if testenv.CI() {
-		t.Fatal("Chromium is not installed (set DIBS_CHROMIUM to its path)")
-	}
-	t.Skip("Chromium is not installed")
-	return ""
-}
-
-// browser starts a headless Chromium with a fresh profile and no network
-// of its own, and returns a tab's context.
+// browser starts a headless Chromium and returns a tab's context.
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(390, 844),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
-	return ctx
+	return headless.New(t, 390, 844)
 }
 
 // see opens url (unless it is empty: the page as it is), waits for the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -13,51 +12,17 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/dibs-io/dibs/internal/headless"
 	"github.com/dibs-io/dibs/internal/testenv"
 )
-
-// chromium returns the path of a headless-capable Chromium, or skips the
-// test (fails it under CI).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("DIBS_CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if testenv.CI() {
-		t.Fatal("Chromium is not installed (set DIBS_CHROMIUM to its path)")
-	}
-	t.Skip("Chromium is not installed")
-	return ""
-}
 
 // Console screenshots are taken at a laptop's viewport.
 const viewW, viewH = 1280, 900
 
-// browser starts a headless Chromium with a fresh profile and returns a
-// tab's context.
+// browser starts a headless Chromium and returns a tab's context.
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(viewW, viewH),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(viewW, viewH)); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
-	return ctx
+	return headless.New(t, viewW, viewH)
 }
 
 // pageDo runs browser steps, a minute at most.

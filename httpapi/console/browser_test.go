@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -20,53 +19,17 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/dibs-io/dibs/httpapi/console"
-	"github.com/dibs-io/dibs/internal/testenv"
+	"github.com/dibs-io/dibs/internal/headless"
 )
 
 // token is the admin token the fake API accepts. It is long and odd
 // enough that finding it in a URL cannot be a coincidence.
 const token = "adm-7Qe2xZt9-console-secret"
 
-// chromium returns the path of a headless-capable Chromium, or skips the
-// test (fails it under CI).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("DIBS_CHROMIUM"), "/usr/bin/chromium", "chromium", "chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	if testenv.CI() {
-		t.Fatal("Chromium is not installed (set DIBS_CHROMIUM to its path)")
-	}
-	t.Skip("Chromium is not installed")
-	return ""
-}
-
-// browser starts a headless Chromium with a fresh profile and a laptop's
-// window, and returns a tab's context.
+// browser starts a headless Chromium and returns a tab's context.
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1440, 1000),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1440, 1000)); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
-	return ctx
+	return headless.New(t, 1440, 1000)
 }
 
 // patch is one PATCH request the fake API received.
