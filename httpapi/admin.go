@@ -217,19 +217,7 @@ func (s *Server) liveEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-
-	send := func(b []byte) bool {
-		rc.SetWriteDeadline(time.Now().Add(streamWrite))
-		if _, err := w.Write(b); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
+	send := eventStream(w)
 	event := func(snap dibs.LiveSnapshot) bool {
 		data, err := json.Marshal(snap)
 		if err != nil {

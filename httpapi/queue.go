@@ -11,6 +11,25 @@ import (
 	"github.com/dibs-io/dibs"
 )
 
+// eventStream starts a text/event-stream answer and returns its writer:
+// each call writes b, flushes it within streamWrite, and reports whether
+// the client still reads. Proxies are asked to pass events on at once.
+func eventStream(w http.ResponseWriter) func(b []byte) bool {
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return func(b []byte) bool {
+		rc.SetWriteDeadline(time.Now().Add(streamWrite))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+}
+
 // Streams: how long one lives at most (the client reconnects), how often
 // an idle one is pinged, how often a changing position is sent, and how
 // long one write may take before the client is given up.
@@ -281,20 +300,7 @@ func (s *Server) queueEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no") // proxies must pass events on at once
-	w.WriteHeader(http.StatusOK)
-
-	send := func(b []byte) bool {
-		rc.SetWriteDeadline(time.Now().Add(streamWrite))
-		if _, err := w.Write(b); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
+	send := eventStream(w)
 	event := func(st dibs.QueueStatus) bool {
 		data, err := json.Marshal(newTicketJSON(d, st))
 		if err != nil {
