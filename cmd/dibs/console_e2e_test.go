@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,26 +32,12 @@ const (
 	adminPairs = "DIBS_ADMIN_TOKENS=alice:" + aliceToken + ",bob:" + bobToken
 )
 
-// freeAddr returns a loopback address no one listens on at the moment.
-// The admin listener's address must be known before the node starts, and
-// a port the kernel just handed out and took back is free in practice.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startConsoleNode runs a node with its admin routes on a listener of
 // their own, and returns the node (its public URL) and the admin URL once
 // the admin listener answers.
 func startConsoleNode(t *testing.T, extra ...string) (*node, string) {
 	t.Helper()
-	addr := freeAddr(t)
-	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir(), "--admin-addr", addr}, extra...)
+	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir(), "--admin-addr", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "DIBS_PASSPORT_SECRET="+e2eSecret, "DIBS_ADMIN_TOKEN="+e2eAdmin, adminPairs)
 	stderr, err := cmd.StderrPipe()
@@ -64,28 +49,31 @@ func startConsoleNode(t *testing.T, extra ...string) (*node, string) {
 	}
 	n := &node{cmd: cmd}
 	t.Cleanup(func() { n.kill() })
-	// The public listener is the one that does not listen on addr,
-	// whichever the node logs first.
-	public := make(chan string, 1)
+	// The node logs both listeners' addresses once it listens.
+	type listening struct{ public, admin string }
+	up := make(chan listening, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" && line.Addr != addr && line.Addr != "" {
+			var line struct {
+				Msg, Addr string
+				AdminAddr string `json:"admin_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" && line.AdminAddr != "" {
 				select {
-				case public <- line.Addr:
+				case up <- listening{line.Addr, line.AdminAddr}:
 				default:
 				}
 			}
 		}
 	}()
+	var adminURL string
 	select {
-	case a := <-public:
-		n.url = "http://" + a
+	case l := <-up:
+		n.url, adminURL = "http://"+l.public, "http://"+l.admin
 	case <-time.After(30 * time.Second):
 		t.Fatal("dibs serve did not start listening")
 	}
-	adminURL := "http://" + addr
 	testenv.WaitFor(t, "the admin listener answers", func() bool {
 		res, err := http.Get(adminURL + "/console")
 		if err != nil {
