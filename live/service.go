@@ -33,8 +33,11 @@ import (
 const (
 	DefaultInterval = time.Second
 	// StaleAfter: a node whose report has not changed for this long is
-	// shown stale.
-	StaleAfter = 3 * time.Second
+	// shown stale. Reports come every DefaultInterval, so a live node
+	// misses two in a row before it shows stale, and a stopped one shows
+	// stale within three seconds (its last report was seen within one,
+	// and the next step after StaleAfter marks it).
+	StaleAfter = 2 * time.Second
 	// ForgetAfter: a node whose report has not changed for this long
 	// leaves the snapshot.
 	ForgetAfter = time.Minute

@@ -238,13 +238,13 @@ func TestStaleAndForgotten(t *testing.T) {
 			t.Fatalf("+%ds: node-b %+v (listed %v), want fresh (last report %d s ago)", s, n, ok, max(0, s-2))
 		}
 	}
-	clkA.Add(2 * time.Second) // b's last report came 3 s ago
+	clkA.Add(live.StaleAfter - time.Second) // b's last report came StaleAfter ago
 	if n, ok := nodesOf(mustStep(t, a))["node-b"]; !ok || n.Stale {
-		t.Fatalf("3 s after its last report: node-b %+v (listed %v), want fresh still", n, ok)
+		t.Fatalf("StaleAfter after its last report: node-b %+v (listed %v), want fresh still", n, ok)
 	}
 	clkA.Add(100 * time.Millisecond)
 	if n, ok := nodesOf(mustStep(t, a))["node-b"]; !ok || !n.Stale {
-		t.Fatalf("3.1 s after its last report: node-b %+v (listed %v), want stale", n, ok)
+		t.Fatalf("StaleAfter + 0.1 s after its last report: node-b %+v (listed %v), want stale", n, ok)
 	}
 	clkA.Add(live.ForgetAfter)
 	if snap := mustStep(t, a); len(snap.Nodes) != 1 || snap.Nodes[0].ID != "node-a" {
