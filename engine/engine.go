@@ -321,7 +321,9 @@ func (e *Engine) entries() []*entry {
 }
 
 // CreateDrop fills d's defaults, validates it, records it and opens it in
-// the gate. Errors: EINVALID, ECONFLICT (id taken).
+// the gate. Errors: EINVALID, ECONFLICT (id taken). A gate that cannot take
+// the drop yet (Redis slow or down) does not fail it: the drop is recorded,
+// and served once the gate takes it.
 func (e *Engine) CreateDrop(ctx context.Context, d *dibs.Drop) error {
 	d.Normalize(e.now().UTC().Truncate(time.Microsecond))
 	if err := d.Validate(); err != nil {
@@ -330,7 +332,13 @@ func (e *Engine) CreateDrop(ctx context.Context, d *dibs.Drop) error {
 	if err := e.store.CreateDrop(ctx, d); err != nil {
 		return err
 	}
-	return e.install(ctx, d)
+	if err := e.install(ctx, d); err != nil {
+		// The drop is recorded and served: its claims answer what the
+		// gate says (EUNAVAILABLE) until Refresh or the reconciler
+		// prepares it.
+		e.log.Warn("gate not ready for a new drop; its claims answer unavailable until it is", "drop", d.ID, "err", err)
+	}
+	return nil
 }
 
 // Drop returns the drop id as this node serves it. ENOTFOUND if unknown.

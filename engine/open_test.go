@@ -149,3 +149,32 @@ func TestOpenWhileRedisDown(t *testing.T) {
 	e := openOn(t, path, g)
 	wantDownThenHealed(t, e, alice, func() { srv.Restart(t) })
 }
+
+// TestCreateDropWhileGateDown: a drop created while the gate cannot take it
+// is recorded and served (its claims answer unavailable), not refused, and
+// the next Refresh prepares it.
+func TestCreateDropWhileGateDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path, _ := recorded(t)
+	g := &downGate{Gate: memory.NewGate()}
+	e := openOn(t, path, g)
+	g.down.Store(true)
+	d := &dibs.Drop{ID: "late", Title: "t", Kind: dibs.KindCoupon, Stock: 2}
+	if err := e.CreateDrop(ctx, d); err != nil {
+		t.Fatalf("create while the gate is down = %v, want the drop recorded", err)
+	}
+	if _, _, err := claim(e, "late", "bob"); dibs.ErrorCode(err) != dibs.EUNAVAILABLE {
+		t.Fatalf("claim while the gate is down = %v, want unavailable", err)
+	}
+	if err := e.CreateDrop(ctx, &dibs.Drop{ID: "late", Title: "t", Kind: dibs.KindCoupon, Stock: 2}); dibs.ErrorCode(err) != dibs.ECONFLICT {
+		t.Fatalf("second create = %v, want conflict: the first is recorded", err)
+	}
+	g.down.Store(false)
+	if err := e.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := claim(e, "late", "bob"); err != nil || !created {
+		t.Fatalf("claim after the gate came back = %v, created %v", err, created)
+	}
+}

@@ -171,12 +171,14 @@ func (s *Server) createDrop(w http.ResponseWriter, r *http.Request) error {
 	if err := s.drops.CreateDrop(r.Context(), d); err != nil {
 		return err
 	}
-	v, err := s.drops.View(r.Context(), d.ID)
-	if err != nil {
-		return err
-	}
 	s.log.Info("drop created", "drop", d.ID, "kind", d.Kind, "stock", d.Stock, "opens_at", d.OpensAt, "by", adminLabel(r))
 	s.logAction(r, dibs.ActionDropCreated, d.ID, map[string]any{"kind": d.Kind, "stock": d.Stock, "admission": d.Admission.Mode})
+	v, err := s.drops.View(r.Context(), d.ID)
+	if err != nil {
+		// Recorded, but the gate has not taken it yet: a new drop has
+		// all of its stock.
+		v = dibs.DropView{Drop: d, State: d.StateAt(d.Status, time.Now(), d.Stock), Remaining: d.Stock}
+	}
 	w.Header().Set("Location", "/v1/admin/drops/"+d.ID)
 	writeJSON(w, http.StatusCreated, newDropJSON(v))
 	return nil

@@ -271,6 +271,16 @@ func TestCreateDropInput(t *testing.T) {
 	if r.status != 201 || r.body["id"] != "x" || r.header.Get("Location") != "/v1/admin/drops/x" {
 		t.Fatalf("create: %d %s", r.status, r.raw)
 	}
+
+	// Recorded while the gate cannot show it yet: 201 all the same, with
+	// the whole stock left.
+	m.drops.ViewFn = func(context.Context, string) (dibs.DropView, error) {
+		return dibs.DropView{}, dibs.Errorf(dibs.EUNAVAILABLE, "The drop is not ready on this node; please retry.")
+	}
+	r = b.do(t, "POST", "/v1/admin/drops", adminToken, `{"id":"y","title":"y","kind":"coupon","stock":7}`)
+	if r.status != 201 || r.body["id"] != "y" || r.body["remaining"] != 7.0 {
+		t.Fatalf("create while the gate is not ready: %d %s", r.status, r.raw)
+	}
 }
 
 // TestOptionalServices: without a waiting room, payments or jobs, their

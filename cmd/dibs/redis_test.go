@@ -151,7 +151,15 @@ func TestRedisRestartsEmpty(t *testing.T) {
 	won := map[string]string{}
 	for i := range 4 {
 		u := fmt.Sprintf("w%d", i)
-		code, body := claimAs(t, base, "d", u)
+		// A starved machine may answer the drop's first Prepare late: the
+		// drop is recorded and its claims answer 503 until a refresh
+		// prepares it.
+		var code int
+		var body string
+		testenv.WaitFor(t, "the drop to take claims", func() bool {
+			code, body = claimAs(t, base, "d", u)
+			return code != http.StatusServiceUnavailable
+		})
 		if code != http.StatusCreated {
 			t.Fatalf("claim = %d %s", code, body)
 		}
