@@ -315,6 +315,7 @@ type coro struct {
 type simRun struct {
 	job      *simJob
 	attempt  int
+	began    time.Time // River ends the run's context JobTimeout after this
 	co       *coro
 	kill     bool // the scheduler killed it: it dies at its next world call
 	result   error
@@ -609,6 +610,11 @@ func (s *sched) fetch(early bool) {
 	}
 }
 
+// simJobTimeout is the runner's River JobTimeout (three quarters of the
+// default RescueAfter): a run whose context has ended sends the gateway
+// nothing more.
+const simJobTimeout = post.DefaultRescueAfter * 3 / 4
+
 // rescue starts a second run of a job whose first run is still going, as
 // River does when it believes the first worker dead (a job runs at most
 // twice at once here; River rescues a job once per RescueStuckJobsAfter).
@@ -634,7 +640,7 @@ func (s *sched) start(j *simJob) {
 	j.state = jobRunning
 	j.inFlight++
 	s.runCount++
-	r := &simRun{job: j, attempt: j.attempt}
+	r := &simRun{job: j, attempt: j.attempt, began: s.w.now}
 	if n := len(s.idle); n > 0 {
 		r.co, s.idle = s.idle[n-1], s.idle[:n-1]
 	} else {

@@ -459,6 +459,10 @@ func (p simPG) down() error {
 func (p simPG) Charge(ctx context.Context, key string, req payment.ChargeRequest) (*payment.Charge, error) {
 	w := p.w
 	w.step("charge " + key)
+	if r := w.sched.cur; r != nil && w.now.Sub(r.began) > simJobTimeout {
+		w.sched.tracef("charge %s: the run's context ended, not sent", key)
+		return nil, context.DeadlineExceeded
+	}
 	if err := p.down(); err != nil {
 		w.sched.tracef("charge %s: gateway down: %v", key, err)
 		return nil, err
