@@ -143,10 +143,22 @@ func (r *Runner) chargePayment(ctx context.Context, j Job) error {
 		// the slot back, or expired while its payment was pending (the
 		// payment grace ran out): a charge an earlier run sent may have
 		// been applied since, and that money goes back.
-		if err := r.findLatePayment(ctx, c, j); err != nil {
+		found, err := r.findLatePayment(ctx, c, j)
+		if err != nil {
 			return err
 		}
-		return r.releaseSlot(ctx, c)
+		if err := r.releaseSlot(ctx, c); err != nil {
+			return err
+		}
+		// An earlier run of this job that began before the claim ended
+		// may still be at the gateway (taken for lost, not stopped): its
+		// charge can land after this lookup. Look again once any such run
+		// is over, RescueAfter after the claim ended at the latest.
+		if late := c.UpdatedAt.Add(r.rescue).Sub(r.now()); late > 0 && j.Attempt > 1 && !found &&
+			!c.PayRequestedAt.IsZero() && c.LatePaidAt.IsZero() && r.payer != nil {
+			return river.JobSnooze(late)
+		}
+		return nil
 	default:
 		return nil
 	}
@@ -328,25 +340,25 @@ func (r *Runner) expireHold(ctx context.Context, j Job) error {
 // findLatePayment looks up the charge of an ended claim whose owner had
 // asked to pay, unless its late payment is recorded already: a paid charge
 // is money taken late, recorded with its refund_payment.
-func (r *Runner) findLatePayment(ctx context.Context, c *dibs.Claim, j Job) error {
+func (r *Runner) findLatePayment(ctx context.Context, c *dibs.Claim, j Job) (found bool, err error) {
 	if c.PayRequestedAt.IsZero() || !c.LatePaidAt.IsZero() || r.payer == nil {
-		return nil
+		return false, nil
 	}
 	if err := r.wait(ctx, j.Kind); err != nil {
-		return err
+		return false, err
 	}
 	ch, err := r.payer.Lookup(ctx, c.ID)
 	switch {
 	case errors.Is(err, payment.ErrNotFound):
-		return nil
+		return false, nil
 	case errors.Is(err, payment.ErrUnavailable):
-		return river.JobSnooze(r.backoff(j.Snoozes+1, r.snoozeMax))
+		return false, river.JobSnooze(r.backoff(j.Snoozes+1, r.snoozeMax))
 	case err != nil:
-		return fmt.Errorf("charge payment %s: look up the charge of an ended claim: %w", c.ID, err)
+		return false, fmt.Errorf("charge payment %s: look up the charge of an ended claim: %w", c.ID, err)
 	case ch.Status != payment.StatusPaid:
-		return nil
+		return true, nil // declined or refunded: nothing of it lands later
 	}
-	return r.recordLatePayment(ctx, c)
+	return true, r.recordLatePayment(ctx, c)
 }
 
 // recordLatePayment records that the gateway took the money of an ended

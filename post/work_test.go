@@ -200,9 +200,18 @@ func TestChargePayment(t *testing.T) {
 		},
 		{
 			name: "a claim settled by a run that died gets its slot back", attempt: 2,
-			prepare: func(b *bundle, c *simClaim) { c.State = dibs.ClaimReleased },
+			prepare: func(b *bundle, c *simClaim) {
+				c.State, c.UpdatedAt = dibs.ClaimReleased, b.w.now.Add(-post.DefaultRescueAfter)
+			},
 			// It looks for a charge applied since, to refund it.
 			want: "done", wantState: dibs.ClaimReleased, wantCalls: []string{"lookup"}, wantBack: 1,
+		},
+		{
+			name: "a claim that ended moments ago is looked at again", attempt: 2,
+			prepare: func(b *bundle, c *simClaim) { c.State, c.UpdatedAt = dibs.ClaimReleased, b.w.now },
+			// An earlier run taken for lost may still land a charge
+			// within its timeout: the job looks again once that is over.
+			want: "snoozed", wantState: dibs.ClaimReleased, wantCalls: []string{"lookup"}, wantBack: 1,
 		},
 		{
 			name: "a paid claim is left alone", attempt: 2,
@@ -541,5 +550,35 @@ func TestLatePaymentIsRefunded(t *testing.T) {
 	}
 	if ch := b.w.ledger[live.ID]; ch.Status != payment.StatusPaid {
 		t.Errorf("live claim's charge is %s, want paid", ch.Status)
+	}
+}
+
+// TestLateChargeOfALostRunIsFound: a run taken for lost sends its charge
+// after a newer run looked it up and found none. The newer run does not
+// end the job: it looks again once every earlier run's timeout is over,
+// finds the money and has it refunded.
+func TestLateChargeOfALostRunIsFound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	c := b.hold(t, true)
+	b.w.now = c.HoldExpiresAt
+	if err := b.work(post.KindExpireHold, c, 1); err != nil || c.State != dibs.ClaimExpired {
+		t.Fatalf("expire_hold at the deadline: %v, claim %s; want expired", err, c.State)
+	}
+	var snooze *river.JobSnoozeError
+	if err := b.work(post.KindChargePayment, c, 2); !errors.As(err, &snooze) || c.released != 1 {
+		t.Fatalf("charge_payment of a claim that just ended: %v, slot back %d times; want a snooze, 1", err, c.released)
+	}
+	// The lost run's charge lands within its timeout.
+	if _, err := (simPG{b.w}).Charge(ctx, c.ID, payment.ChargeRequest{Amount: 5000, Currency: "KRW", Reference: "tickets/" + c.ID}); err != nil {
+		t.Fatal(err)
+	}
+	b.w.now = b.w.now.Add(snooze.Duration)
+	if err := b.work(post.KindChargePayment, c, 2); err != nil {
+		t.Fatalf("charge_payment looking again: %v", err)
+	}
+	if c.LatePaidAt.IsZero() || !slices.Contains(b.jobs(c), post.KindRefundPayment) {
+		t.Fatalf("late paid at %v, jobs %v; want the late payment recorded and refund_payment queued", c.LatePaidAt, b.jobs(c))
 	}
 }
