@@ -5,10 +5,8 @@
 package deploy_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -18,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -457,53 +454,7 @@ func TestStaticBinaryInEmptyRoot(t *testing.T) {
 		"DIBS_PASSPORT_SECRET=deploy-test-secret-0123456789abcdef",
 		"DIBS_ADMIN_TOKEN=deploy-test-admin-token",
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	lines := make(chan string, 1024)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			default: // never block the node on its log
-			}
-		}
-		close(lines)
-		done <- cmd.Wait()
-	}()
-	stopped := false
-	defer func() {
-		if !stopped {
-			cmd.Process.Signal(syscall.SIGTERM)
-			<-done
-		}
-	}()
-	var log bytes.Buffer
-	base := ""
-	// Generous: a node opens its record and rebuilds its gate before it
-	// listens, on a machine that may be busy.
-	timeout := time.After(2 * time.Minute)
-	for base == "" {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("dibs exited before listening:\n%s", log.String())
-			}
-			log.WriteString(line + "\n")
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				base = "http://" + rec.Addr
-			}
-		case <-timeout:
-			t.Fatalf("dibs did not listen:\n%s", log.String())
-		}
-	}
+	base, log, stop := serveNode(t, cmd)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, path := range []string{"/healthz", "/readyz", "/openapi.json"} {
@@ -526,9 +477,7 @@ func TestStaticBinaryInEmptyRoot(t *testing.T) {
 			t.Errorf("dibs wrote %s outside its data directory", e.Name())
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	stopped = true
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("dibs after SIGTERM: %v\n%s", err, log.String())
 	}
 }

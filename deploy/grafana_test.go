@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,6 +36,18 @@ func startNode(t *testing.T, extra ...string) string {
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, extra...)
 	cmd := exec.Command(dibsBinary(t), args...)
 	cmd.Env = append(os.Environ(), "DIBS_PASSPORT_SECRET="+nodeSecret, "DIBS_ADMIN_TOKEN="+nodeAdmin)
+	base, _, _ := serveNode(t, cmd)
+	return base
+}
+
+// serveNode starts cmd, a dibs serve logging JSON on its standard error,
+// and waits (two minutes at most: a node opens its record and rebuilds its
+// gate first, on a machine that may be busy) until it logs that it
+// listens. It returns the node's base URL, its log up to then, and stop,
+// which sends SIGTERM once and returns how the process ended; the test's
+// cleanup calls it too.
+func serveNode(t *testing.T, cmd *exec.Cmd) (base string, log *bytes.Buffer, stop func() error) {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -55,12 +68,13 @@ func startNode(t *testing.T, extra ...string) string {
 		close(lines)
 		done <- cmd.Wait()
 	}()
-	t.Cleanup(func() {
+	stop = sync.OnceValue(func() error {
 		cmd.Process.Signal(syscall.SIGTERM)
-		<-done
+		return <-done
 	})
-	var log bytes.Buffer
-	timeout := time.After(2 * time.Minute) // a node rebuilds its gate before it listens
+	t.Cleanup(func() { stop() })
+	log = new(bytes.Buffer)
+	timeout := time.After(2 * time.Minute)
 	for {
 		select {
 		case line, ok := <-lines:
@@ -70,7 +84,7 @@ func startNode(t *testing.T, extra ...string) string {
 			log.WriteString(line + "\n")
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				return "http://" + rec.Addr
+				return "http://" + rec.Addr, log, stop
 			}
 		case <-timeout:
 			t.Fatalf("dibs did not listen:\n%s", log.String())
